@@ -1,0 +1,202 @@
+"""Every newswatch setting, with its default and validation, in one place.
+
+Settings come from a YAML file (``--config PATH`` or ``NEWSWATCH_CONFIG``) and any key can be
+overridden from the environment as ``NEWSWATCH_<SECTION>__<KEY>`` (lists/dicts as JSON).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_ENV = "NEWSWATCH_CONFIG"
+DEFAULT_USER_AGENT = "newswatch/0.1 (+https://github.com/newswatch/newswatch; news monitoring)"
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported to users as one line (exit code 2)."""
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FeedConfig(Section):
+    url: str
+    name: str | None = None
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value.lower().startswith(("http://", "https://")):
+            raise ValueError(f"feed url must start with http:// or https:// (got {value!r})")
+        return value
+
+
+class StoreSettings(Section):
+    url: str = "sqlite:///data/newswatch.db"
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql")):
+            raise ValueError("must start with sqlite:/// or postgresql")
+        return value
+
+
+class FetchSettings(Section):
+    timeout_s: float = Field(20.0, gt=0, description="connect and read timeout")
+    deadline_s: float = Field(60.0, gt=0, description="total time allowed for one request")
+    max_bytes: int = Field(10_000_000, gt=0, description="body cap after decompression")
+    user_agent: str = DEFAULT_USER_AGENT
+    concurrency: int = Field(8, ge=1, le=256, description="requests in flight overall")
+    per_host_concurrency: int = Field(2, ge=1, le=32)
+    max_redirects: int = Field(5, ge=0, le=20)
+    allow_private_networks: bool = False
+    revalidate_every: int = Field(
+        50, ge=0, description="1 in N fetches skips ETag/Last-Modified (0 = never)"
+    )
+    dead_after_failures: int = Field(10, ge=1)
+    backoff_base_s: float = Field(300.0, ge=0, description="first retry delay after a failure")
+    backoff_max_s: float = Field(86_400.0, ge=0)
+    max_retry_after_s: float = Field(86_400.0, ge=0, description="cap on a server's Retry-After")
+    min_interval_s: float = Field(0.0, ge=0, description="never fetch one feed more often")
+
+
+class ExtractionSettings(Section):
+    engine: Literal["trafilatura", "newspaper"] = "trafilatura"
+    max_articles_per_run: int = Field(500, ge=0)
+    min_text_chars: int = Field(200, ge=0, description="shorter page text counts as empty")
+    fetch_pages: bool = True
+
+
+class EmbeddingSettings(Section):
+    model: str = Field("default", description="'default' = packaged all-MiniLM-L6-v2, or any "
+                       "sentence-transformers name or local path")
+    batch_size: int = Field(32, ge=1)
+    device: str = "cpu"
+
+
+class SearchSettings(Section):
+    url: str = Field("", description="empty = SQLite FTS5 beside the records; http(s):// = "
+                     "Elasticsearch")
+    sqlite_path: str | None = Field(None, description="FTS5 file when the records are not SQLite")
+    index_prefix: str = "newswatch"
+    vectors: bool = True
+    api_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+    verify_certs: bool = True
+    ca_certs: str | None = None
+
+
+class DemoSettings(Section):
+    site_dir: str = "examples/sample_site"
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Sections are added as the pipeline grows."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSWATCH_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    data_dir: str = "data"
+    feeds: list[FeedConfig] = Field(default_factory=list)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+    extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+
+    # Set by the loader, not by users: where the YAML came from (relative paths resolve there).
+    config_path: str | None = Field(None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the YAML file (passed as init kwargs).
+        return (env_settings, init_settings)
+
+    def enabled_feeds(self) -> list[FeedConfig]:
+        return [feed for feed in self.feeds if feed.enabled]
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{source}: {key}: {message}{more}"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def _resolve_feeds_reference(data: dict[str, Any], base: Path) -> None:
+    """``feeds: other.yaml`` loads the feed list from a separate file."""
+    feeds = data.get("feeds")
+    if isinstance(feeds, str):
+        feeds_path = (base / feeds) if not Path(feeds).is_absolute() else Path(feeds)
+        loaded = _read_yaml(feeds_path) if feeds_path.suffix in {".yaml", ".yml"} else None
+        if loaded is None:
+            raise ConfigError(f"feeds: {feeds} must be a .yaml file")
+        data["feeds"] = loaded.get("feeds", [])
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``path`` (or ``$NEWSWATCH_CONFIG``), env overrides applied.
+
+    Raises ConfigError with a one-line message naming the key and the problem.
+    """
+    if path is None:
+        path = os.environ.get(DEFAULT_CONFIG_ENV) or None
+    data: dict[str, Any] = {}
+    source = "settings"
+    if path is not None:
+        config_path = Path(path)
+        data = _read_yaml(config_path)
+        _resolve_feeds_reference(data, config_path.parent)
+        source = str(config_path)
+        data["config_path"] = str(config_path)
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from exc
