@@ -99,6 +99,55 @@ class SearchSettings(Section):
     ca_certs: str | None = None
 
 
+class StoriesSettings(Section):
+    """Story assignment. Defaults are tuned on ECB+ / SemEval (docs/decisions.md)."""
+
+    window_days: float = Field(3.0, gt=0, description="compare with stories active this close")
+    threshold: float = Field(0.60, ge=-1, le=1, description="min similarity to join a story")
+    duplicate_threshold: float = Field(0.92, ge=-1, le=1, description="min similarity for a "
+                                       "near-duplicate (wire copy)")
+
+
+class WatchConfig(Section):
+    """A topic to alert on (see docs: Watches and alerts)."""
+
+    name: str
+    description: str = ""
+    keywords: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    min_score: float = Field(0.5, ge=0, le=1)
+    channels: list[str] = Field(default_factory=lambda: ["console"])
+    mode: Literal["immediate", "digest"] = "immediate"
+    digest_at: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    timezone: str = "UTC"
+    quiet_hours: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+    max_per_window: int = Field(10, ge=1)
+    enabled: bool = True
+
+
+class ChannelConfig(Section):
+    """Where alerts go: email, slack, console or a JSONL file."""
+
+    type: Literal["email", "slack", "console", "file"]
+    # email
+    host: str | None = None
+    port: int | None = None
+    starttls: bool = False
+    ssl: bool = False
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = None
+    sender: str | None = None
+    to: list[str] = Field(default_factory=list)
+    smtp_conn_id: str | None = None
+    # slack
+    webhook_url: str | None = None
+    webhook_url_env: str | None = None
+    slack_conn_id: str | None = None
+    # file
+    path: str | None = None
+
+
 class DemoSettings(Section):
     site_dir: str = "examples/sample_site"
     host: str = "127.0.0.1"
@@ -122,6 +171,10 @@ class Settings(BaseSettings):
     extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    stories: StoriesSettings = Field(default_factory=StoriesSettings)
+    watches: list[WatchConfig] = Field(default_factory=list)
+    channels: dict[str, ChannelConfig] = Field(
+        default_factory=lambda: {"console": ChannelConfig(type="console")})
     demo: DemoSettings = Field(default_factory=DemoSettings)
 
     # Set by the loader, not by users: where the YAML came from (relative paths resolve there).
