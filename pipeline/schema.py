@@ -64,6 +64,7 @@ feeds = Table(
     Column("feed_id", Integer, primary_key=True, autoincrement=True),
     Column("url", Text, nullable=False, unique=True),
     Column("name", Text),
+    Column("source", Text),  # the outlet, shared by several feeds of one publisher
     Column("title", Text),  # as the feed itself calls it
     Column("enabled", Boolean, nullable=False, default=True),
     Column("dead", Boolean, nullable=False, default=False),

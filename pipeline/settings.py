@@ -31,6 +31,8 @@ class Section(BaseModel):
 class FeedConfig(Section):
     url: str
     name: str | None = None
+    source: str | None = Field(None, description="outlet shown for its articles (default: "
+                               "name); feeds of one outlet share it")
     enabled: bool = True
 
     @field_validator("url")
@@ -120,7 +122,9 @@ class WatchConfig(Section):
     mode: Literal["immediate", "digest"] = "immediate"
     digest_at: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     timezone: str = "UTC"
-    quiet_hours: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+    quiet_hours: str | None = Field(
+        None, pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$",
+        description="HH:MM-HH:MM in the watch's time zone: alerts wait until it ends")
     max_per_window: int = Field(10, ge=1)
     enabled: bool = True
 

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from pipeline import schema
 from pipeline.models import FeedEntry
 from pipeline.settings import FeedConfig
-from pipeline.urls import article_id_for, canonical_url, content_hash
+from pipeline.urls import article_id_for, canonical_url, content_hash, host_of
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -49,6 +49,7 @@ class FeedRow:
     feed_id: int
     url: str
     name: str | None
+    source: str | None
     title: str | None
     enabled: bool
     dead: bool
@@ -67,6 +68,11 @@ class FeedRow:
     @property
     def display_name(self) -> str:
         return self.name or self.title or self.url
+
+    @property
+    def source_name(self) -> str:
+        """The outlet to credit for this feed's articles."""
+        return self.source or self.name or self.title or host_of(self.url)
 
 
 _FEED_FIELDS = [f for f in FeedRow.__slots__]  # type: ignore[attr-defined]
@@ -136,12 +142,14 @@ class Store:
         with self.engine.begin() as conn:
             for feed in configured:
                 stmt = self._insert(schema.feeds).values(
-                    url=feed.url, name=feed.name, enabled=feed.enabled, dead=False,
+                    url=feed.url, name=feed.name, source=feed.source, enabled=feed.enabled,
+                    dead=False,
                     consecutive_failures=0, fetch_count=0, created_at=now,
                 )
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["url"],
-                    set_={"name": stmt.excluded.name, "enabled": stmt.excluded.enabled},
+                    set_={"name": stmt.excluded.name, "source": stmt.excluded.source,
+                          "enabled": stmt.excluded.enabled},
                 )
                 conn.execute(stmt)
         urls = [f.url for f in configured] if isinstance(configured, list) else None
@@ -303,7 +311,8 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(a.c.article_id, a.c.url, a.c.link, a.c.entry_title, a.c.entry_summary,
-                       a.c.published_at, a.c.source, a.c.extraction_attempts)
+                       a.c.published_at, a.c.source, a.c.extraction_attempts,
+                       a.c.text_source)
                 .where(or_(a.c.extraction_status == "pending",
                            and_(a.c.extraction_status == "retry",
                                 a.c.extraction_attempts < max_attempts)))
@@ -360,6 +369,14 @@ class Store:
                 result = "new-version"
             conn.execute(update(a).where(a.c.article_id == article_id).values(**values))
         return result
+
+    def record_extraction_attempt(self, article_id: str, *, status: str, outcome: str) -> None:
+        """Note a failed re-extraction without touching the text already stored."""
+        a = schema.articles
+        with self.engine.begin() as conn:
+            conn.execute(update(a).where(a.c.article_id == article_id).values(
+                extraction_status=status, extraction_outcome=outcome, extracted_at=utcnow(),
+                extraction_attempts=a.c.extraction_attempts + 1))
 
     def get_article(self, article_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

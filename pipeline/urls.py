@@ -10,7 +10,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 _TRACKING_EXACT = {
     "fbclid", "gclid", "dclid", "gclsrc", "msclkid", "yclid", "mc_cid", "mc_eid", "igshid",
     "_ga", "_gl", "ref_src", "ref_url", "cmpid", "ncid", "ocid", "smid", "smtyp", "spm",
-    "at_medium", "at_campaign", "taid", "mkt_tok", "wt.mc_id", "s_cid", "xtor", "__twitter_impression",
+    "at_medium", "at_campaign", "taid", "mkt_tok", "wt.mc_id", "s_cid", "xtor",
+    "__twitter_impression",
 }
 _TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "hsa_", "oly_", "vero_")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -36,7 +37,8 @@ def canonical_url(url: str) -> str:
     netloc = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
     if ":" in host and not host.startswith("["):  # IPv6 literal
         netloc = f"[{host}]" if port in (None, _DEFAULT_PORTS.get(scheme)) else f"[{host}]:{port}"
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)]
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if not _is_tracking(k)]
     query.sort()
     path = re.sub(r"/{2,}", "/", parts.path) or "/"
     return urlunsplit((scheme, netloc, path, urlencode(query, doseq=True), ""))

@@ -1,0 +1,135 @@
+"""The extraction stage: download article pages and store their text.
+
+Every article gets text: the page's when it can be read, else what the feed said about it
+(``text_source = "feed"``). Every outcome is counted, so "why does this article have only its
+summary?" has an answer in ``newswatch feeds`` / the run summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.extract import extract_html, looks_paywalled
+from pipeline.fetcher import Fetcher, FetchResult
+from pipeline.settings import Settings
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+
+STAGE = "extract"
+# Fetch outcomes worth another try on a later run; anything else falls back for good.
+TRANSIENT_OUTCOMES = {"timeout", "connection-error", "rate-limited"}
+
+
+@dataclass(slots=True)
+class ExtractionOutcome:
+    article_id: str
+    outcome: str  # ok, http-403, paywall, empty, timeout, ...
+    text_source: str | None  # page, feed or None (no text at all)
+    version: str  # new-version or unchanged
+
+
+def _fetch_outcome_name(result: FetchResult) -> str:
+    if result.outcome == "http-error" and result.status:
+        return f"http-{result.status}"
+    return result.outcome
+
+
+def extract_one(store: Store, fetcher: Fetcher, settings: Settings,
+                article: dict[str, Any]) -> ExtractionOutcome:
+    """Fetch, extract and store one article; fall back to the feed text when the page fails."""
+    article_id = article["article_id"]
+    url = article.get("link") or article.get("url")
+    conf = settings.extraction
+    outcome = "feed-only"
+    status = "fallback"
+    if url and conf.fetch_pages:
+        result = fetcher.get(url, accept="text/html,application/xhtml+xml;q=0.9,*/*;q=0.5")
+        if result.ok:
+            outcome, page = _extract_page(result, conf.engine, conf.min_text_chars)
+            if page is not None:
+                version = store.save_article_text(
+                    article_id, title=page.title or article.get("entry_title"), text=page.text,
+                    text_source="page", status="ok", outcome="ok", authors=page.authors,
+                    published_at=page.published_at, language=page.language)
+                return ExtractionOutcome(article_id, "ok", "page", version)
+        else:
+            outcome = _fetch_outcome_name(result)
+            if result.outcome in TRANSIENT_OUTCOMES or (result.status or 0) >= 500:
+                status = "retry"
+    if article.get("text_source") == "page":
+        # A page we already read once stays: a later failure is noted, not a downgrade.
+        store.record_extraction_attempt(article_id, status=status, outcome=outcome)
+        return ExtractionOutcome(article_id, outcome, "page", "unchanged")
+    fallback = (article.get("entry_summary") or "").strip()
+    if not fallback:
+        status = "failed" if status == "fallback" else status
+    version = store.save_article_text(
+        article_id, title=article.get("entry_title"), text=fallback, text_source="feed",
+        status=status, outcome=outcome)
+    return ExtractionOutcome(article_id, outcome, "feed" if fallback else None, version)
+
+
+def _extract_page(result: FetchResult, engine: str, min_chars: int):
+    content_type = result.headers.get("content-type", "")
+    if content_type and "html" not in content_type and "xml" not in content_type:
+        return "not-html", None
+    if looks_paywalled(result.content):
+        return "paywall", None
+    try:
+        page = extract_html(result.content, result.url, engine=engine)
+    except Exception as exc:  # an extractor bug must not stop the run
+        log.warning("extraction failed for %s: %s", result.url, exc)
+        return "extract-error", None
+    if len(page.text.strip()) < min_chars:
+        return "empty", None
+    return "ok", page
+
+
+def extract_pending(
+    store: Store,
+    settings: Settings,
+    run_id: str,
+    *,
+    fetcher: Fetcher | None = None,
+    limit: int | None = None,
+    on_article_done: Callable[[ExtractionOutcome], None] | None = None,
+) -> dict[str, int]:
+    """Extract every article waiting for text (new, changed in its feed, or to retry)."""
+    pending = store.articles_to_extract(
+        settings.extraction.max_articles_per_run if limit is None else limit)
+    counts: dict[str, int] = {}
+    if not pending:
+        return counts
+    own_fetcher = fetcher is None
+    fetcher = fetcher or Fetcher(settings.fetch)
+    try:
+        with ThreadPoolExecutor(max_workers=settings.fetch.concurrency) as pool:
+            futures = [pool.submit(_safe_extract_one, store, fetcher, settings, a)
+                       for a in pending]
+            for future in futures:
+                result = future.result()
+                counts[result.outcome] = counts.get(result.outcome, 0) + 1
+                if result.version == "new-version":
+                    counts["new-version"] = counts.get("new-version", 0) + 1
+                if on_article_done:
+                    on_article_done(result)
+    finally:
+        if own_fetcher:
+            fetcher.close()
+    for outcome, n in counts.items():
+        store.count(run_id, STAGE, outcome, n)
+    return counts
+
+
+def _safe_extract_one(store: Store, fetcher: Fetcher, settings: Settings,
+                      article: dict[str, Any]) -> ExtractionOutcome:
+    try:
+        return extract_one(store, fetcher, settings, article)
+    except Exception as exc:  # one bad article never stops a run
+        log.exception("article %s failed: %s", article["article_id"], exc)
+        return ExtractionOutcome(article["article_id"], "error", None, "unchanged")

@@ -1,0 +1,433 @@
+"""The ``newswatch`` command line: a thin Typer + Rich layer over the library.
+
+Every command takes ``--config PATH`` (default ``$NEWSWATCH_CONFIG`` or
+``config/newswatch.yaml``), prints a one-line reason and exits non-zero on failure
+(2 for configuration errors).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from pipeline.settings import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="newswatch",
+    help="Monitor news feeds: fetch, extract, group into stories, search and alert.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+feeds_app = typer.Typer(help="List feeds with their health, or bring a dead feed back.",
+                        invoke_without_command=True)
+app.add_typer(feeds_app, name="feeds")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_CONFIG = "config/newswatch.yaml"
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file [default: $NEWSWATCH_CONFIG or "
+                 f"{DEFAULT_CONFIG}]", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class CommandError(Exception):
+    """A failure to report to the user as one line (exit code 1)."""
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]newswatch: {message}[/red]", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def get_settings(config: Path | None) -> Settings:
+    import os
+
+    path: str | Path | None = config
+    if path is None and not os.environ.get("NEWSWATCH_CONFIG") and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        raise fail(str(exc), code=2) from exc
+
+
+@contextmanager
+def stage_progress(enabled: bool = True):
+    """A Rich progress bar per stage; yields the pipeline's progress callback."""
+    if not enabled:
+        yield None
+        return
+    progress = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err_console, transient=False)
+    tasks: dict[str, Any] = {}
+
+    def callback(stage: str, advance: int, total: int | None) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        elif total is not None:
+            progress.update(tasks[stage], total=total)
+        if advance:
+            progress.advance(tasks[stage], advance)
+
+    with progress:
+        yield callback
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# ---- run ------------------------------------------------------------------------------------
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    force: Annotated[bool, typer.Option(help="Fetch every feed now, even if not due.")] = False,
+    json_out: JsonOption = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the pipeline once: fetch feeds, extract articles, stories, index, alerts.
+
+    Exits 1 only when no feed at all could be fetched.
+    """
+    from pipeline.run import run_once
+
+    _setup_logging(verbose)
+    settings = get_settings(config)
+    if not settings.enabled_feeds():
+        raise fail("no feeds configured (add some under 'feeds:' in the config)")
+    with stage_progress(not json_out) as progress:
+        report = run_once(settings, force=force, progress=progress)
+    if json_out:
+        console.print_json(json.dumps(report.summary(), default=str))
+    else:
+        print_run_report(report)
+    if report.all_feeds_failed:
+        raise fail(f"no feed could be fetched ({len(report.feeds)} tried; see the table above)")
+
+
+def print_run_report(report) -> None:
+    table = Table(title=f"Feeds (run {report.run_id[:8]})", title_justify="left")
+    for col in ("feed", "outcome", "status", "entries", "new", "error"):
+        table.add_column(col, overflow="fold")
+    for f in report.feeds:
+        style = "green" if f.outcome in ("ok", "not-modified") else (
+            "dim" if str(f.outcome).startswith("skipped") else "red")
+        table.add_row(f.name or f.url, f"[{style}]{f.outcome}[/{style}]",
+                      str(f.status or ""), str(f.entries), str(f.new), (f.error or "")[:120])
+    console.print(table)
+    stages = Table(title="Outcomes", title_justify="left")
+    stages.add_column("stage")
+    stages.add_column("counts", overflow="fold")
+    for stage, counts in report.stages.items():
+        stages.add_row(stage, ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    console.print(stages)
+    for stage, error in report.errors.items():
+        err_console.print(f"[red]stage {stage} failed: {error}[/red]")
+    console.print(f"feeds ok: {report.feeds_ok}, failed: {report.feeds_failed}, "
+                  f"total: {len(report.feeds)}")
+
+
+# ---- demo -----------------------------------------------------------------------------------
+
+@app.command()
+def demo(
+    config: ConfigOption = Path("examples/demo.yaml"),
+    keep: Annotated[bool, typer.Option(help="Reuse the existing demo store instead of starting "
+                                      "fresh.")] = False,
+    port: Annotated[int | None, typer.Option(help="Port for the sample site.")] = None,
+) -> None:
+    """Serve the bundled sample site on 127.0.0.1 and run the pipeline over it, offline."""
+    from pipeline.run import run_once
+    from pipeline.sample_site import SampleSite
+
+    settings = get_settings(config)
+    db_path = _sqlite_path(settings.store.url)
+    if db_path and not keep:
+        _remove_sqlite_files(db_path)
+    site_dir = _resolve(settings.demo.site_dir, settings)
+    try:
+        site = SampleSite(site_dir, settings.demo.host,
+                          settings.demo.port if port is None else port)
+    except OSError as exc:
+        raise fail(f"cannot serve the sample site on {settings.demo.host}:"
+                   f"{settings.demo.port}: {exc.strerror or exc}") from exc
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from exc
+    with site:
+        if port is not None or not settings.feeds:
+            settings.feeds = [{"url": u} for u in site.feed_urls()]  # type: ignore[assignment]
+        console.print(f"Sample site: {site.base_url} ({len(settings.feeds)} feeds)")
+        with stage_progress() as progress:
+            report = run_once(settings, force=True, progress=progress)
+    print_run_report(report)
+    _print_demo_summary(settings)
+    if report.all_feeds_failed or report.errors:
+        raise fail("the demo run failed (see above)")
+
+
+def _print_demo_summary(settings: Settings) -> None:
+    from pipeline.store import open_store
+
+    store = open_store(settings.store.url)
+    try:
+        counts = store.counts()
+        console.print("Store: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+        try:
+            from pipeline.stories import list_stories
+
+            stories = list_stories(store, limit=10)
+        except ImportError:
+            stories = []
+        if stories:
+            _print_stories(stories, title="Top stories")
+    finally:
+        store.close()
+    console.print('\nExample: newswatch search "Qin Gang" --config examples/demo.yaml')
+    _search_and_print(settings, "Qin Gang", limit=5, as_json=False, by_story=False)
+
+
+# ---- search ---------------------------------------------------------------------------------
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help='Words, "a phrase", -exclude, OR.')],
+    config: ConfigOption = None,
+    since: Annotated[str | None, typer.Option(help="7d, 12h, 2w or a date (2023-06-18).")] = None,
+    until: Annotated[str | None, typer.Option(help="A date or duration, like --since.")] = None,
+    source: Annotated[list[str] | None, typer.Option(help="Only this source (repeatable).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    by_story: Annotated[bool, typer.Option("--by-story", help="Group results by story.")] = False,
+    mode: Annotated[str, typer.Option(help="hybrid, keyword or semantic.")] = "hybrid",
+    json_out: JsonOption = False,
+) -> None:
+    """Search the indexed articles (title weighted above body)."""
+    settings = get_settings(config)
+    _search_and_print(settings, query, since=since, until=until, sources=source or [],
+                      limit=limit, by_story=by_story, mode=mode, as_json=json_out)
+
+
+def _search_and_print(settings: Settings, query: str, *, since: str | None = None,
+                      until: str | None = None, sources: list[str] | None = None,
+                      limit: int = 20, by_story: bool = False, mode: str = "hybrid",
+                      as_json: bool = False) -> None:
+    from pipeline.query import run_search
+
+    try:
+        results = run_search(settings, query, since=since, until=until, sources=sources or [],
+                             limit=limit, by_story=by_story, mode=mode)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        console.print_json(json.dumps(results.to_json(), default=str))
+        return
+    if not results.hits:
+        console.print(f"No results for {query!r}.")
+        return
+    groups = results.groups if by_story and results.groups else None
+    table = Table(title=f"{results.total} result(s) for {query!r}", title_justify="left")
+    for col in ("published", "source", "title", "snippet"):
+        table.add_column(col, overflow="fold")
+    if groups:
+        table.add_column("story")
+    rows = [(g.story_id, h) for g in groups for h in g.hits] if groups else \
+        [(None, h) for h in results.hits]
+    for story_id, hit in rows:
+        row = [_fmt_time(hit.published_at), Text(hit.source or ""), Text(hit.title),
+               highlight_snippet(hit.snippet)]
+        if groups:
+            row.append(story_id or "")
+        table.add_row(*row)
+    console.print(table)
+
+
+# ---- feeds ----------------------------------------------------------------------------------
+
+@feeds_app.callback()
+def feeds_list(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Feeds with their state and outcome counts (what happened to every fetch)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = config
+        return
+    from pipeline.store import open_store
+
+    settings = get_settings(config)
+    store = open_store(settings.store.url)
+    try:
+        store.sync_feeds(settings.feeds)
+        feeds = store.list_feeds()
+        outcomes = store.feed_outcome_counts()
+        articles = store.feed_article_counts()
+    finally:
+        store.close()
+    rows = []
+    for f in feeds:
+        state = "dead" if f.dead else ("disabled" if not f.enabled else "active")
+        rows.append({"feed_id": f.feed_id, "name": f.display_name, "url": f.url, "state": state,
+                     "last_outcome": f.last_outcome, "last_status": f.last_status,
+                     "last_fetched_at": f.last_fetched_at, "failures": f.consecutive_failures,
+                     "next_fetch_at": f.next_fetch_at, "articles": articles.get(f.feed_id, 0),
+                     "outcomes": outcomes.get(f.feed_id, {}), "last_error": f.last_error})
+    if json_out:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(title=f"{len(rows)} feed(s)", title_justify="left")
+    for col in ("feed", "state", "last", "fetched", "fails", "articles", "outcomes"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["state"], str(r["last_outcome"] or "-"),
+                      r["last_fetched_at"].strftime("%Y-%m-%d %H:%M")
+                      if r["last_fetched_at"] else "never",
+                      str(r["failures"]), str(r["articles"]),
+                      ", ".join(f"{k}={v}" for k, v in sorted(r["outcomes"].items())))
+    console.print(table)
+
+
+@feeds_app.command("enable")
+def feeds_enable(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Argument(help="The feed URL, as configured.")],
+    config: ConfigOption = None,
+) -> None:
+    """Bring back a feed marked dead after repeated failures."""
+    from pipeline.store import open_store
+
+    settings = get_settings(config or ctx.obj)
+    store = open_store(settings.store.url)
+    try:
+        if not store.enable_feed(url):
+            raise fail(f"unknown feed: {url}")
+    finally:
+        store.close()
+    console.print(f"enabled: {url}")
+
+
+# ---- extract --------------------------------------------------------------------------------
+
+@app.command()
+def extract(
+    sources: Annotated[list[str], typer.Argument(help="Saved .html/.html.gz files or URLs.")],
+    config: ConfigOption = None,
+    engine: Annotated[str | None, typer.Option(help="trafilatura or newspaper.")] = None,
+    json_out: JsonOption = True,
+) -> None:
+    """Extract article text from saved pages or URLs; one JSON object per page."""
+    from pipeline.extract import extract_html, extract_path
+    from pipeline.fetcher import Fetcher
+
+    settings = get_settings(config)
+    engine = engine or settings.extraction.engine
+    failures = 0
+    fetcher: Fetcher | None = None
+    try:
+        for source in sources:
+            try:
+                if source.startswith(("http://", "https://")):
+                    fetcher = fetcher or Fetcher(settings.fetch)
+                    result = fetcher.get(source)
+                    if not result.ok:
+                        raise CommandError(f"{result.outcome} {result.status or ''}".strip()
+                                           + (f": {result.error}" if result.error else ""))
+                    article = extract_html(result.content, result.url, engine=engine)
+                else:
+                    path = Path(source)
+                    if not path.is_file():
+                        raise CommandError("no such file")
+                    article = extract_path(path, engine=engine)
+            except Exception as exc:
+                failures += 1
+                err_console.print(f"[red]newswatch: {source}: {exc}[/red]", highlight=False)
+                continue
+            record = {"source": source, "title": article.title, "text": article.text,
+                      "authors": article.authors,
+                      "published_at": article.published_at.isoformat()
+                      if article.published_at else None,
+                      "language": article.language}
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    finally:
+        if fetcher:
+            fetcher.close()
+    if failures:
+        raise typer.Exit(1)
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+def _sqlite_path(url: str) -> Path | None:
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
+def _remove_sqlite_files(db_path: Path) -> None:
+    """Start the demo fresh: the database and its WAL/SHM companions."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+
+
+def _resolve(path: str, settings: Settings) -> Path:
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists() or not settings.config_path:
+        return candidate
+    return Path(settings.config_path).parent / candidate
+
+
+def _print_stories(stories: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("story", "articles", "sources", "first seen", "last seen", "title"):
+        table.add_column(col, overflow="fold")
+    for s in stories:
+        table.add_row(str(s["story_id"]), str(s["article_count"]),
+                      ", ".join(s.get("sources") or []),
+                      _fmt_time(s.get("first_seen_at")), _fmt_time(s.get("last_seen_at")),
+                      s.get("title") or "")
+    console.print(table)
+
+
+def highlight_snippet(snippet: str) -> Text:
+    """Render [[match]] markers as bold without interpreting feed text as Rich markup."""
+    text = Text()
+    for i, part in enumerate(snippet.replace("]]", "[[").split("[[")):
+        text.append(part, style="bold yellow" if i % 2 else "")
+    return text
+
+
+def _fmt_time(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else str(value or "")
+
+
+def main() -> None:
+    """Console-script entry point: one-line errors, never a traceback for expected failures."""
+    try:
+        app()
+    except ConfigError as exc:
+        err_console.print(f"[red]newswatch: {exc}[/red]", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[red]newswatch: interrupted[/red]")
+        sys.exit(130)
+    except Exception as exc:  # last resort: one line, not a traceback
+        err_console.print(f"[red]newswatch: {type(exc).__name__}: {exc}[/red]", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

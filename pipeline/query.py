@@ -1,0 +1,45 @@
+"""Search as users ask for it: parse their filters, embed the query, pick the backend."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.search import open_search
+from pipeline.search.base import SearchQuery, SearchResults, parse_since
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+MODES = ("hybrid", "keyword", "semantic")
+
+
+def run_search(settings: Settings, text: str, *, since: str | None = None,
+               until: str | None = None, sources: list[str] | None = None,
+               story_id: str | None = None, limit: int = 20, by_story: bool = False,
+               mode: str = "hybrid") -> SearchResults:
+    """Run one search. Raises ValueError with a user-facing message on bad input."""
+    if mode not in MODES:
+        raise ValueError(f"unknown search mode {mode!r} (use one of: {', '.join(MODES)})")
+    if not text.strip():
+        raise ValueError("empty query")
+    query = SearchQuery(text=text, since=parse_since(since), until=parse_since(until),
+                        sources=sources or [], story_id=story_id, limit=limit,
+                        mode=mode, by_story=by_story)  # type: ignore[arg-type]
+    if mode != "keyword":
+        query.vector = embed_query(settings, text)
+    backend = open_search(settings)
+    try:
+        return backend.search(query)
+    finally:
+        backend.close()
+
+
+def embed_query(settings: Settings, text: str) -> list[float] | None:
+    """The query's embedding, or None (then hybrid search degrades to keyword search)."""
+    try:
+        from pipeline.embeddings import encode
+
+        conf = settings.embedding
+        return encode([text], conf.model, conf.device, conf.batch_size)[0].tolist()
+    except Exception as exc:  # a missing model must not break keyword search
+        log.warning("query embedding unavailable, using keyword search: %s", exc)
+        return None
