@@ -34,7 +34,7 @@ feeds_app = typer.Typer(help="List feeds with their health, or bring a dead feed
 app.add_typer(feeds_app, name="feeds")
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_CONFIG = "config/newswatch.yaml"
 ConfigOption = Annotated[

@@ -1,0 +1,75 @@
+"""The command line: --help everywhere, one-line errors, exit codes, JSON output."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+runner = CliRunner()
+COMMANDS = ["run", "demo", "search", "feeds", "extract"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--config" in result.output
+
+
+def test_invalid_config_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fetch: {timeout_s: zero}\n", encoding="utf-8")
+    result = runner.invoke(app, ["feeds", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "fetch.timeout_s" in result.output
+
+
+def test_run_without_feeds_fails_clearly(tmp_path):
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text(f"store: {{url: 'sqlite:///{tmp_path}/r.db'}}\n", encoding="utf-8")
+    result = runner.invoke(app, ["run", "--config", str(cfg)])
+    assert result.exit_code == 1
+    assert "no feeds configured" in result.output
+
+
+def test_run_with_only_unreachable_feeds_prints_table_and_exits_1(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"store: {{url: 'sqlite:///{tmp_path}/r.db'}}\n"
+        "feeds:\n  - {name: Nowhere, url: 'http://nonexistent.invalid/feed.xml'}\n"
+        "fetch: {timeout_s: 2, deadline_s: 3}\n", encoding="utf-8")
+    result = runner.invoke(app, ["run", "--config", str(cfg)])
+    assert result.exit_code == 1
+    assert "Nowhere" in result.output and "no feed could be fetched" in result.output
+
+
+def test_extract_saved_pages_prints_json_lines(tmp_path):
+    html = ("<html lang='en'><head><title>Harbour reopens | Example</title></head><body>"
+            "<nav>Home News Sport</nav><article><h1>Harbour reopens after storm</h1>"
+            + "".join(f"<p>Paragraph {i} about the harbour reopening after the storm, with "
+                      "ferries running again and traders returning to the quay.</p>"
+                      for i in range(6))
+            + "</article><footer>Copyright Example</footer></body></html>")
+    plain = tmp_path / "page.html"
+    plain.write_text(html, encoding="utf-8")
+    packed = tmp_path / "page.html.gz"
+    packed.write_bytes(gzip.compress(html.encode()))
+    result = runner.invoke(app, ["extract", str(plain), str(packed)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 2
+    for record in lines:
+        assert set(record) == {"source", "title", "text", "authors", "published_at", "language"}
+        assert "ferries running again" in record["text"]
+        assert "Copyright Example" not in record["text"]
+
+
+def test_extract_missing_file_exits_1(tmp_path):
+    result = runner.invoke(app, ["extract", str(tmp_path / "nope.html")])
+    assert result.exit_code == 1
+    assert "no such file" in result.output
