@@ -78,15 +78,14 @@ def _extract_page(result: FetchResult, engine: str, min_chars: int):
     content_type = result.headers.get("content-type", "")
     if content_type and "html" not in content_type and "xml" not in content_type:
         return "not-html", None
-    if looks_paywalled(result.content):
-        return "paywall", None
     try:
-        page = extract_html(result.content, result.url, engine=engine)
+        page = extract_html(result.content, result.url, engine=engine, min_text_chars=min_chars)
     except Exception as exc:  # an extractor bug must not stop the run
         log.warning("extraction failed for %s: %s", result.url, exc)
         return "extract-error", None
     if len(page.text.strip()) < min_chars:
-        return "empty", None
+        # Only a short page is judged a paywall: metered pages often carry the full text.
+        return ("paywall" if looks_paywalled(result.content) else "empty"), None
     return "ok", page
 
 
