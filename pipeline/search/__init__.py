@@ -1,0 +1,193 @@
+"""Search: choose a backend from settings, and keep it in step with the records.
+
+``index_pending`` sends the articles whose text or story changed since the index last received
+them (``Store.articles_needing_index``) and marks them only after the backend accepted them,
+so an outage costs nothing: the next run catches up. ``reindex`` rebuilds from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, select
+
+from pipeline import schema
+from pipeline.search.base import (
+    SearchBackend,
+    SearchDocument,
+    SearchHit,
+    SearchQuery,
+    SearchResults,
+    SearchUnavailable,
+    StoryGroup,
+    group_by_story,
+    parse_since,
+)
+from pipeline.settings import ConfigError, Settings
+from pipeline.store import index_fingerprint
+
+if TYPE_CHECKING:
+    from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+
+STAGE = "index"
+
+EmbeddingsLookup = Callable[[list[dict[str, Any]]], dict[str, list[float]]]
+
+__all__ = [
+    "SearchBackend",
+    "SearchDocument",
+    "SearchHit",
+    "SearchQuery",
+    "SearchResults",
+    "SearchUnavailable",
+    "StoryGroup",
+    "group_by_story",
+    "index_pending",
+    "open_search",
+    "parse_since",
+    "reindex",
+    "sqlite_search_path",
+]
+
+
+def sqlite_search_path(settings: Settings) -> str:
+    """Where SQLite search lives: an explicit ``search.sqlite_path``, else the records' own
+    SQLite file, else ``<data_dir>/search.db`` (records on PostgreSQL)."""
+    if settings.search.sqlite_path:
+        return settings.search.sqlite_path
+    store_url = settings.store.url
+    if store_url.startswith("sqlite:///"):
+        return store_url.removeprefix("sqlite:///")
+    return str(Path(settings.data_dir) / "search.db")
+
+
+def open_search(settings: Settings, **backend_options: Any) -> SearchBackend:
+    """The configured backend: empty ``search.url`` = SQLite FTS5, http(s):// = Elasticsearch.
+
+    Nothing is contacted here (backends connect on first use). ``backend_options`` go to the
+    Elasticsearch backend (e.g. ``node_class`` or ``client`` in tests).
+    """
+    url = settings.search.url.strip()
+    if not url:
+        from pipeline.search.sqlite_fts import SqliteSearch
+
+        return SqliteSearch(sqlite_search_path(settings))
+    if url.lower().startswith(("http://", "https://")):
+        from pipeline.search.elastic import ElasticSearch
+
+        # dims=None: taken from the first embedded document (the model is never loaded here).
+        return ElasticSearch(settings.search, dims=None, **backend_options)
+    raise ConfigError(f"search.url: must be empty (SQLite) or http(s):// (got {url!r})")
+
+
+def current_embeddings(store: Store, articles: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Embeddings of each article's current version (``article_versions.embedding``)."""
+    from pipeline.embeddings import unpack_vector
+
+    wanted = [(a["article_id"], a["version"]) for a in articles if a.get("version")]
+    if not wanted:
+        return {}
+    v = schema.article_versions
+    found: dict[str, list[float]] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(wanted), 200):
+            chunk = wanted[start:start + 200]
+            rows = conn.execute(
+                select(v.c.article_id, v.c.version, v.c.embedding)
+                .where(v.c.article_id.in_([article_id for article_id, _ in chunk]))
+                .where(v.c.embedding.is_not(None))).all()
+            versions = dict(chunk)
+            for article_id, version, blob in rows:
+                if versions.get(article_id) == version and blob:
+                    found[article_id] = unpack_vector(blob).tolist()
+    return found
+
+
+def _feeds_of(store: Store, article_ids: list[str]) -> dict[str, list[str]]:
+    """Feed ids (as strings, stable across renames) each article was seen in."""
+    af = schema.article_feeds
+    feeds: dict[str, list[str]] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(article_ids), 500):
+            chunk = article_ids[start:start + 500]
+            rows = conn.execute(select(af.c.article_id, af.c.feed_id)
+                                .where(and_(af.c.article_id.in_(chunk)))
+                                .order_by(af.c.article_id, af.c.feed_id)).all()
+            for article_id, feed_id in rows:
+                feeds.setdefault(article_id, []).append(str(feed_id))
+    return feeds
+
+
+def _documents(store: Store, articles: list[dict[str, Any]],
+               embeddings_lookup: EmbeddingsLookup | None) -> list[SearchDocument]:
+    lookup = embeddings_lookup or (lambda rows: current_embeddings(store, rows))
+    embeddings = lookup(articles)
+    feeds = _feeds_of(store, [a["article_id"] for a in articles])
+    return [SearchDocument.from_article(a, embedding=embeddings.get(a["article_id"]),
+                                        feeds=feeds.get(a["article_id"]))
+            for a in articles]
+
+
+def _index_batches(store: Store, backend: SearchBackend, counts: dict[str, int], *,
+                   batch: int, embeddings_lookup: EmbeddingsLookup | None,
+                   on_batch: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Index every pending article, batch by batch, adding to ``counts``.
+
+    Raises SearchUnavailable mid-way; batches done before stay marked.
+    """
+    seen: set[tuple[str, str]] = set()
+    while True:
+        articles = store.articles_needing_index(limit=batch)
+        keys = {(a["article_id"], index_fingerprint(a)) for a in articles}
+        if not articles or keys <= seen:  # nothing new (guards against a marking race)
+            return counts
+        seen |= keys
+        accepted = backend.index(_documents(store, articles, embeddings_lookup))
+        store.mark_indexed(articles)  # rejected documents too: resending cannot fix them
+        counts["indexed"] += accepted
+        counts["rejected"] += len(articles) - accepted
+        counts["batches"] += 1
+        if on_batch is not None:
+            on_batch(counts["indexed"], counts["rejected"])
+
+
+def index_pending(store: Store, backend: SearchBackend, run_id: str | None, *,
+                  batch: int = 500,
+                  embeddings_lookup: EmbeddingsLookup | None = None) -> dict[str, int]:
+    """Bring the index up to date with the records; never raises SearchUnavailable.
+
+    Returns ``{"indexed", "rejected", "batches", "unavailable"}`` and counts the same outcomes
+    under stage ``index`` for ``run_id``. When the backend is unavailable the current batch
+    stays un-marked and the next call picks it up again (upserts make that harmless).
+    """
+    counts = {"indexed": 0, "rejected": 0, "batches": 0, "unavailable": 0}
+    try:
+        _index_batches(store, backend, counts, batch=batch,
+                       embeddings_lookup=embeddings_lookup)
+    except SearchUnavailable as exc:
+        log.warning("search unavailable, indexing will catch up next run: %s", exc)
+        counts["unavailable"] = 1
+    if run_id is not None:
+        for outcome in ("indexed", "rejected", "unavailable"):
+            store.count(run_id, STAGE, outcome, counts[outcome])
+    return counts
+
+
+def reindex(store: Store, backend: SearchBackend,
+            progress: Callable[[int, int], None] | None = None, *,
+            batch: int = 500) -> dict[str, int]:
+    """Rebuild the index from the records. Raises SearchUnavailable (a user-run command).
+
+    The records are reset first, so a failure half-way leaves them saying "not indexed" and
+    the next ``index_pending`` finishes the job.
+    """
+    store.reset_indexed()
+    backend.clear()
+    counts = {"indexed": 0, "rejected": 0, "batches": 0}
+    return _index_batches(store, backend, counts, batch=batch, embeddings_lookup=None,
+                          on_batch=progress)

@@ -146,6 +146,98 @@ def group_by_story(hits: list[SearchHit]) -> list[StoryGroup]:
     return list(groups.values())
 
 
+# ---- query text ------------------------------------------------------------------------------
+
+MAX_QUERY_PHRASES = 64  # positive phrases kept from one query (the rest are ignored)
+MAX_EXCLUDED_PHRASES = 32
+MAX_LIMIT = 1000
+
+_QUERY_ITEM = re.compile(r'(-*)(?:"([^"]*)"?|([^\s"]+))')
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedQuery:
+    """User query text in a backend-neutral form: AND of clauses, each an OR of phrases.
+
+    A phrase is raw user text with quotes removed (one word or several); each backend quotes
+    or analyses it itself, so nothing the user types can reach a query parser as syntax.
+    """
+
+    clauses: tuple[tuple[str, ...], ...] = ()
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """No positive phrase: such a query matches nothing (exclusions alone select nothing)."""
+        return not self.clauses
+
+    def phrases(self) -> list[str]:
+        return [phrase for clause in self.clauses for phrase in clause]
+
+
+def _searchable(raw: str) -> bool:
+    return any(ch.isalnum() for ch in raw)
+
+
+def parse_query_text(text: str | None) -> ParsedQuery:
+    """Parse ``Qin Gang``, ``"Taiwan Strait"``, ``taiwan -baseball``, ``china OR taiwan``.
+
+    Grammar (everything else is literal text): whitespace-separated words are AND-ed;
+    ``"..."`` is a phrase (an unbalanced quote runs to the end); ``OR`` between two items makes
+    them alternatives; a leading ``-`` or a preceding ``NOT`` excludes an item; ``AND`` is
+    accepted and ignored. Items without a letter or digit (``*``, ``-``, ``()``) are dropped.
+    Never raises.
+    """
+    clauses: list[list[str]] = []
+    excluded: list[str] = []
+    pending_or = negate_next = False
+    for match in _QUERY_ITEM.finditer(text or ""):
+        dashes, quoted, bare = match.group(1), match.group(2), match.group(3)
+        if bare is not None and not dashes:
+            if bare == "OR":
+                pending_or = bool(clauses)
+                continue
+            if bare == "AND":
+                continue
+            if bare == "NOT":
+                negate_next = True
+                continue
+        raw = " ".join((quoted if quoted is not None else bare or "").split())
+        if not _searchable(raw):
+            continue
+        if dashes or negate_next:
+            if len(excluded) < MAX_EXCLUDED_PHRASES:
+                excluded.append(raw)
+        elif sum(len(c) for c in clauses) >= MAX_QUERY_PHRASES:
+            pass
+        elif pending_or and clauses:
+            clauses[-1].append(raw)
+        else:
+            clauses.append([raw])
+        pending_or = negate_next = False
+    return ParsedQuery(tuple(tuple(c) for c in clauses), tuple(excluded))
+
+
+def leading_snippet(text: str, chars: int = 160) -> str:
+    """The start of a text, cut at a word, for hits with nothing to highlight."""
+    text = " ".join(text.split())
+    if len(text) <= chars:
+        return text
+    cut = text.rfind(" ", 0, chars)
+    return text[: cut if cut > chars // 2 else chars] + "…"
+
+
+def check_query(query: SearchQuery) -> None:
+    """Reject queries no backend can answer; raise ValueError with a one-line reason.
+
+    Blank or unsearchable text is *not* an error: it returns empty results.
+    """
+    if not 1 <= query.limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT} (got {query.limit})")
+    if query.mode not in ("keyword", "semantic", "hybrid"):
+        raise ValueError(f"unknown search mode {query.mode!r} (keyword, semantic or hybrid)")
+
+
 _RELATIVE = re.compile(r"^(\d+)\s*([hdwm])$")
 
 

@@ -1,0 +1,393 @@
+"""Search on SQLite FTS5: the default backend, living beside the records (no server).
+
+Two tables: ``search_docs`` (one row per article: filters, display fields, embedding) and
+``search_fts``, an FTS5 table over (title, text) whose rowid is ``search_docs.id``. Ranking is
+bm25 with the title weighted 5:1 over the body; semantic search is a numpy brute-force cosine
+over the filtered documents; hybrid fuses both lists with reciprocal rank fusion (k=60).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.embeddings import pack_vector, unpack_vector
+from pipeline.search.base import (
+    ParsedQuery,
+    SearchDocument,
+    SearchHit,
+    SearchQuery,
+    SearchResults,
+    check_query,
+    group_by_story,
+    leading_snippet,
+    parse_query_text,
+)
+
+BUSY_TIMEOUT_MS = 30_000
+TITLE_WEIGHT = 5.0  # bm25 column weights: a title match outranks a body-only match
+TEXT_WEIGHT = 1.0
+RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
+SNIPPET_TOKENS = 24
+WRITE_CHUNK = 200  # documents per write transaction: keeps the write lock short
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS search_docs (
+        id INTEGER PRIMARY KEY,
+        article_id TEXT NOT NULL UNIQUE,
+        title TEXT NOT NULL DEFAULT '',
+        url TEXT,
+        source TEXT,
+        published_at REAL,  -- epoch seconds, UTC
+        language TEXT,
+        story_id TEXT,
+        content_hash TEXT,
+        feeds TEXT NOT NULL DEFAULT '[]',  -- JSON list
+        embedding BLOB  -- pipeline.embeddings.pack_vector (int8 + scale)
+    )""",
+    "CREATE INDEX IF NOT EXISTS ix_search_docs_published ON search_docs (published_at)",
+    "CREATE INDEX IF NOT EXISTS ix_search_docs_source ON search_docs (source)",
+    "CREATE INDEX IF NOT EXISTS ix_search_docs_story ON search_docs (story_id)",
+    """CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(
+        title, text, tokenize='porter unicode61 remove_diacritics 2'
+    )""",
+]
+
+_HIT_COLUMNS = "d.id, d.article_id, d.title, d.url, d.source, d.published_at, d.story_id"
+
+
+def _epoch(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def _from_epoch(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _fts_string(raw: str) -> str:
+    """An FTS5 string literal: everything inside is text for the tokenizer, never syntax."""
+    return '"' + raw.replace('"', '""') + '"'
+
+
+def fts5_expression(parsed: ParsedQuery) -> str:
+    """Translate a parsed query to an FTS5 MATCH expression built only from quoted strings."""
+    clauses = []
+    for clause in parsed.clauses:
+        alternatives = [_fts_string(phrase) for phrase in clause]
+        clauses.append(alternatives[0] if len(alternatives) == 1
+                       else "(" + " OR ".join(alternatives) + ")")
+    expr = " AND ".join(clauses)
+    for phrase in parsed.excluded:
+        expr = f"({expr}) NOT {_fts_string(phrase)}"
+    return expr
+
+
+def fts5_fallback(text: str) -> str:
+    """Last resort when an expression is rejected: every token quoted and AND-ed.
+
+    Operators and excluded tokens are dropped rather than quoted, so the fallback can widen a
+    query but never turns ``-baseball`` into a requirement.
+    """
+    tokens = [tok.replace('"', "") for tok in (text or "").split()
+              if tok not in ("OR", "AND", "NOT") and not tok.startswith("-")]
+    return " AND ".join(_fts_string(tok) for tok in tokens if any(c.isalnum() for c in tok))
+
+
+def _sqlite_path(path_or_url: str | Path) -> str:
+    value = str(path_or_url)
+    if value.startswith("sqlite:///"):
+        value = value.removeprefix("sqlite:///")
+    if not value:
+        raise ValueError("SqliteSearch needs a file path, a sqlite:/// URL or ':memory:'")
+    if value != ":memory:":
+        Path(value).parent.mkdir(parents=True, exist_ok=True)
+    return value
+
+
+def rrf_fuse(ranked_lists: Sequence[Sequence[str]], k: int = RRF_K) -> dict[str, float]:
+    """Reciprocal rank fusion: score(d) = sum over lists of 1 / (k + rank), rank from 1.
+
+    Rank-based, so bm25 and cosine need no score normalisation; k=60 damps the head of each
+    list (the value from the original paper, also Elasticsearch's default).
+    """
+    scores: dict[str, float] = {}
+    for ranked in ranked_lists:
+        for rank, doc in enumerate(ranked, start=1):
+            scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+    return scores
+
+
+class SqliteSearch:
+    """FTS5 search in a SQLite file (by default the record store's own file).
+
+    One connection guarded by a lock (safe across threads); WAL and a busy timeout let other
+    processes write the same file; every write is a short transaction.
+    """
+
+    name = "sqlite"
+
+    def __init__(self, path_or_url: str | Path) -> None:
+        self.path = _sqlite_path(path_or_url)
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._ready = False
+
+    # ---- plumbing ------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = conn
+        return self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction (BEGIN IMMEDIATE: take the write lock up front)."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        self.ensure_ready()
+        with self._lock:
+            yield self._connection()
+
+    def ensure_ready(self) -> None:
+        """Create the search tables (idempotent)."""
+        if self._ready:
+            return
+        with self._write() as conn:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        self._ready = True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+                self._ready = False
+
+    # ---- writes --------------------------------------------------------------------------
+
+    def index(self, documents: list[SearchDocument]) -> int:
+        """Upsert by article_id: the metadata row is updated in place, its FTS row replaced."""
+        self.ensure_ready()
+        for start in range(0, len(documents), WRITE_CHUNK):
+            with self._write() as conn:
+                for doc in documents[start:start + WRITE_CHUNK]:
+                    self._upsert(conn, doc)
+        return len(documents)
+
+    @staticmethod
+    def _upsert(conn: sqlite3.Connection, doc: SearchDocument) -> None:
+        embedding = None
+        if doc.embedding is not None and len(doc.embedding):
+            embedding = pack_vector(np.asarray(doc.embedding, dtype=np.float32))
+        values = (doc.title or "", doc.url, doc.source, _epoch(doc.published_at), doc.language,
+                  doc.story_id, doc.content_hash, json.dumps(list(doc.feeds or [])), embedding)
+        row = conn.execute("SELECT id FROM search_docs WHERE article_id = ?",
+                           (doc.article_id,)).fetchone()
+        if row is None:
+            cursor = conn.execute(
+                "INSERT INTO search_docs (title, url, source, published_at, language, story_id,"
+                " content_hash, feeds, embedding, article_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (*values, doc.article_id))
+            rowid = cursor.lastrowid
+        else:
+            rowid = row[0]
+            conn.execute(
+                "UPDATE search_docs SET title=?, url=?, source=?, published_at=?, language=?,"
+                " story_id=?, content_hash=?, feeds=?, embedding=? WHERE id=?",
+                (*values, rowid))
+            conn.execute("DELETE FROM search_fts WHERE rowid = ?", (rowid,))
+        conn.execute("INSERT INTO search_fts (rowid, title, text) VALUES (?, ?, ?)",
+                     (rowid, doc.title or "", doc.text or ""))
+
+    def delete(self, article_ids: list[str]) -> None:
+        self.ensure_ready()
+        ids = list(article_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            with self._write() as conn:
+                conn.execute("DELETE FROM search_fts WHERE rowid IN (SELECT id FROM search_docs"
+                             f" WHERE article_id IN ({marks}))", chunk)
+                conn.execute(f"DELETE FROM search_docs WHERE article_id IN ({marks})", chunk)
+
+    def clear(self) -> None:
+        self.ensure_ready()
+        with self._write() as conn:
+            conn.execute("DELETE FROM search_fts")
+            conn.execute("DELETE FROM search_docs")
+
+    def index_stories(self, stories: list[dict[str, Any]]) -> int:
+        """No-op: SQLite search reads stories from the records; kept for API parity with ES."""
+        return 0
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def count(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute("SELECT count(*) FROM search_docs").fetchone()[0])
+
+    def search(self, query: SearchQuery) -> SearchResults:
+        """Keyword (bm25), semantic (cosine) or hybrid (RRF of both); see module docstring."""
+        check_query(query)
+        parsed = parse_query_text(query.text)
+        vector = query.vector if query.vector is not None and len(query.vector) else None
+        mode = query.mode if vector is not None else "keyword"
+        if mode == "keyword":
+            hits, total = self._keyword(parsed, query, query.limit)
+        elif mode == "semantic":
+            hits = self._semantic(vector, query, query.limit)
+            total = len(hits)
+        else:
+            hits, total = self._hybrid(parsed, vector, query)
+        return SearchResults(hits=hits, total=total,
+                             groups=group_by_story(hits) if query.by_story else None)
+
+    def _filters(self, query: SearchQuery) -> tuple[str, list[Any]]:
+        sql, params = [], []
+        if query.since is not None:
+            sql.append("d.published_at >= ?")
+            params.append(_epoch(query.since))
+        if query.until is not None:
+            sql.append("d.published_at < ?")
+            params.append(_epoch(query.until))
+        if query.sources:
+            sql.append(f"d.source IN ({','.join('?' * len(query.sources))})")
+            params.extend(query.sources)
+        if query.story_id is not None:
+            sql.append("d.story_id = ?")
+            params.append(query.story_id)
+        return "".join(f" AND {s}" for s in sql), params
+
+    def _match(self, sql: str, params: list[Any], parsed: ParsedQuery,
+               text: str) -> list[sqlite3.Row] | list[tuple]:
+        """Run ``sql`` with the FTS expression as first parameter, falling back on errors."""
+        with self._read() as conn:
+            for expr in (fts5_expression(parsed), fts5_fallback(text)):
+                if not expr:
+                    continue
+                try:
+                    return conn.execute(sql, [expr, *params]).fetchall()
+                except sqlite3.OperationalError as exc:
+                    if "fts5" not in str(exc).lower() and "syntax" not in str(exc).lower():
+                        raise
+        return []
+
+    def _keyword(self, parsed: ParsedQuery, query: SearchQuery,
+                 depth: int) -> tuple[list[SearchHit], int]:
+        if parsed.empty:
+            return [], 0
+        where, params = self._filters(query)
+        base = ("FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid"
+                f" WHERE search_fts MATCH ?{where}")
+        rows = self._match(
+            f"SELECT {_HIT_COLUMNS},"
+            f" snippet(search_fts, 1, '[[', ']]', '…', {SNIPPET_TOKENS}),"
+            f" bm25(search_fts, {TITLE_WEIGHT}, {TEXT_WEIGHT}) AS score {base}"
+            " ORDER BY score, d.article_id LIMIT ?", [*params, depth], parsed, query.text)
+        total_rows = self._match(f"SELECT count(*) {base}", params, parsed, query.text)
+        total = int(total_rows[0][0]) if total_rows else 0
+        hits = [self._hit(row, snippet=row[7], score=-float(row[8])) for row in rows]
+        return hits, total
+
+    def _semantic(self, vector: Sequence[float], query: SearchQuery,
+                  depth: int) -> list[SearchHit]:
+        """Brute-force cosine over the filtered documents with an embedding of the same size."""
+        target = np.asarray(vector, dtype=np.float32)
+        norm = float(np.linalg.norm(target))
+        if norm == 0.0:
+            return []
+        target = target / norm
+        where, params = self._filters(query)
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT {_HIT_COLUMNS}, d.embedding FROM search_docs d"
+                                f" WHERE d.embedding IS NOT NULL{where}", params).fetchall()
+        scored: list[tuple[float, str, tuple]] = []
+        for row in rows:
+            stored = unpack_vector(row[7])
+            if stored.shape != target.shape:
+                continue  # embedded with another model: not comparable
+            stored_norm = float(np.linalg.norm(stored))
+            if stored_norm == 0.0:
+                continue
+            scored.append((float(stored @ target) / stored_norm, row[1], row))
+        scored.sort(key=lambda item: (-item[0], item[1]))
+        top = scored[:depth]
+        texts = self._texts([row[0] for _, _, row in top])
+        return [self._hit(row, snippet=leading_snippet(texts.get(row[0], "")), score=score)
+                for score, _, row in top]
+
+    def _hybrid(self, parsed: ParsedQuery, vector: Sequence[float],
+                query: SearchQuery) -> tuple[list[SearchHit], int]:
+        """RRF of the keyword top ``max(2*limit, 50)`` and the semantic top ``limit``.
+
+        total = keyword matches plus semantic neighbours that do not match the keywords (the
+        same "union of both" an Elasticsearch query+knn request reports).
+        """
+        keyword_hits, keyword_total = self._keyword(parsed, query, max(2 * query.limit, 50))
+        semantic_hits = self._semantic(vector, query, query.limit)
+        by_id = {hit.article_id: hit for hit in semantic_hits}
+        by_id.update({hit.article_id: hit for hit in keyword_hits})  # keep keyword snippets
+        fused = rrf_fuse([[h.article_id for h in keyword_hits],
+                          [h.article_id for h in semantic_hits]])
+        ranked = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:query.limit]
+        hits = [dataclasses.replace(by_id[article_id], score=score)
+                for article_id, score in ranked]
+        extra = {h.article_id for h in semantic_hits} - self._matching(
+            parsed, query, [h.article_id for h in semantic_hits])
+        return hits, keyword_total + len(extra)
+
+    def _matching(self, parsed: ParsedQuery, query: SearchQuery,
+                  article_ids: list[str]) -> set[str]:
+        if parsed.empty or not article_ids:
+            return set()
+        marks = ",".join("?" * len(article_ids))
+        rows = self._match(
+            "SELECT d.article_id FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid"
+            f" WHERE search_fts MATCH ? AND d.article_id IN ({marks})", article_ids, parsed,
+            query.text)
+        return {row[0] for row in rows}
+
+    def _texts(self, rowids: list[int]) -> dict[int, str]:
+        if not rowids:
+            return {}
+        marks = ",".join("?" * len(rowids))
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT rowid, text FROM search_fts WHERE rowid IN ({marks})",
+                                rowids).fetchall()
+        return {rowid: text or "" for rowid, text in rows}
+
+    @staticmethod
+    def _hit(row: Sequence[Any], *, snippet: str, score: float) -> SearchHit:
+        return SearchHit(article_id=row[1], title=row[2] or "", url=row[3], source=row[4],
+                         published_at=_from_epoch(row[5]), snippet=snippet or "",
+                         score=score, story_id=row[6])
