@@ -257,6 +257,42 @@ def _search_and_print(settings: Settings, query: str, *, since: str | None = Non
     console.print(table)
 
 
+# ---- reindex --------------------------------------------------------------------------------
+
+@app.command()
+def reindex(
+    config: ConfigOption = None,
+    search_url: Annotated[str | None, typer.Option(
+        "--search", help="Rebuild this search backend instead of the configured one "
+        "(http(s):// for Elasticsearch).")] = None,
+) -> None:
+    """Rebuild the search index from the SQL records (the records are the source of truth)."""
+    from pipeline.search import open_search
+    from pipeline.search import reindex as rebuild
+    from pipeline.search.base import SearchUnavailable
+    from pipeline.store import open_store
+
+    settings = get_settings(config)
+    if search_url is not None:
+        settings.search.url = search_url
+    store = open_store(settings.store.url)
+    backend = open_search(settings)
+    try:
+        total = store.counts()["versions"] and sum(1 for _ in store.iter_articles())
+        with Progress(TextColumn("reindex"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console) as bar:
+            task = bar.add_task("reindex", total=total)
+            counts = rebuild(store, backend,
+                             progress=lambda done, _total: bar.update(task, completed=done))
+    except SearchUnavailable as exc:
+        raise fail(f"search backend unavailable: {exc}") from exc
+    finally:
+        backend.close()
+        store.close()
+    console.print(f"indexed {counts.get('indexed', 0)} article(s) into {backend.name}"
+                  + (f", {counts['rejected']} rejected" if counts.get("rejected") else ""))
+
+
 # ---- feeds ----------------------------------------------------------------------------------
 
 @feeds_app.callback()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 
 runner = CliRunner()
-COMMANDS = ["run", "demo", "search", "feeds", "extract"]
+COMMANDS = ["run", "demo", "search", "feeds", "extract", "reindex"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

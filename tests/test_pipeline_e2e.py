@@ -125,3 +125,20 @@ def test_edited_article_becomes_a_new_version(first_run, settings, site):
     assert report.stages["entries"].get("entry-updated") == 1
     assert article["version"] == 2 and [v["version"] for v in versions] == [1, 2]
     assert store is not None
+
+
+def test_reindex_rebuilds_the_index_from_records(first_run, settings):
+    from pipeline.search import open_search, reindex
+
+    backend = open_search(settings)
+    try:
+        before = backend.count()
+        backend.clear()
+        assert backend.count() == 0
+        store = open_store(settings.store.url)
+        counts = reindex(store, backend)
+        store.close()
+        assert counts["indexed"] == before == backend.count()
+    finally:
+        backend.close()
+    assert run_search(settings, "Qin Gang", mode="keyword").total >= 2
