@@ -186,11 +186,79 @@ stories = Table(
 )
 Index("ix_stories_last_seen", stories.c.last_seen_at)
 
+# ---- alerts (pipeline/alerts): relevance cache and the exactly-once ledger ------------------
+
+# Relevance of one article version to one watch; re-scored only when the text or the watch's
+# matching settings change (docs/_parts/alerts.md).
+article_watch_scores = Table(
+    "article_watch_scores",
+    metadata,
+    Column("article_id", String(32), primary_key=True),
+    Column("watch", String(128), primary_key=True),
+    Column("content_hash", String(40), nullable=False),
+    Column("watch_fingerprint", String(32), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("relevant", Boolean, nullable=False),
+    Column("reasons", JSON),
+    Column("scored_at", UTCDateTime, nullable=False),
+)
+
+# One row per alert decision: (watch, story, kind, window) is unique, so a rerun, a retry or
+# a second worker can never create a second alert for the same event.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_id", Integer, primary_key=True, autoincrement=True),
+    Column("watch", String(128), nullable=False),
+    Column("story_id", String(32), nullable=False),  # "" for a digest
+    Column("kind", String(16), nullable=False),  # new | update | digest
+    Column("window_key", String(40), nullable=False),  # "once", a local date, or date@HH:MM
+    Column("status", String(16), nullable=False),  # queued | pending | sent | failed
+    Column("title", Text),
+    Column("score", Float),
+    Column("payload", JSON),  # the message as decided (AlertMessage), resent unchanged
+    Column("basis", JSON),  # sources and article ids the alert covered (update baseline)
+    Column("digest_id", Integer),  # the digest alert that carried this one
+    Column("run_id", String(40)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    UniqueConstraint("watch", "story_id", "kind", "window_key", name="uq_alerts_event"),
+)
+Index("ix_alerts_watch_story", alerts.c.watch, alerts.c.story_id)
+Index("ix_alerts_created", alerts.c.created_at)
+Index("ix_alerts_digest", alerts.c.digest_id)
+
+# Per-channel delivery state of an alert: a Slack failure never resends a delivered email.
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("delivery_id", Integer, primary_key=True, autoincrement=True),
+    Column("alert_id", Integer, ForeignKey("alerts.alert_id", ondelete="CASCADE"),
+           nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | sending | sent | failed | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime),
+    Column("claimed_by", String(64)),
+    Column("claimed_at", UTCDateTime),
+    Column("version", Integer, nullable=False, default=0),  # bumped by every claim/mark
+    Column("via", String(16)),  # single | rollup | digest
+    Column("last_error", Text),  # redacted
+    Column("sent_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("alert_id", "channel", name="uq_alert_deliveries_channel"),
+)
+Index("ix_alert_deliveries_due", alert_deliveries.c.status, alert_deliveries.c.next_attempt_at)
+
 __all__ = [
     "SCHEMA_VERSION",
     "UniqueConstraint",
+    "alert_deliveries",
+    "alerts",
     "article_feeds",
     "article_versions",
+    "article_watch_scores",
     "articles",
     "feed_outcomes",
     "feeds",

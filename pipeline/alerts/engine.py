@@ -1,0 +1,671 @@
+"""The alert stage: which stories are news for which watch, delivered exactly once.
+
+``run_alerts`` (the pipeline's last stage) scores the articles of recently active stories
+against every enabled watch (cached per article version), decides ``new`` and ``update``
+events, writes them to the ledger, then delivers whatever is due: fresh alerts, retries
+whose backoff has passed, deliveries held by quiet hours, and digests whose time has come.
+``send_digest`` and ``retry_failed`` back the ``newswatch digest`` / ``alerts retry``
+commands. Design and guarantees: docs/_parts/alerts.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func, select
+
+from pipeline import schema
+from pipeline.alerts import ledger
+from pipeline.alerts.channels import (
+    DeliveryError,
+    SecretResolver,
+    deliver,
+    redact,
+    resolve_secrets,
+)
+from pipeline.alerts.ledger import RetryPolicy, list_alerts
+from pipeline.alerts.render import (
+    AlertMessage,
+    Rendered,
+    plain,
+    render_digest,
+    render_message,
+    shorten,
+)
+from pipeline.settings import ChannelConfig, Settings, WatchConfig
+from pipeline.store import Store, utcnow
+from pipeline.urls import host_of
+
+log = logging.getLogger(__name__)
+
+STAGE = "alerts"
+# scorer(watch, records) -> one object per record with .score, .relevant, .reasons
+Scorer = Callable[[WatchConfig, list[dict[str, Any]]], Sequence[Any]]
+
+__all__ = ["AlertRules", "AlertStageError", "digest_window", "list_alerts", "quiet_until",
+           "retry_failed", "run_alerts", "send_digest"]
+
+
+class AlertStageError(RuntimeError):
+    """Deciding alerts failed for some watch; what was due was still delivered."""
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    """Alert tunables with their defaults (not yet in settings; docs/_parts/alerts.md)."""
+
+    update_min_new_sources: int = 3  # distinct outlets not covered by the last alert
+    far_similarity: float = 0.5  # a new article this unlike the first report is news
+    lookback_days: float | None = None  # stories active this recently (None: stories window)
+    continuation_days: float = 30.0  # re-identified stories: look this far back for alerts
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    send_due_digests: bool = True  # run_alerts sends a digest whose time has passed
+    smtp_timeout_s: float = 30.0
+    slack_max_wait_s: float = 30.0  # longer Retry-After: retried by a later run
+    score_batch: int = 256
+
+
+@dataclass
+class _Score:
+    score: float
+    relevant: bool
+    reasons: list[str]
+
+
+@dataclass
+class _Context:
+    store: Store
+    settings: Settings
+    now: datetime
+    rules: AlertRules
+    resolver: SecretResolver | None
+    worker: str
+    counts: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)  # per watch, raised at the end
+    secrets: dict[str, dict[str, Any] | DeliveryError] = field(default_factory=dict)
+
+    def watch(self, name: str) -> WatchConfig | None:
+        return next((w for w in self.settings.watches if w.name == name), None)
+
+
+# ---- public API ------------------------------------------------------------------------------
+
+def run_alerts(store: Store, settings: Settings, run_id: str, *, now: datetime | None = None,
+               scorer: Scorer | None = None, resolver: SecretResolver | None = None,
+               rules: AlertRules | None = None) -> dict[str, int]:
+    """The alert stage. Returns its outcome counts (also recorded per run)."""
+    ctx = _context(store, settings, now, resolver, rules)
+    ledger.ensure_tables(store)
+    watches = [w for w in settings.watches if w.enabled]
+    if watches and scorer is None:
+        try:
+            from pipeline.relevance import score_records
+
+            scorer = score_records
+        except ImportError as exc:
+            ctx.errors.append(f"relevance scorer unavailable: {exc}")
+    for watch in watches:
+        try:
+            _zone(watch)  # a bad time zone is reported even when no window needs it yet
+            if scorer is not None:
+                _detect(ctx, watch, scorer, run_id)
+            if ctx.rules.send_due_digests and watch.mode == "digest":
+                _make_digest(ctx, watch, run_id)
+        except Exception as exc:  # the other watches and the deliveries still run
+            log.exception("alerts: deciding alerts for watch %r failed", watch.name)
+            ctx.counts["watch-error"] += 1
+            ctx.errors.append(f"watch {watch.name!r}: {type(exc).__name__}: {exc}")
+    _deliver_due(ctx, watches=[w.name for w in watches])
+    return _finish(ctx, run_id)
+
+
+def send_digest(store: Store, settings: Settings, watch_name: str, *,
+                now: datetime | None = None, resolver: SecretResolver | None = None,
+                run_id: str | None = None, rules: AlertRules | None = None) -> dict[str, int]:
+    """Send the watch's digest for the latest window (local date + ``digest_at``) that has
+    begun: one message per channel with every alert queued before it, exactly once."""
+    ctx = _context(store, settings, now, resolver, rules)
+    ledger.ensure_tables(store)
+    watch = ctx.watch(watch_name)
+    if watch is None:
+        raise ValueError(f"no watch named {watch_name!r}")
+    if watch.mode != "digest":
+        raise ValueError(f"watch {watch_name!r} sends immediately (mode: {watch.mode})")
+    _make_digest(ctx, watch, run_id)
+    _deliver_due(ctx, watches=[watch.name], kinds=["digest"])
+    return _finish(ctx, run_id)
+
+
+def retry_failed(store: Store, settings: Settings, now: datetime | None = None, *,
+                 resolver: SecretResolver | None = None, watch: str | None = None,
+                 run_id: str | None = None, rules: AlertRules | None = None) -> dict[str, int]:
+    """Retry failed and given-up deliveries now (``newswatch alerts retry``), then deliver
+    everything else that is due. Quiet hours still apply."""
+    ctx = _context(store, settings, now, resolver, rules)
+    ledger.ensure_tables(store)
+    ctx.counts["reset"] += ledger.reset_failed(store, ctx.now, watch)
+    names = [watch] if watch else [w.name for w in settings.watches if w.enabled]
+    _deliver_due(ctx, watches=names)
+    return _finish(ctx, run_id)
+
+
+# ---- time windows ----------------------------------------------------------------------------
+
+def _zone(watch: WatchConfig) -> ZoneInfo:
+    try:
+        return ZoneInfo(watch.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"watch {watch.name!r}: unknown time zone {watch.timezone!r}") from None
+
+
+def _hhmm(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def quiet_until(watch: WatchConfig, now: datetime) -> datetime | None:
+    """When the watch's quiet hours end (UTC), or None if ``now`` is not in them."""
+    if not watch.quiet_hours:
+        return None
+    start_s, end_s = watch.quiet_hours.split("-")
+    start, end = _hhmm(start_s), _hhmm(end_s)
+    if start == end:
+        return None
+    zone = _zone(watch)
+    local = now.astimezone(zone)
+    clock = local.time().replace(tzinfo=None)
+    if start < end:
+        inside, end_day = start <= clock < end, local.date()
+    else:  # over midnight, e.g. 22:00-07:00
+        inside = clock >= start or clock < end
+        end_day = local.date() + timedelta(days=1) if clock >= start else local.date()
+    if not inside:
+        return None
+    return datetime.combine(end_day, end, tzinfo=zone).astimezone(UTC)
+
+
+def digest_window(watch: WatchConfig, now: datetime) -> tuple[str, datetime]:
+    """The latest digest time at or before ``now``: (window key, that time in UTC)."""
+    zone = _zone(watch)
+    local = now.astimezone(zone)
+    at = datetime.combine(local.date(), _hhmm(watch.digest_at), tzinfo=zone)
+    if at > local:
+        at = datetime.combine(local.date() - timedelta(days=1), _hhmm(watch.digest_at),
+                              tzinfo=zone)
+    return f"{at.date().isoformat()}@{watch.digest_at}", at.astimezone(UTC)
+
+
+def update_window(watch: WatchConfig, now: datetime) -> str:
+    """Window of an ``update`` (at most one per story per window): the local day for
+    immediate watches, the digest it will go out in for digest watches."""
+    local = now.astimezone(_zone(watch))
+    if watch.mode != "digest":
+        return local.date().isoformat()
+    at = datetime.combine(local.date(), _hhmm(watch.digest_at), tzinfo=local.tzinfo)
+    day = local.date() if local < at else local.date() + timedelta(days=1)
+    return f"{day.isoformat()}@{watch.digest_at}"
+
+
+# ---- deciding --------------------------------------------------------------------------------
+
+def watch_fingerprint(watch: WatchConfig) -> str:
+    """Changes when what decides relevance changes (then cached scores are recomputed)."""
+    basis = json.dumps([watch.description, sorted(watch.keywords), sorted(watch.exclude),
+                        watch.min_score], ensure_ascii=False)
+    return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:32]
+
+
+def _when(article: dict[str, Any]) -> datetime:
+    return article.get("published_at") or article["first_seen_at"]
+
+
+def _source(article: dict[str, Any]) -> str:
+    return (article.get("source") or host_of(article.get("url") or article.get("link") or "")
+            or "unknown")
+
+
+def _recent_stories(store: Store, since: datetime) -> list[dict[str, Any]]:
+    s = schema.stories
+    active = func.coalesce(s.c.last_seen_at, s.c.updated_at, s.c.first_seen_at)
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(s.c.story_id, s.c.title, s.c.first_seen_at,
+                                   s.c.last_seen_at, s.c.article_count)
+                            .where(active >= since).order_by(s.c.story_id)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def _story_articles(store: Store, story_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    a = schema.articles
+    columns = [a.c.article_id, a.c.story_id, a.c.url, a.c.link, a.c.source, a.c.title,
+               a.c.entry_summary, a.c.entry_fingerprint, a.c.content_hash,
+               a.c.version, a.c.language, a.c.published_at, a.c.first_seen_at]
+    by_story: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with store.engine.connect() as conn:
+        for start in range(0, len(story_ids), 500):
+            for row in conn.execute(select(*columns).where(
+                    a.c.story_id.in_(story_ids[start:start + 500]))).mappings():
+                by_story[row["story_id"]].append(dict(row))
+    for articles in by_story.values():
+        articles.sort(key=lambda art: (_when(art), art["article_id"]))
+    return by_story
+
+
+def _load_texts(store: Store, articles: list[dict[str, Any]]) -> None:
+    """Fill in ``text`` only where needed (scoring, summaries): bodies are the bulk."""
+    missing = [a for a in articles if "text" not in a]
+    a = schema.articles
+    with store.engine.connect() as conn:
+        for start in range(0, len(missing), 500):
+            chunk = {art["article_id"]: art for art in missing[start:start + 500]}
+            for article_id, text in conn.execute(select(a.c.article_id, a.c.text).where(
+                    a.c.article_id.in_(list(chunk)))):
+                chunk[article_id]["text"] = text or ""
+
+
+def _field(result: Any, name: str, default: Any = None) -> Any:
+    if isinstance(result, dict):
+        return result.get(name, default)
+    return getattr(result, name, default)
+
+
+def _scores(ctx: _Context, watch: WatchConfig, articles: list[dict[str, Any]],
+            scorer: Scorer) -> dict[str, _Score]:
+    """Relevance per article, from the cache unless the text or the watch changed."""
+    t = schema.article_watch_scores
+    fingerprint = watch_fingerprint(watch)
+    version = {a["article_id"]: (a["content_hash"] or f"e:{a['entry_fingerprint'] or ''}")[:40]
+               for a in articles}
+    scores: dict[str, _Score] = {}
+    ids = list(version)
+    with ctx.store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            for row in conn.execute(select(t).where(
+                    t.c.watch == watch.name, t.c.article_id.in_(ids[start:start + 500]))
+                    ).mappings():
+                if (row["content_hash"] == version[row["article_id"]]
+                        and row["watch_fingerprint"] == fingerprint):
+                    scores[row["article_id"]] = _Score(row["score"], row["relevant"],
+                                                       list(row["reasons"] or []))
+    ctx.counts["score-cached"] += len(scores)
+    todo = [a for a in articles if a["article_id"] not in scores]
+    for start in range(0, len(todo), ctx.rules.score_batch):
+        batch = todo[start:start + ctx.rules.score_batch]
+        _load_texts(ctx.store, batch)
+        records = [{
+            "article_id": a["article_id"], "story_id": a["story_id"], "title": a["title"] or "",
+            "text": a["text"] or a["entry_summary"] or "", "summary": a["entry_summary"] or "",
+            "source": a["source"], "url": a["url"] or a["link"], "language": a["language"],
+            "published_at": a["published_at"], "content_hash": a["content_hash"],
+        } for a in batch]
+        results = list(scorer(watch, records))
+        if len(results) != len(records):
+            raise ValueError(f"scorer returned {len(results)} scores for {len(records)} articles")
+        with ctx.store.engine.begin() as conn:
+            for article, result in zip(batch, results, strict=True):
+                score = _Score(float(_field(result, "score", 0.0) or 0.0),
+                               bool(_field(result, "relevant", False)),
+                               [str(r) for r in (_field(result, "reasons") or [])])
+                scores[article["article_id"]] = score
+                stmt = ctx.store._insert(t).values(
+                    article_id=article["article_id"], watch=watch.name,
+                    content_hash=version[article["article_id"]], watch_fingerprint=fingerprint,
+                    score=score.score, relevant=score.relevant, reasons=score.reasons,
+                    scored_at=ctx.now)
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=["article_id", "watch"],
+                    set_={c: stmt.excluded[c] for c in ("content_hash", "watch_fingerprint",
+                                                        "score", "relevant", "reasons",
+                                                        "scored_at")}))
+        ctx.counts["scored"] += len(batch)
+    return scores
+
+
+def _summary_of(store: Store, article: dict[str, Any]) -> str:
+    summary = plain(article.get("entry_summary"))
+    if len(summary) < 40:
+        _load_texts(store, [article])
+        summary = plain(article.get("text")) or summary
+    return shorten(summary, 600)
+
+
+def _message(store: Store, watch: WatchConfig, kind: str, story: dict[str, Any],
+             articles: list[dict[str, Any]], lead: dict[str, Any], score: _Score,
+             reasons: list[str], new_sources: list[str] | None = None) -> AlertMessage:
+    sources: dict[str, str | None] = {}
+    for article in articles:  # oldest first: each outlet's first report
+        sources.setdefault(_source(article), article.get("url") or article.get("link"))
+    return AlertMessage(
+        watch=watch.name, kind=kind, story_id=story["story_id"],
+        title=story.get("title") or articles[0].get("title") or lead.get("title") or "",
+        sources=list(sources.items()),
+        first_seen=story.get("first_seen_at") or _when(articles[0]),
+        summary=_summary_of(store, lead), reasons=reasons, article_count=len(articles),
+        score=round(score.score, 4), new_sources=new_sources or [], timezone=watch.timezone)
+
+
+def _basis(articles: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"sources": sorted({_source(a) for a in articles}),
+            "article_ids": sorted(a["article_id"] for a in articles)}
+
+
+def _far_article(store: Store, first: dict[str, Any], candidates: list[dict[str, Any]],
+                 threshold: float) -> dict[str, Any] | None:
+    """A candidate whose embedding is far from the first report's (None without vectors)."""
+    if not candidates:
+        return None
+    v = schema.article_versions
+    wanted = {first["article_id"]: first["version"],
+              **{c["article_id"]: c["version"] for c in candidates}}
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(v.c.article_id, v.c.version, v.c.embedding).where(
+            v.c.article_id.in_(list(wanted)), v.c.embedding.is_not(None))).all()
+    blobs = {aid: blob for aid, version, blob in rows if wanted.get(aid) == version}
+    if first["article_id"] not in blobs:
+        return None
+    import numpy as np
+
+    from pipeline.embeddings import unpack_vector
+
+    def unit(blob: bytes) -> Any:
+        vector = unpack_vector(blob)
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm else vector
+
+    anchor = unit(blobs[first["article_id"]])
+    for candidate in candidates:
+        blob = blobs.get(candidate["article_id"])
+        if blob is not None and float(np.dot(anchor, unit(blob))) < threshold:
+            return candidate
+    return None
+
+
+def _channels_of(ctx: _Context, watch: WatchConfig) -> list[str]:
+    names = []
+    for name in watch.channels:
+        if name in ctx.settings.channels:
+            names.append(name)
+        else:
+            ctx.counts["unknown-channel"] += 1
+            log.warning("alerts: watch %r names channel %r, which is not configured",
+                        watch.name, name)
+    return names
+
+
+def _detect(ctx: _Context, watch: WatchConfig, scorer: Scorer, run_id: str | None) -> None:
+    """Score the recent stories for one watch and write new/update alerts to the ledger."""
+    rules = ctx.rules
+    days = rules.lookback_days or max(ctx.settings.stories.window_days, 1.0)
+    stories = _recent_stories(ctx.store, ctx.now - timedelta(days=days))
+    if not stories:
+        return
+    by_story = _story_articles(ctx.store, [s["story_id"] for s in stories])
+    articles = [a for arts in by_story.values() for a in arts]
+    scores = _scores(ctx, watch, articles, scorer)
+    prior = ledger.alerts_for_stories(ctx.store, watch.name, list(by_story),
+                                      since=ctx.now - timedelta(days=rules.continuation_days))
+    last_alert: dict[str, dict[str, Any]] = {}
+    alerted_in: dict[str, dict[str, Any]] = {}  # article -> latest alert that covered it
+    for alert in prior:  # oldest first, so later alerts win
+        last_alert[alert["story_id"]] = alert
+        for article_id in (alert["basis"] or {}).get("article_ids", []):
+            alerted_in[article_id] = alert
+    channels = _channels_of(ctx, watch)
+    immediate = watch.mode != "digest"
+
+    for story in stories:
+        arts = by_story.get(story["story_id"])
+        if not arts:
+            continue
+        relevant = [a for a in arts if scores[a["article_id"]].relevant]
+        if not relevant:
+            continue
+        ctx.counts["relevant-stories"] += 1
+        best = max(relevant, key=lambda a: scores[a["article_id"]].score)
+        best_score = scores[best["article_id"]]
+        basis = _basis(arts)
+        last = last_alert.get(story["story_id"])
+        if last is None:  # a story re-identified under a new id continues its old alerts
+            last = max((alerted_in[a["article_id"]] for a in arts
+                        if a["article_id"] in alerted_in),
+                       key=lambda r: r["alert_id"], default=None)
+            if last is not None:
+                ctx.counts["continued"] += 1
+
+        if last is None:
+            message = _message(ctx.store, watch, "new", story, arts, relevant[0], best_score,
+                               best_score.reasons)
+            _create(ctx, watch, message, basis, ledger.ONCE, channels, immediate, run_id)
+            continue
+
+        seen = last["basis"] or {}
+        new_ids = {a["article_id"] for a in arts} - set(seen.get("article_ids", []))
+        if not new_ids:
+            continue
+        newest = [a for a in relevant if a["article_id"] in new_ids] or relevant
+        if last["story_id"] == story["story_id"] and last["status"] in (ledger.QUEUED,
+                                                                        ledger.PENDING):
+            kind = "new" if last["kind"] == "new" else "update"
+            message = _message(ctx.store, watch, kind, story, arts,
+                               relevant[0] if kind == "new" else newest[-1], best_score,
+                               best_score.reasons)
+            if ledger.refresh_undelivered(ctx.store, last["alert_id"], title=message.title,
+                                          score=message.score, payload=message.to_dict(),
+                                          basis=basis, now=ctx.now):
+                ctx.counts["refreshed"] += 1
+                continue
+
+        window_key = update_window(watch, ctx.now)
+        new_sources = sorted(set(basis["sources"]) - set(seen.get("sources", [])))
+        reason = None
+        if len(new_sources) >= rules.update_min_new_sources:
+            reason = f"{len(new_sources)} new sources since the last alert"
+        else:
+            far = _far_article(ctx.store, arts[0],
+                               [a for a in relevant if a["article_id"] in new_ids],
+                               rules.far_similarity)
+            if far is not None:
+                newest = [far]
+                reason = "a new article differs from the first report"
+        if reason is None:
+            continue
+        if last["kind"] == "update" and last["window_key"] == window_key:
+            ctx.counts["update-suppressed"] += 1  # one per window; it waits for the next
+            continue
+        message = _message(ctx.store, watch, "update", story, arts, newest[-1], best_score,
+                           [reason, *best_score.reasons], new_sources)
+        _create(ctx, watch, message, basis, window_key, channels, immediate, run_id)
+
+
+def _create(ctx: _Context, watch: WatchConfig, message: AlertMessage, basis: dict[str, Any],
+            window_key: str, channels: list[str], immediate: bool, run_id: str | None) -> None:
+    held = quiet_until(watch, ctx.now) if immediate else None
+    alert_id = ledger.create_alert(
+        ctx.store, watch=watch.name, story_id=message.story_id, kind=message.kind,
+        window_key=window_key, status=ledger.PENDING if immediate else ledger.QUEUED,
+        title=message.title, score=message.score, payload=message.to_dict(), basis=basis,
+        channels=channels, now=ctx.now, next_attempt_at=held, run_id=run_id)
+    if alert_id is None:  # this event is already in the ledger (another run or worker)
+        ctx.counts["exists" if message.kind == "new" else "update-suppressed"] += 1
+        return
+    ctx.counts[message.kind] += 1
+    if held is not None:
+        ctx.counts["deferred-quiet-hours"] += len(channels)
+    if not immediate:
+        ctx.counts["queued-digest"] += 1
+
+
+# ---- delivering ------------------------------------------------------------------------------
+
+def _context(store: Store, settings: Settings, now: datetime | None,
+             resolver: SecretResolver | None, rules: AlertRules | None) -> _Context:
+    worker = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    now = now or utcnow()
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    return _Context(store=store, settings=settings, now=now, rules=rules or AlertRules(),
+                    resolver=resolver, worker=worker)
+
+
+def _make_digest(ctx: _Context, watch: WatchConfig, run_id: str | None) -> None:
+    key, at = digest_window(watch, ctx.now)
+    digest_id, attached, existed = ledger.create_digest(
+        ctx.store, watch=watch.name, window_key=key, cutoff=at,
+        channels=_channels_of(ctx, watch), now=ctx.now, run_id=run_id)
+    if digest_id is not None and not existed:
+        ctx.counts["digest"] += 1
+        ctx.counts["digested"] += attached
+
+
+def _secrets(ctx: _Context, name: str, config: ChannelConfig) -> dict[str, Any]:
+    cached = ctx.secrets.get(name)
+    if cached is None:
+        try:
+            cached = resolve_secrets(name, config, ctx.resolver)
+        except DeliveryError as exc:
+            cached = exc
+        ctx.secrets[name] = cached
+    if isinstance(cached, DeliveryError):
+        raise cached
+    return cached
+
+
+def _render(ctx: _Context, row: dict[str, Any], watch: WatchConfig | None) -> Rendered:
+    if row["kind"] == "digest":
+        members = ledger.digest_members(ctx.store, row["alert_id"])
+        messages = []
+        for member in members:
+            message = AlertMessage.from_dict(member["payload"])
+            message.alert_id = member["alert_id"]
+            messages.append(message)
+        limit = watch.max_per_window if watch else 10
+        return render_digest(row["watch"], messages, limit=limit, window=row["window_key"],
+                             timezone=watch.timezone if watch else "UTC")
+    message = AlertMessage.from_dict(row["payload"])
+    message.alert_id = row["alert_id"]
+    return render_message(message)
+
+
+def _send(ctx: _Context, channel: str, config: ChannelConfig | None, rows: list[dict[str, Any]],
+          rendered_for: Callable[[list[dict[str, Any]]], Rendered], via: str) -> None:
+    """Claim ``rows`` (one message's worth), send once, record the outcome on each."""
+    policy = ctx.rules.retry
+    claimed = []
+    for row in rows:
+        if ledger.claim(ctx.store, row, ctx.worker, ctx.now, policy):
+            claimed.append(row)
+            if row["status"] == ledger.D_SENDING:
+                ctx.counts["reclaimed-stale"] += 1
+        else:
+            ctx.counts["claimed-elsewhere"] += 1
+    if not claimed:
+        return
+    secrets: dict[str, Any] = {}
+    try:
+        if config is None:
+            raise DeliveryError(f"channel {channel!r} is not configured", retryable=False)
+        secrets = _secrets(ctx, channel, config)
+        rendered = rendered_for(claimed)
+        deliver(config, [rendered], secrets, name=channel, now=ctx.now,
+                timeout_s=ctx.rules.smtp_timeout_s,
+                slack_max_wait_s=ctx.rules.slack_max_wait_s)
+    except Exception as exc:
+        if isinstance(exc, DeliveryError):
+            error = DeliveryError(exc.message, retryable=exc.retryable,
+                                  retry_after=exc.retry_after)
+        else:  # a bug or an unexpected library error: keep the row, retry later
+            log.exception("alerts: unexpected error delivering to %r", channel)
+            error = DeliveryError(redact(f"{type(exc).__name__}: {exc}", secrets),
+                                  retryable=True)
+        for row in claimed:
+            status = ledger.mark_failed(ctx.store, row["delivery_id"], ctx.worker, ctx.now,
+                                        error.message, retryable=error.retryable,
+                                        policy=policy, retry_after=error.retry_after)
+            ctx.counts[status] += 1
+        log.warning("alerts: %d alert(s) for %r not delivered to %r (%s): %s",
+                    len(claimed), claimed[0]["watch"], channel,
+                    "will retry" if error.retryable else "gave up", error.message)
+        return
+    for row in claimed:
+        if not ledger.mark_sent(ctx.store, row["delivery_id"], ctx.worker, ctx.now, via):
+            ctx.counts["sent-after-takeover"] += 1
+        ctx.counts["sent"] += 1
+    if via == "rollup":
+        ctx.counts["rolled-up"] += len(claimed)
+
+
+def _deliver_due(ctx: _Context, *, watches: Sequence[str],
+                 kinds: Sequence[str] | None = None) -> None:
+    """Send what is due, watch by watch (one misconfigured watch does not stop the others)."""
+    rows = ledger.due_deliveries(ctx.store, ctx.now, ctx.rules.retry, watches=watches,
+                                 kinds=kinds)
+    by_watch: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_watch[row["watch"]].append(row)
+    for watch_name, watch_rows in by_watch.items():
+        watch = ctx.watch(watch_name)
+        if watch is None or not watch.enabled:
+            continue
+        try:
+            _deliver_watch(ctx, watch, watch_rows)
+        except Exception as exc:
+            log.exception("alerts: delivering for watch %r failed", watch_name)
+            ctx.counts["watch-error"] += 1
+            ctx.errors.append(f"watch {watch_name!r}: {type(exc).__name__}: {exc}")
+
+
+def _deliver_watch(ctx: _Context, watch: WatchConfig, rows: list[dict[str, Any]]) -> None:
+    """Per channel: the first ``max_per_window`` alerts one by one, the rest as one "+N more"
+    roll-up; digests as they are. Quiet hours hold everything but digests."""
+    held_until = quiet_until(watch, ctx.now)
+    if held_until is not None:
+        held = [r["delivery_id"] for r in rows if r["kind"] != "digest"]
+        ledger.defer(ctx.store, held, held_until, ctx.now)
+        ctx.counts["deferred-quiet-hours"] += len(held)
+        rows = [r for r in rows if r["kind"] == "digest"]
+    by_channel: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_channel[row["channel"]].append(row)
+    for channel, channel_rows in by_channel.items():
+        config = ctx.settings.channels.get(channel)
+        digests = [r for r in channel_rows if r["kind"] == "digest"]
+        singles = sorted((r for r in channel_rows if r["kind"] != "digest"),
+                         key=lambda r: (r["kind"] != "new", -(r["score"] or 0.0),
+                                        r["created_at"], r["alert_id"]))
+        for row in [*digests, *singles[:watch.max_per_window]]:
+            via = "digest" if row["kind"] == "digest" else "single"
+            _send(ctx, channel, config, [row],
+                  lambda claimed: _render(ctx, claimed[0], watch), via)
+        rest = singles[watch.max_per_window:]
+        if rest:
+            _send(ctx, channel, config, rest, lambda claimed: _rollup(claimed, watch), "rollup")
+
+
+def _rollup(rows: list[dict[str, Any]], watch: WatchConfig) -> Rendered:
+    messages = []
+    for row in rows:
+        message = AlertMessage.from_dict(row["payload"])
+        message.alert_id = row["alert_id"]
+        messages.append(message)
+    return render_digest(watch.name, messages, limit=0, timezone=watch.timezone)
+
+
+def _finish(ctx: _Context, run_id: str | None) -> dict[str, int]:
+    """Record the counts for the run, then report any watch that failed."""
+    counts = {outcome: n for outcome, n in sorted(ctx.counts.items()) if n}
+    if run_id is not None:
+        for outcome, n in counts.items():
+            ctx.store.count(run_id, STAGE, outcome, n)
+    if ctx.errors:
+        raise AlertStageError("; ".join(ctx.errors))
+    return counts
