@@ -32,6 +32,9 @@ app = typer.Typer(
 feeds_app = typer.Typer(help="List feeds with their health, or bring a dead feed back.",
                         invoke_without_command=True)
 app.add_typer(feeds_app, name="feeds")
+alerts_app = typer.Typer(help="Alerts sent, pending and failed; retry failed deliveries.",
+                         invoke_without_command=True)
+app.add_typer(alerts_app, name="alerts")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -405,6 +408,86 @@ def extract(
             fetcher.close()
     if failures:
         raise typer.Exit(1)
+
+
+# ---- alerts ---------------------------------------------------------------------------------
+
+@alerts_app.callback()
+def alerts_list(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    watch: Annotated[str | None, typer.Option(help="Only this watch.")] = None,
+    since: Annotated[str | None, typer.Option(help="7d, 12h or a date.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Alerts with their delivery state per channel (sent, pending, failed)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = config
+        return
+    from pipeline.alerts.ledger import list_alerts
+    from pipeline.search.base import parse_since
+    from pipeline.store import open_store
+
+    settings = get_settings(config)
+    try:
+        since_at = parse_since(since)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    store = open_store(settings.store.url)
+    try:
+        rows = list_alerts(store, watch=watch, since=since_at)
+    finally:
+        store.close()
+    if json_out:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    table = Table(title=f"{len(rows)} alert(s)", title_justify="left")
+    for col in ("created", "watch", "kind", "status", "channels", "title"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        deliveries = ", ".join(f"{d['channel']}={d['status']}" for d in row.get("deliveries", []))
+        table.add_row(_fmt_time(row.get("created_at")), row["watch"], row["kind"],
+                      row["status"], deliveries, Text(row.get("title") or ""))
+    console.print(table)
+
+
+@alerts_app.command("retry")
+def alerts_retry(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    watch: Annotated[str | None, typer.Option(help="Only this watch.")] = None,
+) -> None:
+    """Retry failed deliveries now (quiet hours still apply)."""
+    from pipeline.alerts.engine import retry_failed
+    from pipeline.store import open_store
+
+    settings = get_settings(config or ctx.obj)
+    store = open_store(settings.store.url)
+    try:
+        counts = retry_failed(store, settings, watch=watch)
+    finally:
+        store.close()
+    console.print(", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "nothing to retry")
+
+
+@app.command()
+def digest(
+    watch: Annotated[str, typer.Option("--watch", help="The watch (in digest mode).")],
+    config: ConfigOption = None,
+) -> None:
+    """Send a watch's digest for the current window now (once per window)."""
+    from pipeline.alerts.engine import send_digest
+    from pipeline.store import open_store
+
+    settings = get_settings(config)
+    store = open_store(settings.store.url)
+    try:
+        counts = send_digest(store, settings, watch)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        store.close()
+    console.print(", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "nothing to send")
 
 
 # ---- helpers --------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 
 runner = CliRunner()
-COMMANDS = ["run", "demo", "search", "feeds", "extract", "reindex"]
+COMMANDS = ["run", "demo", "search", "feeds", "extract", "reindex", "alerts", "digest"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
