@@ -1,0 +1,146 @@
+"""Shared bits of the newswatch DAGs: config path, task defaults, secrets, failure notices.
+
+Cheap to import (DAG parsing): only the standard library at module level; Airflow's Task SDK
+and the pipeline are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+log = logging.getLogger("newswatch.airflow")
+
+CONFIG_VARIABLE = "newswatch_config"
+FAILURE_CHANNEL_ENV = "NEWSWATCH_FAILURE_CHANNEL"
+FETCH_POOL = "newswatch_fetch"
+
+
+def config_path() -> str | None:
+    """Airflow Variable ``newswatch_config``, else None (the pipeline then reads
+    ``$NEWSWATCH_CONFIG``). Call only inside a running task."""
+    try:
+        from airflow.sdk import Variable
+
+        value = Variable.get(CONFIG_VARIABLE, default=None)
+    except Exception:  # no Variable backend reachable: fall back to the environment
+        log.debug("Variable %s unavailable", CONFIG_VARIABLE, exc_info=True)
+        value = None
+    return value or os.environ.get("NEWSWATCH_CONFIG") or None
+
+
+def dag_run_id() -> str:
+    """The current Airflow dag run id (inside a running task)."""
+    from airflow.sdk import get_current_context
+
+    return str(get_current_context()["run_id"])
+
+
+# ---- secrets from Airflow connections ---------------------------------------------------------
+
+def _slack_webhook(conn: Any) -> str | None:
+    """A Slack incoming-webhook URL from a connection (``slackwebhook`` style): the password
+    holds the full URL or the token path, the host the base URL."""
+    extra = getattr(conn, "extra_dejson", {}) or {}
+    token = conn.password or extra.get("webhook_token") or extra.get("webhook_url")
+    if not token:
+        return None
+    if token.startswith(("http://", "https://")):
+        return token
+    base = (conn.host or "https://hooks.slack.com/services").rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        base = "https://" + base
+    return f"{base}/{token.lstrip('/')}"
+
+
+def resolver(name: str, channel: Any) -> Mapping[str, Any] | None:
+    """pipeline.alerts SecretResolver: values of the channel's Airflow connection.
+
+    ``smtp_conn_id`` → password (and host, port, username, sender when set there);
+    ``slack_conn_id`` → webhook_url. Channels without a connection id get nothing.
+    """
+    smtp_id = getattr(channel, "smtp_conn_id", None)
+    slack_id = getattr(channel, "slack_conn_id", None)
+    if not smtp_id and not slack_id:
+        return None
+    from airflow.sdk import BaseHook
+
+    if smtp_id:
+        conn = BaseHook.get_connection(smtp_id)
+        extra = conn.extra_dejson or {}
+        return {"password": conn.password, "host": conn.host, "port": conn.port,
+                "username": conn.login, "sender": extra.get("from_email")}
+    conn = BaseHook.get_connection(slack_id)
+    return {"webhook_url": _slack_webhook(conn)}
+
+
+# ---- failure notices (a channel separate from topic alerts) -----------------------------------
+
+def _failure_message(context: Mapping[str, Any]) -> tuple[str, str]:
+    ti = context.get("task_instance") or context.get("ti")
+    dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
+    task_id = getattr(ti, "task_id", "?")
+    map_index = getattr(ti, "map_index", -1)
+    if map_index is not None and map_index >= 0:
+        task_id = f"{task_id}[{map_index}]"
+    error = context.get("exception")
+    subject = f"newswatch pipeline failure: {dag_id}.{task_id}"
+    text = (f"{subject}\nrun: {context.get('run_id', '?')}\n"
+            f"try: {getattr(ti, 'try_number', '?')}\n"
+            f"error: {type(error).__name__ if error else '?'}: {str(error)[:500]}")
+    return subject, text
+
+
+def _rendered(subject: str, text: str) -> Any:
+    from pipeline.alerts.render import Rendered
+
+    esc = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return Rendered(
+        subject=subject, text=text,
+        html=f"<html><body><pre>{html.escape(text)}</pre></body></html>",
+        blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": f"```{esc}```"}}],
+        fallback=esc.splitlines()[0] if esc else subject,
+        record={"kind": "pipeline-failure", "subject": subject, "text": text},
+        key=f"failure:{subject}:{text[:200]}",
+    )
+
+
+def notify_failure(context: Mapping[str, Any]) -> None:
+    """on_failure_callback: post the failure to ``$NEWSWATCH_FAILURE_CHANNEL`` (a channel in
+    the newswatch config, not a watch's), else log it. Never raises."""
+    try:
+        subject, text = _failure_message(context)
+    except Exception:  # pragma: no cover - defensive
+        subject, text = "newswatch pipeline failure", "newswatch pipeline failure"
+    log.error("%s", text)
+    name = os.environ.get(FAILURE_CHANNEL_ENV)
+    if not name:
+        return
+    try:
+        from pipeline.alerts.channels import deliver, resolve_secrets
+        from pipeline.orchestration import settings_from
+
+        settings = settings_from(config_path())
+        channel = settings.channels.get(name)
+        if channel is None:
+            log.error("failure channel %r is not configured; notice only logged", name)
+            return
+        secrets = resolve_secrets(name, channel, resolver)
+        deliver(channel, [_rendered(subject, text)], secrets, name=name)
+    except Exception as exc:  # a broken notifier must not hide the original failure
+        log.error("could not post the failure notice to %r: %s", name, type(exc).__name__)
+
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "newswatch",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=15),
+    "execution_timeout": timedelta(minutes=30),
+    "on_failure_callback": notify_failure,
+}

@@ -1,0 +1,165 @@
+"""What the Airflow tasks call: one small, idempotent function per task (no Airflow here).
+
+Every function takes a config path (explicit argument, else ``$NEWSWATCH_CONFIG``; the DAG
+layer passes the Airflow Variable ``newswatch_config`` when it is set), opens the store, runs
+one pipeline stage through :mod:`pipeline.run` and returns only ids and counts, so XCom stays
+small and JSON-serialisable. Records pass through the store.
+
+Idempotency: the newswatch run id is derived from the Airflow dag run id
+(:func:`run_id_for`), so a retried or cleared task resumes the same run, and every stage
+processes "what is pending" in the store (due feeds, unextracted articles, unindexed
+versions, alerts not yet in the ledger). Running a task twice therefore adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.util import find_spec
+from typing import Any
+
+from pipeline.run import FEED_SKIPPED, FEED_SUCCESS, STAGE_FUNCTIONS
+from pipeline.settings import Settings, load_settings
+from pipeline.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+SecretResolver = Callable[..., Any]
+# Stages after fetch, in order; each records "stage-done" in the run's counts on success.
+POST_FETCH_STAGES = ("extract", "stories", "index", "alerts")
+DONE = "stage-done"
+
+
+def settings_from(config_path: str | None = None) -> Settings:
+    """Settings from ``config_path``, else ``$NEWSWATCH_CONFIG`` (else defaults)."""
+    return load_settings(config_path or None)
+
+
+def run_id_for(dag_run_id: str) -> str:
+    """A newswatch run id that is stable for one Airflow dag run (fits the 40-char column)."""
+    return "af-" + hashlib.sha256(dag_run_id.encode("utf-8")).hexdigest()[:32]
+
+
+@contextmanager
+def _opened(config_path: str | None, run_id: str | None = None
+            ) -> Iterator[tuple[Settings, Store]]:
+    settings = settings_from(config_path)
+    store = open_store(settings.store.url)
+    try:
+        if run_id is not None:
+            store.start_run(run_id)  # resumes the run when it already exists
+        yield settings, store
+    finally:
+        store.close()
+
+
+def plan_feed_batches(config_path: str | None, max_batches: int = 8) -> list[list[int]]:
+    """Sync the configured feeds into the store and split their ids into host-grouped
+    batches (one mapped fetch task each); ``[]`` when no feed is configured."""
+    from pipeline.feeds import group_feeds_by_host
+
+    with _opened(config_path) as (settings, store):
+        enabled = settings.enabled_feeds()
+        if not enabled:
+            return []
+        feeds = store.sync_feeds(enabled)
+        return group_feeds_by_host(feeds, max_batches)
+
+
+def fetch_batch(config_path: str | None, run_id: str, feed_ids: list[int]) -> dict[str, int]:
+    """Fetch one batch of feeds. Feeds that are not due are skipped, so a rerun of the same
+    data interval fetches nothing twice. A failing feed is recorded on the feed (with its own
+    backoff) and counted, not raised: retrying the task could not fetch it sooner."""
+    with _opened(config_path, run_id) as (settings, store):
+        reports = STAGE_FUNCTIONS["fetch"](store, settings, run_id, feed_ids=list(feed_ids))
+    outcomes = Counter(r.outcome for r in reports)
+    failed = sum(n for o, n in outcomes.items() if o not in FEED_SUCCESS | FEED_SKIPPED)
+    if failed:
+        log.warning("fetch: %d of %d feeds failed: %s", failed, len(reports), dict(outcomes))
+    return {"feeds": len(reports), "failed": failed,
+            "new": sum(r.new for r in reports), "updated": sum(r.updated for r in reports),
+            **{f"outcome:{o}": n for o, n in sorted(outcomes.items())}}
+
+
+def _stage(stage: str, config_path: str | None, run_id: str, **kwargs: Any) -> dict[str, Any]:
+    with _opened(config_path, run_id) as (settings, store):
+        result = STAGE_FUNCTIONS[stage](store, settings, run_id, **kwargs) or {}
+        store.count(run_id, stage, DONE)
+    return {str(k): v for k, v in dict(result).items() if isinstance(v, int | float | str)}
+
+
+def extract(config_path: str | None, run_id: str) -> dict[str, Any]:
+    """Extract the text of articles still pending (bounded per run by the settings)."""
+    return _stage("extract", config_path, run_id)
+
+
+def stories(config_path: str | None, run_id: str) -> dict[str, Any]:
+    """Assign new article versions to stories; skipped while pipeline.stories is absent."""
+    if find_spec("pipeline.stories") is None:
+        log.warning("stories: pipeline.stories is not installed yet; stage skipped")
+        with _opened(config_path, run_id) as (_settings, store):
+            store.count(run_id, "stories", "stage-unavailable")
+            store.count(run_id, "stories", DONE)
+        return {"skipped": 1}
+    return _stage("stories", config_path, run_id)
+
+
+def index(config_path: str | None, run_id: str) -> dict[str, Any]:
+    """Bring the search index up to date with the store (only what changed)."""
+    return _stage("index", config_path, run_id)
+
+
+def alerts(config_path: str | None, run_id: str,
+           resolver: SecretResolver | None = None) -> dict[str, Any]:
+    """Decide and deliver alerts; the alert ledger makes each one go out once."""
+    with _opened(config_path, run_id) as (settings, store):
+        if not any(w.enabled for w in settings.watches):
+            store.count(run_id, "alerts", DONE)
+            return {}
+        from pipeline.alerts.engine import run_alerts
+
+        result = run_alerts(store, settings, run_id, resolver=resolver)
+        store.count(run_id, "alerts", DONE)
+    return {str(k): int(v) for k, v in dict(result).items()}
+
+
+def finish(config_path: str | None, run_id: str) -> dict[str, Any]:
+    """Record the run's status and summary; status is ``failed`` when a stage did not
+    complete or every attempted feed failed."""
+    with _opened(config_path, run_id) as (_settings, store):
+        counts = store.run_counts(run_id)
+        missing = [s for s in POST_FETCH_STAGES if DONE not in counts.get(s, {})]
+        fetch = counts.get("fetch", {})
+        ok = sum(n for o, n in fetch.items() if o in FEED_SUCCESS)
+        attempted = sum(n for o, n in fetch.items() if o not in FEED_SKIPPED)
+        all_failed = attempted > 0 and ok == 0
+        status = "failed" if missing or all_failed else "ok"
+        summary = {"run_id": run_id, "stages": counts, "missing": missing,
+                   "all_feeds_failed": all_failed}
+        store.finish_run(run_id, status, summary)
+    return {"status": status, "missing": missing, "all_feeds_failed": all_failed}
+
+
+def due_digests(config_path: str | None) -> list[str]:
+    """Names of enabled watches that send digests (send_digest is once per window)."""
+    settings = settings_from(config_path)
+    return [w.name for w in settings.watches if w.enabled and w.mode == "digest"]
+
+
+def digest(config_path: str | None, watch: str,
+           resolver: SecretResolver | None = None) -> dict[str, int]:
+    """Send ``watch``'s digest for the latest window that has begun, exactly once."""
+    from pipeline.alerts.engine import send_digest
+
+    with _opened(config_path) as (settings, store):
+        result = send_digest(store, settings, watch, resolver=resolver)
+    return {str(k): int(v) for k, v in dict(result).items()}
+
+
+__all__ = [
+    "alerts", "digest", "due_digests", "extract", "fetch_batch", "finish", "index",
+    "plan_feed_batches", "run_id_for", "settings_from", "stories",
+]
