@@ -490,6 +490,25 @@ def digest(
     console.print(", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "nothing to send")
 
 
+# ---- serve ----------------------------------------------------------------------------------
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+) -> None:
+    """Serve the search page and JSON API (the same app the Airflow plugin mounts)."""
+    from pipeline.web.serve import serve as run_server
+
+    settings = get_settings(config)
+    console.print(f"newswatch search page: http://{host}:{port}/")
+    try:
+        run_server(settings, host=host, port=port)
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
 # ---- helpers --------------------------------------------------------------------------------
 
 def _sqlite_path(url: str) -> Path | None:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 
 runner = CliRunner()
-COMMANDS = ["run", "demo", "search", "feeds", "extract", "reindex", "alerts", "digest"]
+COMMANDS = ["run", "demo", "search", "feeds", "extract", "reindex", "alerts", "digest", "serve"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
