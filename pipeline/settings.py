@@ -114,10 +114,16 @@ class WatchConfig(Section):
     """A topic to alert on (see docs: Watches and alerts)."""
 
     name: str
-    description: str = ""
-    keywords: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=list)
-    min_score: float = Field(0.5, ge=0, le=1)
+    description: str = Field("", description="what the watch is about, in plain sentences "
+                             "(one per sub-topic); compared with each article's title and lead")
+    keywords: list[str] = Field(default_factory=list, description="words and phrases (whole "
+                                "words, any case); at least one must occur for an article to "
+                                "score")
+    exclude: list[str] = Field(default_factory=list, description="a term in an article's title "
+                               "or lead sets its score to 0")
+    min_score: float = Field(0.5, ge=0, le=1, description="alert when the relevance score "
+                             "(pipeline/relevance.py) reaches this; 0.5 = the threshold picked by "
+                             "cross-validation (docs/decisions.md, Watch relevance)")
     channels: list[str] = Field(default_factory=lambda: ["console"])
     mode: Literal["immediate", "digest"] = "immediate"
     digest_at: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")

@@ -1,0 +1,252 @@
+"""Watch relevance (pipeline/relevance.py) on short fictional articles written for these tests.
+
+Keyword evidence, excludes and the score formula are checked without the embedding model;
+the `slow` tests load it once per module and check whole verdicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline import relevance
+from pipeline.relevance import (
+    LEAD_WORDS,
+    KeywordEvidence,
+    body_weight,
+    default_taiwan_watch,
+    keyword_evidence,
+    logit_parts,
+    score_records,
+    score_text,
+    semantic_text,
+)
+from pipeline.settings import WatchConfig
+
+PLA_TITLE = "Chinese warships and jets encircle Taiwan in large-scale drills"
+PLA_TEXT = (
+    "China's military launched two days of air and naval exercises around Taiwan on Monday, "
+    "sending dozens of fighter jets and warships into the waters east of the island in what "
+    "Beijing called a warning to separatist forces. The People's Liberation Army's Eastern "
+    "Theatre Command said the drills tested its ability to blockade ports and strike key "
+    "targets. Taiwan's defence ministry in Taipei said it had tracked 71 aircraft and 14 navy "
+    "vessels, some crossing the median line of the Taiwan Strait, and had put missile units "
+    "on alert. The presidential office condemned the exercises as provocative and urged "
+    "Beijing to show restraint. Analysts said the scale of the operation exceeded earlier "
+    "drills. The United States said it was monitoring the situation closely and reaffirmed "
+    "its commitment to help Taiwan defend itself. Shipping companies reported delays at the "
+    "port of Kaohsiung as vessels waited for the exercise zones to close. Taiwanese officials "
+    "said civilian flights had been rerouted, and the coastguard was shadowing Chinese ships."
+)
+PHONE_TITLE = "Orbital unveils Nova 7 phone with folding screen and week-long battery"
+PHONE_TEXT = (
+    "The smartphone maker Orbital has unveiled the Nova 7, a folding phone that the company "
+    "says will run for a week on a single charge. At a launch event in San Francisco, chief "
+    "executive Mara Lind showed off the handset's hinge, which she said had been tested for "
+    "half a million folds, and a camera that can zoom thirty times. The device goes on sale "
+    "next month at $1,299, undercutting rival folding models. Reviewers who tried it praised "
+    "the brightness of the inner display but said it was heavier than expected. "
+    "Orbital said the battery uses a new silicon-carbon chemistry and that the chips are "
+    "made by a Taiwanese supplier on its newest process. Analysts expect the company to sell "
+    "about four million units in the first year, helped by trade-in offers in Europe and "
+    "North America. The firm also announced a cheaper model with a smaller screen, aimed at "
+    "students, and said it would extend software updates to seven years for all its phones."
+)
+TRAVEL_TITLE = "Ten islands for winter sun without the crowds"
+TRAVEL_TEXT = (
+    "Looking for warmth when the days are short? Our writers pick ten islands where the "
+    "beaches are quiet and the food is memorable. In Sri Lanka, the south coast's surf "
+    "towns are calm from December. Madeira offers mild hiking weather and dramatic cliffs. "
+    "Further east, Taiwan, Okinawa and Palawan reward travellers with hot springs, night "
+    "markets and coral reefs. In the Caribbean, Dominica's rainforests and rivers are a "
+    "change from the resort islands, while Tasmania's summer brings long evenings and "
+    "wineries. Zanzibar's spice farms and old stone town are best explored on foot. The "
+    "Canary Islands remain a reliable choice for a short break, and Mauritius suits families "
+    "looking for calm lagoons. Book early: flights fill up in the school holidays, and "
+    "prices for small guesthouses rise quickly after the autumn."
+)
+RAIL_TEXT = (
+    "A new high-speed rail line opened on Saturday, cutting the journey between the two "
+    "largest cities to ninety minutes. Officials said trains would run every twenty minutes "
+    "at peak times and that fares would be capped for the first year. Thousands of people "
+    "queued at the stations to ride the first services, and local businesses said they "
+    "expected more visitors. The project took eight years to build and ran over budget, "
+    "prompting criticism from opposition politicians. Engineers said tunnels through the "
+    "mountains had been the hardest part. The line will eventually be extended south. "
+    "Planners hope it will ease congestion on the motorway, which is often jammed at "
+    "weekends. The signalling system was supplied by a consortium of European and Japanese "
+    "firms, and the trains were assembled locally. Ticket sales opened online last week and "
+    "the first month is almost sold out, the operator said in a statement on its website. "
+    "Some commuters said they would wait to see whether the timetable proved reliable."
+)
+SUMMARY_TITLE = "China holds live-fire drills near Taiwan after president's US stopover"
+SUMMARY_TEXT = (
+    "China's army began live-fire exercises in the Taiwan Strait on Thursday, a day after "
+    "Taiwan's president returned from a stopover in the United States, in a show of force "
+    "that Taipei called an attempt to intimidate the island's 23 million people."
+)
+
+
+def _with_body_mention(text: str, sentence: str) -> str:
+    """``text`` with ``sentence`` inserted after the lead (so the mention is body-only)."""
+    words = text.split()
+    return " ".join([*words[:LEAD_WORDS + 10], sentence, *words[LEAD_WORDS + 10:]])
+
+
+# ---- keyword evidence (no model) --------------------------------------------------------
+
+
+def test_keywords_match_whole_words_case_insensitively_and_phrases_across_hyphens() -> None:
+    watch = WatchConfig(name="t", keywords=["Taiwan", "Taiwan Strait", "cross-strait", "KMT"])
+    text = ("TAIWAN and taiwan's envoy met Taiwan-based firms. Taiwanese is not a keyword; "
+            "Taiwanfoo is not a word. Cross strait talks, cross-strait ties, the Taiwan Strait "
+            "and the taiwan  strait. The kmt won; KMTV is a channel.")
+    ev = keyword_evidence(watch, "", text)
+    assert ev.lead_terms == {"Taiwan": 3, "cross-strait": 2, "Taiwan Strait": 2, "KMT": 1}
+    assert ev.title_hits == 0 and ev.body_hits == 0
+
+
+def test_hits_are_counted_by_position() -> None:
+    watch = WatchConfig(name="t", keywords=["Taipei"])
+    filler = " ".join(["word"] * LEAD_WORDS)
+    ev = keyword_evidence(watch, "Storm reaches Taipei", f"Taipei braced. {filler} Taipei Taipei")
+    assert (ev.title_hits, ev.lead_hits, ev.body_hits) == (1, 1, 2)
+    assert ev.words == LEAD_WORDS + 4
+
+
+def test_title_copied_into_text_is_not_counted_twice() -> None:
+    watch = WatchConfig(name="t", keywords=["Taiwan"])
+    ev = keyword_evidence(watch, "Taiwan votes", "Taiwan votes Polls opened at eight.")
+    assert (ev.title_hits, ev.lead_hits) == (1, 0)
+
+
+def test_title_mention_weighs_more_than_a_body_only_mention() -> None:
+    in_title = KeywordEvidence(title_hits=1, words=400)
+    in_body = KeywordEvidence(body_hits=1, words=400)
+    assert logit_parts(in_title, 0.3)[1] > logit_parts(in_body, 0.3)[1] > 0
+
+
+def test_short_texts_blend_towards_the_lead_model() -> None:
+    assert body_weight(KeywordEvidence(words=60)) == 0.0
+    assert 0.0 < body_weight(KeywordEvidence(words=LEAD_WORDS + 50)) < 1.0
+    assert body_weight(KeywordEvidence(words=2000)) == 1.0
+
+
+def test_exclude_in_title_or_lead_suppresses_without_the_model(monkeypatch: Any) -> None:
+    monkeypatch.setattr(relevance, "encode", _no_model)
+    watch = default_taiwan_watch().model_copy(update={"exclude": ["median line"]})
+    result = score_text(watch, PLA_TITLE, PLA_TEXT)
+    assert result.score == 0.0 and not result.relevant
+    assert any(r.startswith("excluded: 'median line' in lead") for r in result.reasons)
+    assert result.keyword > 0  # the evidence is still reported
+
+
+def test_no_keyword_means_no_embedding_and_a_negligible_score(monkeypatch: Any) -> None:
+    monkeypatch.setattr(relevance, "encode", _no_model)
+    result = score_text(default_taiwan_watch(), "Rail line opens", RAIL_TEXT)
+    assert result.score < 0.01 and not result.relevant
+    assert result.semantic is None and result.reasons == ["no keyword match"]
+    [batch] = score_records(default_taiwan_watch(), [{"title": "Rail", "text": RAIL_TEXT}])
+    assert batch.score == result.score
+
+
+def test_watch_without_keywords_falls_back_to_its_name() -> None:
+    ev = keyword_evidence(WatchConfig(name="taiwan"), "Taiwan votes", "")
+    assert ev.title_terms == {"taiwan": 1}
+
+
+def test_default_watch() -> None:
+    watch = default_taiwan_watch()
+    assert watch.name == "taiwan" and watch.min_score == WatchConfig(name="x").min_score
+    for term in ("Taiwan", "Taipei", "Taiwanese", "Taiwan Strait", "cross-strait",
+                 "Tsai Ing-wen", "Kuomintang", "KMT", "DPP"):
+        assert term in watch.keywords
+    assert "PLA" in watch.description and not watch.exclude
+
+
+def _no_model(*_args: Any, **_kwargs: Any) -> Any:
+    raise AssertionError("the embedding model should not be needed here")
+
+
+# ---- whole verdicts (embedding model) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def watch() -> WatchConfig:
+    """The shipped watch, with the model loaded once for the module."""
+    from pipeline.embeddings import load_model
+
+    load_model()
+    return default_taiwan_watch()
+
+
+@pytest.mark.slow
+def test_pla_drill_article_is_relevant_with_reasons(watch: WatchConfig) -> None:
+    result = score_text(watch, PLA_TITLE, PLA_TEXT)
+    assert result.relevant and result.score >= 0.75
+    assert result.reasons[0] == "Taiwan in title"
+    assert any(r.startswith("lead mentions Taiwan ×2") for r in result.reasons)
+    assert any(r.startswith("similarity to description") for r in result.reasons)
+    assert result.semantic is not None and result.semantic > 0.5
+
+
+@pytest.mark.slow
+def test_phone_launch_naming_a_taiwanese_supplier_is_not_relevant(watch: WatchConfig) -> None:
+    result = score_text(watch, PHONE_TITLE, PHONE_TEXT)
+    assert not result.relevant and result.score < 0.1
+    assert "1 mention in body" in result.reasons
+
+
+@pytest.mark.slow
+def test_travel_piece_listing_taiwan_is_not_relevant(watch: WatchConfig) -> None:
+    result = score_text(watch, TRAVEL_TITLE, TRAVEL_TEXT)
+    assert not result.relevant and result.score < 0.2
+
+
+@pytest.mark.slow
+def test_title_mention_outweighs_body_only_mention(watch: WatchConfig) -> None:
+    in_title = score_text(watch, "Taiwan's new high-speed rail line opens to crowds", RAIL_TEXT)
+    in_body = score_text(watch, "New high-speed rail line opens to crowds",
+                         _with_body_mention(RAIL_TEXT, "Taiwan's operator sent a delegation."))
+    assert in_body.evidence.body_hits == 1 and in_title.evidence.title_hits == 1
+    assert in_title.score > 3 * in_body.score
+    assert not in_body.relevant
+
+
+@pytest.mark.slow
+def test_feed_summary_about_taiwan_is_relevant(watch: WatchConfig) -> None:
+    result = score_text(watch, SUMMARY_TITLE, SUMMARY_TEXT)
+    assert result.relevant
+
+
+@pytest.mark.slow
+def test_exclude_in_body_only_does_not_suppress(watch: WatchConfig) -> None:
+    excluding = watch.model_copy(update={"exclude": ["coastguard"]})
+    assert score_text(excluding, PLA_TITLE, PLA_TEXT).relevant
+
+
+@pytest.mark.slow
+def test_score_records_matches_score_text(watch: WatchConfig) -> None:
+    records = [
+        {"title": PLA_TITLE, "text": PLA_TEXT},
+        {"title": PHONE_TITLE, "text": PHONE_TEXT},
+        {"title": TRAVEL_TITLE, "text": TRAVEL_TEXT},
+        {"title": "Rail line opens", "text": RAIL_TEXT},
+        {"title": SUMMARY_TITLE, "summary": SUMMARY_TEXT},
+    ]
+    batch = score_records(watch, records, batch_size=2)
+    assert len(batch) == len(records)
+    for record, result in zip(records, batch, strict=True):
+        one = score_text(watch, record["title"], record.get("text") or record["summary"])
+        assert result.score == pytest.approx(one.score, abs=1e-4)
+        assert result.relevant == one.relevant and result.reasons[0] == one.reasons[0]
+
+
+@pytest.mark.slow
+def test_precomputed_embedding_gives_the_same_score(watch: WatchConfig) -> None:
+    from pipeline.embeddings import encode
+
+    vector = encode([semantic_text(PLA_TITLE, PLA_TEXT)])[0]
+    given = score_text(watch, PLA_TITLE, PLA_TEXT, embedding=vector)
+    assert given.score == pytest.approx(score_text(watch, PLA_TITLE, PLA_TEXT).score, abs=1e-6)
