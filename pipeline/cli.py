@@ -192,14 +192,11 @@ def _print_demo_summary(settings: Settings) -> None:
     try:
         counts = store.counts()
         console.print("Store: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-        try:
-            from pipeline.stories import list_stories
+        from pipeline.stories import list_stories
 
-            stories = list_stories(store, limit=10)
-        except ImportError:
-            stories = []
-        if stories:
-            _print_stories(stories, title="Top stories")
+        top = list_stories(store, limit=10)
+        if top:
+            _print_stories(top, title="Top stories")
     finally:
         store.close()
     console.print('\nExample: newswatch search "Qin Gang" --config examples/demo.yaml')
@@ -258,6 +255,81 @@ def _search_and_print(settings: Settings, query: str, *, since: str | None = Non
             row.append(story_id or "")
         table.add_row(*row)
     console.print(table)
+
+
+# ---- stories --------------------------------------------------------------------------------
+
+@app.command()
+def stories(
+    config: ConfigOption = None,
+    since: Annotated[str | None, typer.Option(help="7d, 12h or a date.")] = None,
+    query: Annotated[str | None, typer.Option(help="Only stories whose title contains this.")]
+    = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+    json_out: JsonOption = False,
+) -> None:
+    """Stories with article counts, sources and first/last seen."""
+    from pipeline.search.base import parse_since
+    from pipeline.store import open_store
+    from pipeline.stories import list_stories
+
+    settings = get_settings(config)
+    try:
+        since_at = parse_since(since)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    store = open_store(settings.store.url)
+    try:
+        rows = list_stories(store, since=since_at, query=query, limit=limit)
+    finally:
+        store.close()
+    if json_out:
+        console.print_json(json.dumps(rows, default=str))
+    else:
+        _print_stories(rows, title=f"{len(rows)} stor{'y' if len(rows) == 1 else 'ies'}")
+
+
+@app.command()
+def cluster(
+    input_path: Annotated[Path, typer.Option("--input", "-i", help="Articles as JSONL: id, "
+                                             "title, text, url, source, published_at.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSONL here "
+                                                "[default: stdout].")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Group articles from a JSONL file into stories with the shipped defaults.
+
+    Writes {"id", "story_id", "duplicate_of"} per input article (a throwaway store is used).
+    """
+    from pipeline.stories import cluster_records, read_jsonl
+
+    settings = get_settings(config)
+    if not input_path.is_file():
+        raise fail(f"no such file: {input_path}")
+    try:
+        records = read_jsonl(input_path)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    with Progress(TextColumn("embed"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as bar:
+        task = bar.add_task("embed", total=len(records))
+
+        def progress(advance: int, total: int | None) -> None:
+            if total is not None:
+                bar.update(task, total=total)
+            bar.advance(task, advance)
+
+        try:
+            results = cluster_records(records, settings, progress=progress)
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    if output is None:
+        sys.stdout.write(lines)
+    else:
+        output.write_text(lines, encoding="utf-8")
+        err_console.print(f"{len(results)} article(s), "
+                          f"{len({r['story_id'] for r in results})} stories → {output}")
 
 
 # ---- reindex --------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 
 runner = CliRunner()
-COMMANDS = ["run", "demo", "search", "feeds", "extract", "reindex", "alerts", "digest", "serve"]
+COMMANDS = ["run", "demo", "search", "feeds", "extract", "reindex", "alerts", "digest",
+            "serve", "stories", "cluster"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from pipeline import schema
 from pipeline.alerts import ledger
@@ -236,12 +236,15 @@ def _source(article: dict[str, Any]) -> str:
 
 
 def _recent_stories(store: Store, since: datetime) -> list[dict[str, Any]]:
+    """Stories that gained articles recently, in processing time (the story stage stamps
+    ``updated_at``) or in publication time: a backlog read today is news today."""
     s = schema.stories
-    active = func.coalesce(s.c.last_seen_at, s.c.updated_at, s.c.first_seen_at)
+    published = func.coalesce(s.c.last_seen_at, s.c.first_seen_at)
     with store.engine.connect() as conn:
         rows = conn.execute(select(s.c.story_id, s.c.title, s.c.first_seen_at,
                                    s.c.last_seen_at, s.c.article_count)
-                            .where(active >= since).order_by(s.c.story_id)).mappings().all()
+                            .where(or_(s.c.updated_at >= since, published >= since))
+                            .order_by(s.c.story_id)).mappings().all()
     return [dict(r) for r in rows]
 
 
