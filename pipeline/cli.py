@@ -91,6 +91,16 @@ def stage_progress(enabled: bool = True):
         yield callback
 
 
+def since_option(value: str | None):
+    """Parse a --since/--until value, or exit with the one-line reason."""
+    from pipeline.search.base import parse_since
+
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -269,15 +279,11 @@ def stories(
     json_out: JsonOption = False,
 ) -> None:
     """Stories with article counts, sources and first/last seen."""
-    from pipeline.search.base import parse_since
     from pipeline.store import open_store
     from pipeline.stories import list_stories
 
     settings = get_settings(config)
-    try:
-        since_at = parse_since(since)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+    since_at = since_option(since)
     store = open_store(settings.store.url)
     try:
         rows = list_stories(store, since=since_at, query=query, limit=limit)
@@ -497,14 +503,10 @@ def alerts_list(
         ctx.obj = config
         return
     from pipeline.alerts.ledger import list_alerts
-    from pipeline.search.base import parse_since
     from pipeline.store import open_store
 
     settings = get_settings(config)
-    try:
-        since_at = parse_since(since)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+    since_at = since_option(since)
     store = open_store(settings.store.url)
     try:
         rows = list_alerts(store, watch=watch, since=since_at)
