@@ -18,7 +18,6 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib.util import find_spec
 from typing import Any
 
 from pipeline.run import FEED_SKIPPED, FEED_SUCCESS, STAGE_FUNCTIONS
@@ -97,13 +96,7 @@ def extract(config_path: str | None, run_id: str) -> dict[str, Any]:
 
 
 def stories(config_path: str | None, run_id: str) -> dict[str, Any]:
-    """Assign new article versions to stories; skipped while pipeline.stories is absent."""
-    if find_spec("pipeline.stories") is None:
-        log.warning("stories: pipeline.stories is not installed yet; stage skipped")
-        with _opened(config_path, run_id) as (_settings, store):
-            store.count(run_id, "stories", "stage-unavailable")
-            store.count(run_id, "stories", DONE)
-        return {"skipped": 1}
+    """Embed new article versions and assign them to stories."""
     return _stage("stories", config_path, run_id)
 
 

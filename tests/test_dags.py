@@ -146,8 +146,10 @@ def test_news_monitor_dag_test_twice_is_idempotent(
     assert after_first["feeds"] == len(site.feed_urls())
     assert after_first["articles"] > 0
     assert after_first.get("articles_ok", 0) > 0, after_first
+    assert after_first["stories"] > 0, after_first
     outbox = tmp_path / "outbox.jsonl"
     sent = _lines(outbox)
+    assert sent > 0, "the Taiwan stories of the sample site alert on the first run"
 
     from pipeline.store import open_store
 
