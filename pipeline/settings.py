@@ -105,9 +105,13 @@ class StoriesSettings(Section):
     """Story assignment. Defaults are tuned on ECB+ / SemEval (docs/decisions.md)."""
 
     window_days: float = Field(3.0, gt=0, description="compare with stories active this close")
-    threshold: float = Field(0.60, ge=-1, le=1, description="min similarity to join a story")
-    duplicate_threshold: float = Field(0.92, ge=-1, le=1, description="min similarity for a "
-                                       "near-duplicate (wire copy)")
+    threshold: float = Field(0.42, ge=-1, le=1, description="min score to join a story: "
+                             "(1 - lexical_weight) * embedding cosine + lexical_weight * "
+                             "term cosine")
+    lexical_weight: float = Field(0.4, ge=0, le=1, description="share of the score from "
+                                  "rare shared words, names and numbers (0 = embedding only)")
+    duplicate_threshold: float = Field(0.92, ge=-1, le=1, description="min embedding cosine "
+                                       "to a member for a near-duplicate (wire copy)")
 
 
 class WatchConfig(Section):

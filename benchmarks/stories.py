@@ -1,0 +1,275 @@
+"""Story-assignment quality: BCubed and pairwise F1 on ECB+, same/different on SemEval pairs.
+
+    .venv/bin/python benchmarks/stories.py \\
+        --data ../shared/data/clustering/ecbplus-dev.jsonl \\
+        --pairs ../shared/data/pairs/semeval2022-en.jsonl [--sweep] [--representations]
+
+Every figure comes from the shipped code path, ``pipeline.stories.cluster_records`` (a
+throwaway store and the real ``assign_stories`` stage) with the configured defaults — nothing
+is tuned at run time. The only shortcut is a memo around ``encode`` so that reruns over the
+same texts (orders, sweep) do not embed them again; the vectors are identical.
+
+ECB+ has no dates (``published_at`` is null), so every article falls back to its fetch time:
+all 772 sit in one window (harder than a real stream, where e.g. two Iran earthquakes years
+apart never meet) and are assigned in file order, which groups each event's articles
+together. Shuffled orders (three seeds) show how much the order matters.
+
+SemEval-2022 pairs: each pair is clustered on its own (text only; the title is derived from
+the first sentence as for any title-less input). Reported: the share of pairs rated 1
+("very similar") put in one story, of pairs rated 4 ("very dissimilar") kept apart, and
+together/apart per rounded rating.
+
+``--sweep`` reruns with other thresholds and with the lexical signal off (the embedding-only
+baseline). ``--representations`` compares article representations for the embedding alone
+(lexical_weight 0) over a threshold grid: best BCubed F1 for each = an oracle threshold.
+
+Results (figures only, never article text) go to benchmarks/results/stories.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pipeline.stories as stories_module
+from pipeline.settings import Settings, StoriesSettings, load_settings
+from pipeline.stories import cluster_records, read_jsonl
+
+ORDER_SEEDS = (1, 2, 3)
+
+
+# ---- metrics --------------------------------------------------------------------------------
+
+def bcubed(gold: dict[str, str], pred: dict[str, str]) -> tuple[float, float, float]:
+    """BCubed precision/recall/F1 (Bagga & Baldwin 1998): per item, averaged over items."""
+    gold_size = Counter(gold.values())
+    pred_size = Counter(pred.values())
+    joint = Counter((pred[i], gold[i]) for i in gold)
+    precision = sum(joint[(pred[i], gold[i])] / pred_size[pred[i]] for i in gold) / len(gold)
+    recall = sum(joint[(pred[i], gold[i])] / gold_size[gold[i]] for i in gold) / len(gold)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def pairwise(gold: dict[str, str], pred: dict[str, str]) -> tuple[float, float, float]:
+    """Precision/recall/F1 over item pairs placed together (counted from cluster sizes)."""
+    def pairs(sizes: Counter) -> int:
+        return sum(n * (n - 1) // 2 for n in sizes.values())
+
+    together = pairs(Counter((pred[i], gold[i]) for i in gold))
+    predicted, true = pairs(Counter(pred[i] for i in gold)), pairs(Counter(gold.values()))
+    precision = together / predicted if predicted else 1.0
+    recall = together / true if true else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def _r(values: tuple[float, float, float]) -> dict[str, float]:
+    return dict(zip(("p", "r", "f1"), (round(v, 4) for v in values), strict=True))
+
+
+# ---- an embedding memo (same vectors, computed once) ----------------------------------------
+
+def memoise_encoder() -> None:
+    original = stories_module.encode
+    memo: dict[tuple[str, str], np.ndarray] = {}
+
+    def encode(texts: list[str], model: str = "default", device: str = "cpu",
+               batch_size: int = 32) -> np.ndarray:
+        missing = sorted({t for t in texts if (model, t) not in memo})
+        if missing:
+            for text, vector in zip(missing, original(missing, model, device, batch_size),
+                                    strict=True):
+                memo[(model, text)] = vector
+        if not texts:
+            return original(texts, model, device, batch_size)
+        return np.stack([memo[(model, t)] for t in texts])
+
+    stories_module.encode = encode  # type: ignore[assignment]
+
+
+# ---- ECB+ -----------------------------------------------------------------------------------
+
+def evaluate_clusters(records: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    started = time.perf_counter()
+    out = cluster_records(records, settings)
+    elapsed = time.perf_counter() - started
+    gold = {str(r["id"]): str(r["label"]) for r in records}
+    pred = {o["id"]: o["story_id"] for o in out}
+    return {"articles": len(records), "events": len(set(gold.values())),
+            "stories": len(set(pred.values())),
+            "duplicates": sum(1 for o in out if o["duplicate_of"]),
+            "seconds": round(elapsed, 1),
+            "bcubed": _r(bcubed(gold, pred)), "pairwise": _r(pairwise(gold, pred))}
+
+
+def evaluate_orders(records: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """File order (what ``newswatch cluster`` does with the file) and shuffled orders."""
+    result = {"file_order": evaluate_clusters(records, settings), "shuffled": {}}
+    for seed in ORDER_SEEDS:
+        shuffled = records[:]
+        random.Random(seed).shuffle(shuffled)
+        result["shuffled"][str(seed)] = evaluate_clusters(shuffled, settings)
+    scores = [result["file_order"]["bcubed"]["f1"]] + [
+        r["bcubed"]["f1"] for r in result["shuffled"].values()]
+    result["bcubed_f1_mean_over_orders"] = round(float(np.mean(scores)), 4)
+    result["bcubed_f1_min_over_orders"] = round(float(np.min(scores)), 4)
+    return result
+
+
+def sweep(records: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+    base = settings.stories.model_dump()
+    variants = [{"threshold": t} for t in (0.34, 0.38, 0.42, 0.46, 0.50)]
+    variants += [{"lexical_weight": w, "threshold": t}
+                 for w, t in ((0.3, 0.46), (0.5, 0.42), (0.5, 0.38), (0.0, 0.55), (0.0, 0.60),
+                              (0.0, 0.65))]
+    rows = []
+    for change in variants:
+        conf = {**base, **change}
+        trial = settings.model_copy(update={"stories": StoriesSettings(**conf)})
+        figures = evaluate_orders(records, trial)
+        rows.append({"lexical_weight": conf["lexical_weight"], "threshold": conf["threshold"],
+                     "bcubed_f1_file_order": figures["file_order"]["bcubed"]["f1"],
+                     "pairwise_f1_file_order": figures["file_order"]["pairwise"]["f1"],
+                     "bcubed_f1_mean_over_orders": figures["bcubed_f1_mean_over_orders"]})
+        print(f"  lexical_weight {conf['lexical_weight']:.1f} threshold {conf['threshold']:.2f}:"
+              f" BCubed F1 file order {rows[-1]['bcubed_f1_file_order']:.4f}, mean over "
+              f"orders {rows[-1]['bcubed_f1_mean_over_orders']:.4f}, pairwise F1 "
+              f"{rows[-1]['pairwise_f1_file_order']:.4f}", flush=True)
+    return rows
+
+
+def compare_representations(records: list[dict[str, Any]],
+                            settings: Settings) -> dict[str, Any]:
+    """Embedding-only online assignment (the shipped StoryAssigner) per representation."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.embeddings import encode, load_model
+    from pipeline.stories import StoryAssigner, StoryItem, article_text_for_embedding
+
+    tokenizer = load_model(settings.embedding.model).tokenizer
+    titles = [r.get("title") or "" for r in records]
+    texts = [r.get("text") or "" for r in records]
+
+    def chunks(text: str, size: int = 200, cap: int = 8) -> list[str]:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [tokenizer.decode(ids[i:i + size]) for i in range(0, len(ids), size)][:cap]
+
+    def norm(m: np.ndarray) -> np.ndarray:
+        return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
+
+    started = {}
+    reps: dict[str, np.ndarray] = {}
+    for name, inputs in (
+            ("title only", titles),
+            ("title + lead (shipped)", [article_text_for_embedding(t, x)
+                                        for t, x in zip(titles, texts, strict=True)]),
+            ("title + body (first 256 word pieces)", [f"{t}\n{x}" for t, x in
+                                                      zip(titles, texts, strict=True)])):
+        started[name] = time.perf_counter()
+        reps[name] = encode(inputs)
+        started[name] = time.perf_counter() - started[name]
+    pieces, owner = [], []
+    for n, text in enumerate(texts):
+        for piece in chunks(text):
+            pieces.append(piece)
+            owner.append(n)
+    t0 = time.perf_counter()
+    piece_vectors = encode(pieces)
+    body = np.zeros_like(reps["title only"])
+    np.add.at(body, np.asarray(owner), piece_vectors)
+    reps["title + chunked mean of the whole body"] = norm(reps["title only"] + body)
+    started["title + chunked mean of the whole body"] = time.perf_counter() - t0
+
+    gold = {str(r["id"]): str(r["label"]) for r in records}
+    base = datetime(2000, 1, 1, tzinfo=UTC)
+    out: dict[str, Any] = {}
+    for name, matrix in reps.items():
+        best = (0.0, 0.0)
+        for threshold in np.arange(0.40, 0.80, 0.025):
+            assigner = StoryAssigner(StoriesSettings(lexical_weight=0.0,
+                                                     threshold=float(threshold)))
+            pred = {}
+            for n, record in enumerate(records):
+                item = StoryItem(str(record["id"]), titles[n], None,
+                                 base + timedelta(seconds=n), matrix[n].astype(np.float32))
+                pred[str(record["id"])] = assigner.assign(item).story_id
+            best = max(best, (bcubed(gold, pred)[2], float(threshold)))
+        out[name] = {"best_bcubed_f1": round(best[0], 4), "at_threshold": round(best[1], 3),
+                     "embed_seconds": round(started[name], 1)}
+        print(f"  {name}: best BCubed F1 {best[0]:.4f} (threshold {best[1]:.3f}), "
+              f"embedding {started[name]:.0f} s", flush=True)
+    return out
+
+
+# ---- SemEval pairs --------------------------------------------------------------------------
+
+def evaluate_pairs(pairs: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """Each pair clustered on its own: rated 1 should share a story, rated 4 never."""
+    together: dict[str, bool] = {}
+    for pair in pairs:
+        records = [{"id": f"{pair['id']}:{side}", "title": "",
+                    "text": pair.get(f"text{side}") or "", "published_at": None}
+                   for side in ("1", "2")]
+        out = cluster_records(records, settings)
+        together[pair["id"]] = out[0]["story_id"] == out[1]["story_id"]
+    by_rating: dict[int, Counter] = defaultdict(Counter)
+    for pair in pairs:
+        by_rating[round(float(pair["overall"]))][
+            "together" if together[pair["id"]] else "apart"] += 1
+    ones = [together[p["id"]] for p in pairs if float(p["overall"]) == 1.0]
+    fours = [together[p["id"]] for p in pairs if float(p["overall"]) == 4.0]
+    return {"pairs": len(pairs),
+            "rated_1_together": round(sum(ones) / len(ones), 4) if ones else None,
+            "rated_1_count": len(ones),
+            "rated_4_apart": round(1 - sum(fours) / len(fours), 4) if fours else None,
+            "rated_4_count": len(fours),
+            "by_rounded_rating": {str(k): dict(v) for k, v in sorted(by_rating.items())}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="ECB+ style JSONL with label")
+    parser.add_argument("--pairs", type=Path, help="SemEval-2022 pairs JSONL")
+    parser.add_argument("--config", type=Path, help="newswatch config (default: defaults)")
+    parser.add_argument("--sweep", action="store_true", help="also try other settings")
+    parser.add_argument("--representations", action="store_true",
+                        help="compare article representations (embedding only)")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/stories.json"))
+    args = parser.parse_args()
+    settings = load_settings(args.config)
+    memoise_encoder()
+    records = read_jsonl(args.data)
+    result: dict[str, Any] = {"defaults": settings.stories.model_dump(),
+                              "machine": f"{platform.machine()}, {platform.python_version()}"}
+    result["ecbplus"] = evaluate_orders(records, settings)
+    file_order = result["ecbplus"]["file_order"]
+    print(f"ECB+ ({file_order['articles']} articles, {file_order['events']} events), file "
+          f"order: {json.dumps(file_order)}")
+    print(f"  BCubed F1 over 4 orders: mean {result['ecbplus']['bcubed_f1_mean_over_orders']}, "
+          f"min {result['ecbplus']['bcubed_f1_min_over_orders']}")
+    if args.sweep:
+        result["sweep"] = sweep(records, settings)
+    if args.representations:
+        result["representations"] = compare_representations(records, settings)
+    if args.pairs:
+        result["semeval"] = evaluate_pairs(read_jsonl(args.pairs), settings)
+        print(f"SemEval pairs: {json.dumps(result['semeval'])}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""How story assignment scales: embedding throughput and per-article assignment cost.
+
+    .venv/bin/python benchmarks/story_scaling.py [--sizes 10000,100000,1000000]
+
+1. Embeddings per second with the shipped model on this machine's CPU, for texts of 256
+   word pieces (MiniLM's limit) and for the shipped representation (title + ~600-character
+   lead, about 130 pieces). The texts are synthetic (generated from a fictional vocabulary).
+2. ``StoryAssigner.assign`` time per article with N active stories in the window
+   (synthetic unit vectors and term sets; N = 10k, 100k, 1M), each size in its own process so
+   that its peak resident memory (``ru_maxrss``) is its own. An assignment is one
+   (N × 384) matrix-vector product over the centroids, an arg-partition for the 10 best, and a
+   lexical score for those 10, so time and memory grow linearly with N.
+
+Results go to benchmarks/results/story_scaling.json (docs/performance.md has the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DIM = 384
+TERMS_PER_STORY = 12
+VOCABULARY = 50_000
+SYLLABLES = ["ka", "lo", "mi", "ra", "ten", "vos", "bel", "dor", "ush", "fen", "gri", "pal",
+             "sto", "van", "qui", "ner", "zal", "tor", "hem", "ari"]
+
+
+def fictional_words(rng: random.Random, n: int) -> list[str]:
+    return ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 3))) for _ in range(n)]
+
+
+def fictional_article(rng: random.Random, words: int) -> tuple[str, str]:
+    """A made-up news item: capitalised 'names', numbers and filler words."""
+    names = [w.capitalize() for w in fictional_words(rng, 4)]
+    title = f"{names[0]} {names[1]} says {rng.randint(2, 900)} {fictional_words(rng, 1)[0]} " \
+            f"in {names[2]}"
+    body = []
+    for _ in range(words):
+        pick = rng.random()
+        body.append(rng.choice(names) if pick < 0.1 else str(rng.randint(1, 2024))
+                    if pick < 0.15 else fictional_words(rng, 1)[0])
+        if rng.random() < 0.06:
+            body[-1] += "."
+    return title, " ".join(body)
+
+
+def embedding_rate(n: int = 256) -> dict[str, float]:
+    from pipeline.embeddings import encode, load_model
+    from pipeline.stories import article_text_for_embedding
+
+    rng = random.Random(7)
+    articles = [fictional_article(rng, 400) for _ in range(n)]
+    model = load_model()
+    encode(["warm up"])
+    out: dict[str, float] = {}
+    for name, texts in (
+            ("full_256_pieces", [f"{t}. {x}" for t, x in articles]),
+            ("shipped_title_plus_lead", [article_text_for_embedding(t, x)
+                                         for t, x in articles])):
+        pieces = [min(len(model.tokenizer(t)["input_ids"]), 256) for t in texts]
+        started = time.perf_counter()
+        encode(texts)
+        elapsed = time.perf_counter() - started
+        out[name] = {"texts_per_s": round(n / elapsed, 1),
+                     "mean_word_pieces": round(statistics.mean(pieces), 1),
+                     "seconds_for_10k": round(10_000 / (n / elapsed))}
+        print(f"  {name}: {n / elapsed:.1f} texts/s ({statistics.mean(pieces):.0f} pieces "
+              f"each) → 10,000 articles in {10_000 / (n / elapsed) / 60:.1f} min", flush=True)
+    return out
+
+
+def assignment_cost(n_stories: int, n_items: int = 200) -> dict[str, float]:
+    """Fill a StoryAssigner with ``n_stories`` synthetic stories, then time ``assign``."""
+    from pipeline.settings import StoriesSettings
+    from pipeline.stories import ActiveStory, StoryAssigner, StoryItem
+
+    rng = np.random.default_rng(11)
+    t0 = datetime(2023, 6, 1, tzinfo=UTC)
+    started = time.perf_counter()
+    assigner = StoryAssigner(StoriesSettings())
+    block = 100_000
+    for start in range(0, n_stories, block):
+        vectors = rng.standard_normal((min(block, n_stories - start), DIM), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        words = rng.integers(0, VOCABULARY, (len(vectors), TERMS_PER_STORY))
+        for k, vector in enumerate(vectors):
+            n = start + k
+            terms = frozenset(f"w{w}" for w in words[k])
+            at = t0 + timedelta(seconds=int(n % 200_000))
+            story = ActiveStory(story_id=f"s-{n:020d}", title="", first_seen=at, last_seen=at,
+                                count=1, sources=["synthetic"], centroid=vector,
+                                members={f"a{n}": vector}, member_terms={f"a{n}": terms},
+                                terms=Counter(terms))
+            assigner._activate(story)
+    build_s = time.perf_counter() - started
+    # Items near random existing stories (half) or new (half), inside the window.
+    when = t0 + timedelta(days=2)
+    timings = []
+    for i in range(n_items):
+        if i % 2:
+            target = assigner._matrix[int(rng.integers(0, n_stories))]
+            vector = target + 0.3 * rng.standard_normal(DIM, dtype=np.float32) / np.sqrt(DIM)
+        else:
+            vector = rng.standard_normal(DIM, dtype=np.float32)
+        vector = (vector / np.linalg.norm(vector)).astype(np.float32)
+        item = StoryItem(f"x{i}", "", "synthetic", when, vector,
+                         frozenset(f"w{w}" for w in rng.integers(0, VOCABULARY, 30)))
+        t = time.perf_counter()
+        assigner.assign(item)
+        timings.append(time.perf_counter() - t)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ms = sorted(1000 * t for t in timings)
+    return {"stories": n_stories, "build_seconds": round(build_s, 1),
+            "assign_ms_mean": round(statistics.mean(ms), 3),
+            "assign_ms_p50": round(ms[len(ms) // 2], 3),
+            "assign_ms_p95": round(ms[int(len(ms) * 0.95)], 3),
+            "articles_per_s": round(1000 / statistics.mean(ms), 1),
+            "peak_rss_mb": round(peak_kb / 1024), "centroid_matrix_mb":
+                round(n_stories * DIM * 4 / 2**20)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process mode
+    parser.add_argument("--json", type=Path,
+                        default=Path("benchmarks/results/story_scaling.json"))
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(assignment_cost(args.one)))
+        return 0
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+                         f"{platform.python_version()}",
+              "note": "shared 2-core machine; wall-clock figures"}
+    print("Embedding throughput (MiniLM, CPU):", flush=True)
+    result["embedding"] = embedding_rate()
+    result["assignment"] = []
+    print("Assignment per article with N active stories:", flush=True)
+    for size in (int(s) for s in args.sizes.split(",")):
+        proc = subprocess.run([sys.executable, __file__, "--one", str(size)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            result["assignment"].append({"stories": size, "error": proc.stderr[-500:]})
+            print(f"  {size:>9,}: failed ({proc.stderr.strip().splitlines()[-1:]})")
+            continue
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["assignment"].append(row)
+        print(f"  {size:>9,} stories: {row['assign_ms_mean']:.2f} ms/article (p95 "
+              f"{row['assign_ms_p95']:.2f}), peak RSS {row['peak_rss_mb']} MB, built in "
+              f"{row['build_seconds']} s", flush=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,330 @@
+"""Story assignment: representation, the in-memory assigner and the store-backed stage.
+
+The fast tests use synthetic vectors; the ``slow`` ones load MiniLM once (module fixture) and
+run the real stage over the user's two seed articles plus fictional articles written here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import schema
+from pipeline.settings import StoriesSettings, load_settings
+from pipeline.store import open_store
+from pipeline.stories import (
+    LEAD_CHARS,
+    StoryAssigner,
+    StoryItem,
+    article_text_for_embedding,
+    assign_stories,
+    cluster_records,
+    derive_title,
+    list_stories,
+    story_terms,
+)
+from pipeline.urls import content_hash
+
+SEEDS = sorted(Path("tests/fixtures/seeds").glob("seed-*.txt"))
+T0 = datetime(2023, 6, 18, 9, 0, tzinfo=UTC)
+
+# ---- fictional articles (written for these tests) --------------------------------------------
+
+QUAKE_PERU = (
+    "Magnitude 6.4 earthquake strikes northern Peru, damaging homes in Piura",
+    "A magnitude 6.4 earthquake struck northern Peru on Sunday, damaging dozens of adobe homes "
+    "in the Piura region and cutting power to the town of Sullana, Peru's geophysical institute "
+    "said. Two people were injured by falling walls, regional governor Elena Quispe told local "
+    "radio. The quake's epicentre was 40 km east of Sullana at a depth of 35 km.")
+QUAKE_TURKEY = (
+    "Magnitude 5.2 earthquake shakes eastern Turkey's Malatya province",
+    "An earthquake of magnitude 5.2 shook Malatya province in eastern Turkey on Sunday, "
+    "sending residents into the streets, Turkey's disaster agency AFAD said. No casualties were "
+    "reported, and inspectors were checking schools in the district of Yesilyurt, governor "
+    "Mehmet Aydin said. The tremor was felt as far away as Elazig.")
+QUAKE_PERU_WIRE = (
+    "Magnitude 6.4 earthquake strikes northern Peru, damaging homes in Piura",
+    "A magnitude 6.4 earthquake struck northern Peru on Sunday, damaging dozens of adobe homes "
+    "in the Piura region and cutting power to the town of Sullana, Peru's geophysical institute "
+    "said. Two people were injured by falling walls, regional governor Elena Quispe told local "
+    "radio. The quake's epicentre was 40 km east of Sullana at a depth of 35 km. (Wire)")
+QUAKE_PERU_EDIT = (
+    "Magnitude 6.4 earthquake strikes northern Peru; two injured in Piura",
+    "Correction: A magnitude 6.4 earthquake struck northern Peru on Sunday, damaging dozens of "
+    "adobe homes in the Piura region and cutting power to Sullana, Peru's geophysical institute "
+    "said. Two people were injured, regional governor Elena Quispe said; an earlier version "
+    "misstated the depth, which was 38 km.")
+BAKERY = (
+    "Harbourside bakery chain Crumb & Co opens twelve new shops",
+    "The family-owned bakery chain Crumb & Co will open twelve new shops along the coast this "
+    "summer, its founder Ada Marlowe said, hiring 150 bakers and bringing its sourdough to "
+    "towns that have lost their high-street bakeries.")
+
+
+# ---- representation (no model) ---------------------------------------------------------------
+
+def test_embedding_text_is_title_plus_lead():
+    text = "First sentence of the body. " + "word " * 400
+    out = article_text_for_embedding("A headline", text)
+    assert out.startswith("A headline. First sentence")
+    assert len(out) <= len("A headline. ") + LEAD_CHARS
+    assert article_text_for_embedding("", "Only a body.") == "Only a body."
+    assert article_text_for_embedding("Only a title", "") == "Only a title"
+    # a body that repeats the headline is not doubled
+    assert article_text_for_embedding("Quake hits Peru", "Quake hits Peru. More.") == \
+        "Quake hits Peru. More."
+
+
+def test_derive_title_takes_first_sentence_or_line():
+    assert derive_title("BEIJING: Minister met envoy. He said more.\nSecond line") == \
+        "BEIJING: Minister met envoy."
+    assert derive_title("\n\nHeadline without stop\nBody text here.") == "Headline without stop"
+    assert derive_title("") == ""
+    assert len(derive_title("word " * 200)) <= 200
+
+
+def test_story_terms_keep_names_and_numbers_not_stop_words():
+    terms = story_terms(*QUAKE_PERU)
+    assert {"6.4", "peru", "piura", "sullana", "quispe", "earthquake"} <= terms
+    assert not {"the", "said", "sunday", "a"} & terms
+    assert "peru" in story_terms("Peru's quake", "")
+
+
+# ---- the in-memory assigner (synthetic vectors) ----------------------------------------------
+
+def unit(*values: float) -> np.ndarray:
+    vector = np.asarray(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def item(aid: str, vector: np.ndarray, hours: float, terms: str = "", source: str = "S"):
+    return StoryItem(aid, f"title {aid}", source, T0 + timedelta(hours=hours), vector,
+                     frozenset(terms.split()))
+
+
+def test_assigner_joins_close_items_and_starts_stories_for_others():
+    conf = StoriesSettings(threshold=0.5, lexical_weight=0.0, duplicate_threshold=0.99)
+    assigner = StoryAssigner(conf)
+    first = assigner.assign(item("a1", unit(1, 0, 0), 0, source="A"))
+    assert first.new_story and first.story_id == "s-a1"
+    joined = assigner.assign(item("a2", unit(1, 0.3, 0), 1, source="B"))
+    assert (joined.story_id, joined.new_story, joined.duplicate_of) == ("s-a1", False, None)
+    copy = assigner.assign(item("a3", unit(1, 0.3, 0), 2, source="C"))
+    assert copy.duplicate_of == "a2" and copy.story_id == "s-a1"
+    other = assigner.assign(item("b1", unit(0, 1, 0), 3))
+    assert other.new_story and other.story_id == "s-b1"
+    story = assigner.stories["s-a1"]
+    assert story.count == 3 and story.sources == ["A", "B", "C"]
+    assert story.title == "title a1" and story.last_seen == T0 + timedelta(hours=2)
+
+
+def test_assigner_only_compares_with_stories_in_the_window():
+    conf = StoriesSettings(threshold=0.5, lexical_weight=0.0, window_days=1)
+    assigner = StoryAssigner(conf)
+    assigner.assign(item("a1", unit(1, 0, 0), 0))
+    late = assigner.assign(item("a2", unit(1, 0, 0), 30))  # 30 h later: the story is retired
+    assert late.new_story
+    assert assigner.active_count == 1 and set(assigner.stories) == {"s-a1", "s-a2"}
+
+
+def test_rare_shared_terms_decide_between_two_same_type_stories():
+    conf = StoriesSettings(threshold=0.5, lexical_weight=0.5)
+    assigner = StoryAssigner(conf)
+    for n in range(8):  # other quake stories make "earthquake magnitude" common in the window
+        assigner.assign(item(f"f{n}", unit(*np.eye(12)[n + 4]), 0,
+                             f"earthquake magnitude region{n}"))
+    assigner.assign(item("p1", unit(1, 0.2, *[0] * 10), 0, "earthquake magnitude peru piura 6.4"))
+    assigner.assign(item("t1", unit(1, -0.2, *[0] * 10), 1, "earthquake magnitude turkey malatya"))
+    result = assigner.assign(item("p2", unit(1, *[0] * 11), 2, "earthquake magnitude piura 6.4"))
+    assert result.story_id == "s-p1"
+    # Only the event type in common: the same embedding scores lower than with shared names.
+    story = assigner.stories["s-p1"]
+    generic = item("x1", unit(1, *[0] * 11), 3, "earthquake magnitude chile")
+    named = item("x2", unit(1, *[0] * 11), 3, "earthquake piura 6.4 quispe")
+    assert assigner.score(generic, story) < assigner.score(named, story) - 0.1
+
+
+def test_update_member_moves_the_centroid_not_the_article():
+    assigner = StoryAssigner(StoriesSettings(threshold=0.5, lexical_weight=0.0))
+    assigner.assign(item("a1", unit(1, 0, 0), 0))
+    assigner.assign(item("a2", unit(1, 0.5, 0), 1))
+    before = assigner.stories["s-a1"].centroid.copy()
+    assert assigner.update_member("s-a1", item("a2", unit(1, 1, 0), 2))
+    story = assigner.stories["s-a1"]
+    assert story.count == 2 and not np.allclose(before, story.centroid)
+    assert not assigner.update_member("s-unknown", item("z", unit(1, 0, 0), 2))
+
+
+# ---- the store-backed stage with the real model ----------------------------------------------
+
+def seed_records() -> list[tuple[str, str, str]]:
+    """(id, title, text) for the user's two seeds; the title is their first sentence."""
+    out = []
+    for path in SEEDS:
+        text = path.read_text(encoding="utf-8")
+        out.append((path.stem, derive_title(text), text))
+    return out
+
+
+def put(store, aid: str, title: str, text: str, at: datetime, source: str,
+        version: int = 1) -> None:
+    """Store one article version as the extraction stage would leave it."""
+    a, v = schema.articles, schema.article_versions
+    digest = content_hash(title, text)
+    with store.engine.begin() as conn:
+        if version == 1:
+            conn.execute(a.insert().values(
+                article_id=aid, url=f"https://example.test/{aid}", source=source, title=title,
+                text=text, text_source="page", published_at=at, content_hash=digest,
+                version=1, extraction_status="ok", first_seen_at=at, updated_at=at))
+        else:
+            conn.execute(a.update().where(a.c.article_id == aid).values(
+                title=title, text=text, content_hash=digest, version=version, updated_at=at))
+        conn.execute(v.insert().values(article_id=aid, version=version, content_hash=digest,
+                                       title=title, text=text, seen_at=at))
+
+
+def corpus() -> list[tuple[str, str, str, datetime, str]]:
+    """(id, title, text, time, source): seeds a day apart, two quakes, a wire copy, a bakery."""
+    (id1, t1, x1), (id2, t2, x2) = seed_records()
+    return [
+        (id1, t1, x1, T0, "Seed outlet A"),
+        ("quake-peru", *QUAKE_PERU, T0 + timedelta(hours=2), "Andes Herald"),
+        ("quake-turkey", *QUAKE_TURKEY, T0 + timedelta(hours=3), "Anatolia Times"),
+        ("bakery", *BAKERY, T0 + timedelta(hours=4), "Harbour Gazette"),
+        ("quake-peru-wire", *QUAKE_PERU_WIRE, T0 + timedelta(hours=5), "Pacific Wire"),
+        (id2, t2, x2, T0 + timedelta(hours=20), "Seed outlet B"),
+    ]
+
+
+def snapshot(store) -> dict[str, list[tuple]]:
+    with store.engine.connect() as conn:
+        return {t.name: sorted(tuple(map(str, r)) for r in conn.execute(t.select()))
+                for t in (schema.articles, schema.article_versions, schema.stories)}
+
+
+@pytest.fixture(scope="module")
+def model():
+    from pipeline.embeddings import load_model
+
+    return load_model()
+
+
+@pytest.fixture
+def make_store(tmp_path):
+    stores = []
+
+    def make(name: str = "records"):
+        store = open_store(f"sqlite:///{tmp_path / name}.db")
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def settings():
+    return load_settings(None)
+
+
+def stories_of(store) -> dict[str, dict]:
+    with store.engine.connect() as conn:
+        return {r["article_id"]: dict(r) for r in conn.execute(
+            schema.articles.select()).mappings()}
+
+
+@pytest.mark.slow
+def test_stage_groups_seeds_splits_hard_negatives_and_marks_wire_copies(
+        model, make_store, settings):
+    store = make_store()
+    for aid, title, text, at, source in corpus():
+        put(store, aid, title, text, at, source)
+    run_id = store.start_run()
+    counts = assign_stories(store, settings, run_id)
+    assert counts["embedded"] == 6
+    got = stories_of(store)
+    (id1, _, _), (id2, _, _) = seed_records()
+    assert got[id1]["story_id"] == got[id2]["story_id"] == "s-" + id1[:20]
+    assert got["quake-peru"]["story_id"] != got["quake-turkey"]["story_id"]
+    assert got["bakery"]["story_id"] not in {got[k]["story_id"]
+                                             for k in (id1, "quake-peru", "quake-turkey")}
+    assert got["quake-peru-wire"]["duplicate_of"] == "quake-peru"
+    assert got["quake-peru-wire"]["story_id"] == got["quake-peru"]["story_id"]
+    assert all(a["story_assigned_version"] == 1 for a in got.values())
+    assert store.run_counts(run_id)["stories"] == counts
+    assert counts == {"embedded": 6, "new-story": 4, "joined-story": 1, "duplicate": 1}
+    seeds = next(s for s in list_stories(store) if s["story_id"] == got[id1]["story_id"])
+    assert seeds["article_count"] == 2 and seeds["sources"] == ["Seed outlet A", "Seed outlet B"]
+    assert list_stories(store, query="PERU")[0]["story_id"] == got["quake-peru"]["story_id"]
+
+    # A rerun over the same records changes nothing at all.
+    before = snapshot(store)
+    assert assign_stories(store, settings, store.start_run()) == {"embedded": 0}
+    assert snapshot(store) == before
+
+
+@pytest.mark.slow
+def test_story_ids_are_the_same_in_one_run_or_two(model, make_store, settings):
+    articles = corpus()
+    once = make_store("once")
+    for aid, title, text, at, source in articles:
+        put(once, aid, title, text, at, source)
+    assign_stories(once, settings)
+    twice = make_store("twice")
+    for step in (articles[:3], articles[3:]):
+        for aid, title, text, at, source in step:
+            put(twice, aid, title, text, at, source)
+        assign_stories(twice, settings)
+    pick = ("story_id", "duplicate_of")
+    assert {k: [v[p] for p in pick] for k, v in stories_of(once).items()} == \
+        {k: [v[p] for p in pick] for k, v in stories_of(twice).items()}
+
+
+@pytest.mark.slow
+def test_edited_version_keeps_its_story_and_moves_the_centroid(model, make_store, settings):
+    store = make_store()
+    for aid, title, text, at, source in corpus():
+        put(store, aid, title, text, at, source)
+    assign_stories(store, settings)
+    story_id = stories_of(store)["quake-peru"]["story_id"]
+    with store.engine.connect() as conn:
+        centroid = conn.execute(schema.stories.select().where(
+            schema.stories.c.story_id == story_id)).mappings().one()["centroid"]
+    put(store, "quake-peru", *QUAKE_PERU_EDIT, T0 + timedelta(days=1), "Andes Herald", version=2)
+    run_id = store.start_run()
+    counts = assign_stories(store, settings, run_id)
+    assert counts == {"embedded": 1, "kept-story": 1}
+    after = stories_of(store)["quake-peru"]
+    assert after["story_id"] == story_id and after["story_assigned_version"] == 2
+    with store.engine.connect() as conn:
+        row = conn.execute(schema.stories.select().where(
+            schema.stories.c.story_id == story_id)).mappings().one()
+        embedded = conn.execute(schema.article_versions.select().where(
+            schema.article_versions.c.article_id == "quake-peru")).mappings().all()
+    assert row["article_count"] == 2 and row["centroid"] != centroid
+    assert all(v["embedding"] is not None and v["embedding_model"] for v in embedded)
+    assert assign_stories(store, settings) == {"embedded": 0}  # each version embedded once
+
+
+@pytest.mark.slow
+def test_cluster_records_returns_every_input_id_once(model, settings):
+    records = [{"id": aid, "title": title if n % 2 else "", "text": text,
+                "published_at": at.isoformat(), "source": source, "extra": 1}
+               for n, (aid, title, text, at, source) in enumerate(corpus())]
+    records.append({"id": 7, "title": "Headline only: Crumb & Co bakery opens twelve shops",
+                    "text": "", "published_at": None})
+    out = cluster_records(records, settings)
+    assert [o["id"] for o in out] == [str(r["id"]) for r in records]
+    assert all(set(o) == {"id", "story_id", "duplicate_of"} for o in out)
+    by_id = {o["id"]: o for o in out}
+    (id1, _, _), (id2, _, _) = seed_records()
+    assert by_id[id1]["story_id"] == by_id[id2]["story_id"]
+    assert by_id["quake-peru-wire"]["duplicate_of"] == "quake-peru"
+    assert by_id["quake-peru"]["story_id"] != by_id["quake-turkey"]["story_id"]
+    with pytest.raises(ValueError):
+        cluster_records([{"id": "x"}, {"id": "x"}], settings)
