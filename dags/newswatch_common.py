@@ -17,12 +17,18 @@ log = logging.getLogger("newswatch.airflow")
 
 CONFIG_VARIABLE = "newswatch_config"
 FAILURE_CHANNEL_ENV = "NEWSWATCH_FAILURE_CHANNEL"
+ES_CONN_ENV = "NEWSWATCH_ELASTICSEARCH_CONN_ID"
+SEARCH_ENV_PREFIX = "NEWSWATCH_SEARCH__"
 FETCH_POOL = "newswatch_fetch"
 
 
 def config_path() -> str | None:
     """Airflow Variable ``newswatch_config``, else None (the pipeline then reads
-    ``$NEWSWATCH_CONFIG``). Call only inside a running task."""
+    ``$NEWSWATCH_CONFIG``). Call only inside a running task.
+
+    Every task asks for the config path before it loads settings, so this is also where the
+    Elasticsearch connection (``$NEWSWATCH_ELASTICSEARCH_CONN_ID``) is applied."""
+    apply_search_connection()
     try:
         from airflow.sdk import Variable
 
@@ -76,6 +82,54 @@ def resolver(name: str, channel: Any) -> Mapping[str, Any] | None:
                 "username": conn.login, "sender": extra.get("from_email")}
     conn = BaseHook.get_connection(slack_id)
     return {"webhook_url": _slack_webhook(conn)}
+
+
+def _search_values(conn: Any) -> dict[str, Any]:
+    """``search.*`` settings from an Elasticsearch connection, read the way Airflow's
+    Elasticsearch provider reads it: ``host`` (or a full ``http(s)://`` URL in it), ``port``
+    (9200), ``schema`` = ``http``/``https`` (default ``http``), ``login``/``password``; extras
+    ``api_key``, ``verify_certs``, ``ca_certs``."""
+    extra = getattr(conn, "extra_dejson", {}) or {}
+    host = (conn.host or "").strip().rstrip("/")
+    if host.lower().startswith(("http://", "https://")):
+        url = host
+    elif host:
+        scheme = str(conn.schema or extra.get("scheme") or "http").lower()
+        if scheme not in ("http", "https"):
+            raise ValueError(f"elasticsearch connection {conn.conn_id!r}: schema must be "
+                             f"http or https (got {scheme!r})")
+        url = f"{scheme}://{host}:{conn.port or 9200}"
+    else:
+        url = None
+    return {"url": url, "username": conn.login, "password": conn.password,
+            "api_key": extra.get("api_key"), "verify_certs": extra.get("verify_certs"),
+            "ca_certs": extra.get("ca_certs")}
+
+
+def apply_search_connection() -> dict[str, str]:
+    """Export the Airflow connection named by ``$NEWSWATCH_ELASTICSEARCH_CONN_ID`` as
+    ``NEWSWATCH_SEARCH__*`` variables of this task process, where the settings loader finds
+    them (environment beats the YAML file, and no secret lands in the config or in XCom).
+
+    A variable that is already set wins over the connection: an operator's explicit
+    environment is the more specific choice. Returns what was exported (values included:
+    callers must not log them). A named connection that does not exist fails the task.
+    """
+    conn_id = os.environ.get(ES_CONN_ENV, "").strip()
+    if not conn_id:
+        return {}
+    from airflow.sdk import BaseHook
+
+    exported: dict[str, str] = {}
+    for key, value in _search_values(BaseHook.get_connection(conn_id)).items():
+        if value is None or value == "":
+            continue
+        name = SEARCH_ENV_PREFIX + key.upper()
+        if name in os.environ:
+            continue
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        os.environ[name] = exported[name] = text
+    return exported
 
 
 # ---- failure notices (a channel separate from topic alerts) -----------------------------------

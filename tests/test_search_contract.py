@@ -2,7 +2,9 @@
 in-memory OpenSearch fake speaking the ES REST API) and, when ``NEWSWATCH_TEST_ES_URL`` is set,
 on a real Elasticsearch cluster (the only place kNN/vector cases run besides SQLite).
 
-``pytest -m elasticsearch`` runs the Elasticsearch-API backends only.
+``pytest -m elasticsearch`` runs the Elasticsearch-API backends only. Also here: the ES write
+path under load (429 retries through a throttling osmem node), the client's auth/TLS settings,
+and Elasticsearch settings taken from an Airflow connection (dags/newswatch_common.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +102,7 @@ def _osmem(request) -> Iterator[ElasticSearch]:
     backend.close()
 
 
-def _es_real() -> Iterator[ElasticSearch]:
+def _es_real(dims: int | None = DIMS) -> Iterator[ElasticSearch]:
     settings = SearchSettings(
         url=os.environ[ES_URL_ENV], vectors=True, index_prefix=f"nwtest-{uuid.uuid4().hex[:8]}",
         api_key=os.environ.get("NEWSWATCH_TEST_ES_API_KEY") or None,
@@ -107,7 +110,7 @@ def _es_real() -> Iterator[ElasticSearch]:
         password=os.environ.get("NEWSWATCH_TEST_ES_PASSWORD") or None,
         verify_certs=os.environ.get("NEWSWATCH_TEST_ES_VERIFY_CERTS", "1") != "0",
         ca_certs=os.environ.get("NEWSWATCH_TEST_ES_CA_CERTS") or None)
-    backend = ElasticSearch(settings, dims=DIMS, max_retries=1, initial_backoff=0.5)
+    backend = ElasticSearch(settings, dims=dims, max_retries=1, initial_backoff=0.5)
     yield backend
     backend.drop()
     backend.close()
@@ -417,6 +420,27 @@ def test_es_layout_templates_aliases_strict_mapping_and_stories(request):
     backend.close()
 
 
+@pytest.mark.elasticsearch
+@pytest.mark.skipif(not os.environ.get(ES_URL_ENV), reason=NO_REAL_ES)
+def test_es_real_vector_dims_come_from_the_first_embedding():
+    """The pipeline opens the backend without dims (the model is not loaded for it); an index
+    created before any embedding arrives must still take vectors under ``dynamic: strict``."""
+    fixture = _es_real(dims=None)
+    backend = next(fixture)
+    try:
+        assert backend.index([dataclasses.replace(CORPUS[0], embedding=None)]) == 1
+        assert backend.index(list(CORPUS[1:])) == len(CORPUS) - 1
+        mappings = backend.client.indices.get_mapping(index=backend.articles_alias).body
+        embedding = next(iter(mappings.values()))["mappings"]["properties"]["embedding"]
+        assert embedding["dims"] == DIMS
+        assert embedding["index_options"]["type"] == "int8_hnsw"
+        hits = backend.search(SearchQuery(text="", mode="semantic", vector=_vector(5),
+                                          limit=1)).hits
+        assert [h.article_id for h in hits] == ["a6"]
+    finally:
+        next(fixture, None)  # drop the test indexes and close
+
+
 def test_sqlite_two_connections_share_one_file(tmp_path):
     writer, reader = SqliteSearch(tmp_path / "s.db"), SqliteSearch(f"sqlite:///{tmp_path}/s.db")
     writer.index(CORPUS[:3])
@@ -438,3 +462,219 @@ def test_sqlite_falls_back_when_fts5_rejects_an_expression(tmp_path, monkeypatch
     # The fallback keeps the words, drops operators and exclusions (wider, never inverted).
     assert set(ids(backend, "taiwan -baseball")) == TITLE_TAIWAN | BODY_ONLY_TAIWAN
     backend.close()
+
+
+# ---- Elasticsearch writes: 429 retries, rejections, client settings -------------------------
+
+def _bulk_actions(body: bytes) -> list[tuple[str, dict]]:
+    """(op, metadata) of each action in an NDJSON bulk body (source lines skipped)."""
+    import json
+
+    lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+    actions, i = [], 0
+    while i < len(lines):
+        op, meta = next(iter(lines[i].items()))
+        actions.append((op, meta))
+        i += 1 if op == "delete" else 2
+    return actions
+
+
+def _throttling_node(rejections: int) -> type:
+    """An osmem node class whose first ``rejections`` bulk requests come back with every item
+    refused as 429 (``es_rejected_execution_exception``), as a busy cluster answers."""
+    import json
+
+    from elastic_transport import ApiResponseMeta, HttpHeaders
+    from elastic_transport._node import NodeApiResponse
+
+    from tests.support.es_compat import OsmemCompatNode
+
+    class ThrottlingNode(OsmemCompatNode):
+        left = rejections
+        bulk_requests = 0
+
+        def perform_request(self, method, target, body=None, headers=None, **kwargs):
+            if "/_bulk" in target:
+                cls = type(self)
+                cls.bulk_requests += 1
+                if cls.left > 0:
+                    cls.left -= 1
+                    items = [{op: {"_index": meta.get("_index"), "_id": meta.get("_id"),
+                                   "status": 429,
+                                   "error": {"type": "es_rejected_execution_exception",
+                                             "reason": "write queue full"}}}
+                             for op, meta in _bulk_actions(body or b"")]
+                    meta = ApiResponseMeta(
+                        status=200, http_version="1.1", duration=0.0, node=self.config,
+                        headers=HttpHeaders({"content-type": "application/json",
+                                             "X-Elastic-Product": "Elasticsearch"}))
+                    payload = {"took": 1, "errors": True, "items": items}
+                    return NodeApiResponse(meta, json.dumps(payload).encode())
+            return super().perform_request(method, target, body=body, headers=headers,
+                                           **kwargs)
+
+    return ThrottlingNode
+
+
+def _osmem_with(request, node_class: type, max_retries: int) -> ElasticSearch:
+    clone = request.getfixturevalue("osmem_clone")
+    return ElasticSearch(SearchSettings(url=clone.url, vectors=False, index_prefix="nwtest"),
+                         node_class=node_class, max_retries=max_retries,
+                         initial_backoff=0.01)
+
+
+@pytest.mark.elasticsearch
+def test_es_bulk_items_refused_with_429_are_retried(request):
+    node = _throttling_node(rejections=2)
+    backend = _osmem_with(request, node, max_retries=3)
+    assert backend.index(list(CORPUS)) == len(CORPUS)
+    assert node.bulk_requests == 3  # two refused rounds, then accepted
+    assert backend.count() == len(CORPUS)
+    assert set(ids(backend, '"Taiwan Strait"')) == {"a1", "a7"}
+    backend.close()
+
+
+@pytest.mark.elasticsearch
+def test_es_still_throttled_after_retries_is_unavailable_not_lost(request):
+    from pipeline.search.base import SearchUnavailable
+
+    node = _throttling_node(rejections=10)
+    backend = _osmem_with(request, node, max_retries=1)
+    with pytest.raises(SearchUnavailable, match="refused after retries"):
+        backend.index(list(CORPUS))
+    assert node.bulk_requests == 2  # the first try and one retry
+    assert backend.count() == 0  # nothing marked as indexed by the caller: it resends later
+    backend.close()
+
+
+@pytest.mark.elasticsearch
+def test_es_permanently_rejected_document_is_not_counted(request, caplog):
+    from tests.support.es_compat import OsmemCompatNode
+
+    backend = _osmem_with(request, OsmemCompatNode, max_retries=0)
+    bad = dataclasses.replace(CORPUS[0], article_id="bad", published_at="not a date")
+    with caplog.at_level("ERROR", logger="pipeline.search.elastic"):
+        assert backend.index([bad, *CORPUS[1:3]]) == 2
+    assert "bad" in caplog.text
+    assert backend.count() == 2
+    backend.close()
+
+
+def test_es_client_takes_auth_and_tls_from_settings():
+    import certifi
+
+    keyed = ElasticSearch(SearchSettings(url="https://es.example:9243", api_key="S2V5",
+                                         username="ignored", ca_certs=certifi.where()))
+    assert keyed.client._headers["authorization"] == "ApiKey S2V5"  # api_key wins
+    node = keyed.client.transport.node_pool.all()[0].config
+    assert (node.scheme, node.host, node.port) == ("https", "es.example", 9243)
+    assert node.verify_certs is True and node.ca_certs == certifi.where()
+    keyed.close()
+
+    with pytest.warns(Warning, match="verify_certs=False"):  # the client says it is insecure
+        basic = ElasticSearch(SearchSettings(url="https://es.example:9243", username="nw",
+                                             password="pw", verify_certs=False))
+    assert basic.client._headers["authorization"] == "Basic bnc6cHc="  # base64("nw:pw")
+    assert basic.client.transport.node_pool.all()[0].config.verify_certs is False
+    basic.close()
+
+    anonymous = ElasticSearch(SearchSettings(url="http://localhost:9200"))
+    assert "authorization" not in anonymous.client._headers
+    anonymous.close()
+
+
+# ---- credentials from an Airflow connection (dags/newswatch_common.py) ----------------------
+
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+
+
+@pytest.fixture
+def common():
+    """dags/newswatch_common.py (stdlib-only at import, so Airflow is not loaded here)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("newswatch_common_under_test",
+                                                  DAGS / "newswatch_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _conn(**fields):
+    import types
+
+    values = {"conn_id": "es", "host": None, "port": None, "schema": None, "login": None,
+              "password": None, "extra_dejson": {}}
+    return types.SimpleNamespace(**{**values, **fields})
+
+
+def test_search_values_follow_the_elasticsearch_provider_conventions(common):
+    values = common._search_values(_conn(host="es.example", port=9243, schema="https",
+                                         login="nw", password="pw",
+                                         extra_dejson={"ca_certs": "/ca.crt",
+                                                       "verify_certs": False}))
+    assert values == {"url": "https://es.example:9243", "username": "nw", "password": "pw",
+                      "api_key": None, "verify_certs": False, "ca_certs": "/ca.crt"}
+    assert common._search_values(_conn(host="es.example"))["url"] == "http://es.example:9200"
+    assert common._search_values(_conn(host="https://c.es.io:443/", port=1))["url"] == (
+        "https://c.es.io:443")
+    assert common._search_values(_conn(extra_dejson={"api_key": "k"}))["api_key"] == "k"
+    with pytest.raises(ValueError, match="schema must be http or https"):
+        common._search_values(_conn(host="es.example", schema="newswatch"))
+
+
+# Run in a fresh interpreter: Airflow reads AIRFLOW_HOME once, at import, and this test must
+# neither depend on nor decide where the rest of the session's Airflow lives.
+CONNECTION_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import newswatch_common as common
+from pipeline.search import open_search
+from pipeline.settings import load_settings
+
+out = {"before": common.apply_search_connection()}
+common.os.environ[common.ES_CONN_ENV] = "nw_es"
+out["exported"] = sorted(common.apply_search_connection())
+settings = load_settings(None)
+out["search"] = settings.search.model_dump()
+out["backend"] = type(open_search(settings)).__name__
+common.os.environ[common.ES_CONN_ENV] = "nw_missing"
+del common.os.environ["NEWSWATCH_SEARCH__URL"]
+try:
+    common.config_path()
+    out["missing"] = None
+except Exception as exc:
+    out["missing"] = f"{type(exc).__name__}: {exc}"
+print("PROBE " + json.dumps(out))
+"""
+
+
+def test_elasticsearch_connection_reaches_the_settings(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("NEWSWATCH_", "AIRFLOW_", "AIRFLOW__"))}
+    env.update({
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_CONN_NW_ES": json.dumps({
+            "conn_type": "elasticsearch", "host": "es.internal", "port": 9200,
+            "schema": "https", "login": "newswatch", "password": "s3cret-pw",
+            "extra": {"ca_certs": "/certs/ca.crt", "verify_certs": True}}),
+        "NEWSWATCH_SEARCH__USERNAME": "operator",  # explicit environment wins
+    })
+    done = subprocess.run([sys.executable, "-c", CONNECTION_PROBE, str(DAGS)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("PROBE "))
+    out = json.loads(line.removeprefix("PROBE "))
+    assert out["before"] == {}  # no connection named: nothing exported
+    assert out["exported"] == ["NEWSWATCH_SEARCH__CA_CERTS", "NEWSWATCH_SEARCH__PASSWORD",
+                               "NEWSWATCH_SEARCH__URL", "NEWSWATCH_SEARCH__VERIFY_CERTS"]
+    search = out["search"]
+    assert (search["url"], search["username"], search["password"]) == (
+        "https://es.internal:9200", "operator", "s3cret-pw")
+    assert search["verify_certs"] is True and search["ca_certs"] == "/certs/ca.crt"
+    assert out["backend"] == "ElasticSearch"
+    assert out["missing"] and "nw_missing" in out["missing"]  # a named connection must exist
