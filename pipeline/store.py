@@ -16,7 +16,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Table,
+    and_,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
@@ -78,6 +88,19 @@ class FeedRow:
 _FEED_FIELDS = [f for f in FeedRow.__slots__]  # type: ignore[attr-defined]
 
 
+def insert_for(dialect: str, table: Table) -> Any:
+    """An INSERT that supports ``on_conflict_do_nothing/update`` on this dialect.
+
+    SQLite and PostgreSQL spell "insert or ignore / upsert" the same way in SQLAlchemy, but
+    through their own ``insert`` constructs; every conflict-tolerant write goes through here.
+    """
+    if dialect == "sqlite":
+        return sqlite_dialect.insert(table)
+    if dialect == "postgresql":
+        return pg_dialect.insert(table)
+    raise ValueError(f"records need SQLite or PostgreSQL, not {dialect}")
+
+
 def _engine_for(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
@@ -111,14 +134,14 @@ class Store:
     # ---- plumbing -------------------------------------------------------------------------
 
     def create_schema(self) -> None:
-        schema.metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            self._upsert(conn, schema.meta, {"key": "schema_version",
-                                             "value": str(schema.SCHEMA_VERSION)}, ["key"])
+        """Create or upgrade the schema through the Alembic migrations (pipeline/migrations),
+        so SQLite and PostgreSQL records evolve the same way and older databases are adopted."""
+        from pipeline import migrations
 
-    def _insert(self, table):
-        return (sqlite_dialect.insert(table) if self.dialect == "sqlite"
-                else pg_dialect.insert(table))
+        migrations.upgrade(self.engine)
+
+    def _insert(self, table: Table) -> Any:
+        return insert_for(self.dialect, table)
 
     def _upsert(self, conn: Connection, table, values: dict[str, Any], keys: list[str],
                 update_cols: Sequence[str] | None = None) -> None:
@@ -275,11 +298,11 @@ class Store:
         now = utcnow()
         a = schema.articles
         with self.engine.begin() as conn:
-            row = conn.execute(select(a.c.entry_fingerprint).where(a.c.article_id == article_id)
-                               ).first()
+            known = select(a.c.entry_fingerprint).where(a.c.article_id == article_id)
+            row = conn.execute(known).first()
             outcome: str
             if row is None:
-                conn.execute(self._insert(a).values(
+                inserted = conn.execute(self._insert(a).values(
                     article_id=article_id, url=url, link=entry.link, guid=entry.guid,
                     source=source, title=entry.title, text="", authors=entry.authors,
                     published_at=entry.published_at or entry.updated_at,
@@ -287,7 +310,11 @@ class Store:
                     entry_summary=_entry_fallback_text(entry), entry_fingerprint=fingerprint,
                     extraction_status="pending", extraction_attempts=0,
                     first_seen_at=now, updated_at=now,
-                ).on_conflict_do_nothing(index_elements=["article_id"]))
+                ).on_conflict_do_nothing(index_elements=["article_id"])
+                    .returning(a.c.article_id)).first()
+                if inserted is None:  # another worker recorded it since our read
+                    row = conn.execute(known).first()
+            if row is None:
                 outcome = "new"
             elif row[0] != fingerprint:
                 conn.execute(update(a).where(a.c.article_id == article_id).values(
@@ -301,7 +328,8 @@ class Store:
             link = self._insert(schema.article_feeds).values(
                 article_id=article_id, feed_id=feed_id, first_seen_at=now
             ).on_conflict_do_nothing(index_elements=["article_id", "feed_id"])
-            linked = conn.execute(link).rowcount
+            # RETURNING, not rowcount: PostgreSQL drivers report -1 for INSERT ... ON CONFLICT.
+            linked = conn.execute(link.returning(schema.article_feeds.c.feed_id)).first()
             if outcome == "unchanged" and linked:
                 outcome = "linked"  # already known from another feed
         return outcome
@@ -473,7 +501,11 @@ def _index_fingerprint_expr():
 
 
 def open_store(url: str, *, create: bool = True) -> Store:
-    """Open (and by default create) the record store at a SQLAlchemy URL."""
+    """Open the record store at a SQLAlchemy URL (``sqlite:///…`` or ``postgresql+psycopg://…``).
+
+    With ``create`` (the default) the schema is created or migrated to the newest revision
+    first; that is a single read when it is already current.
+    """
     store = Store(_engine_for(url))
     if create:
         store.create_schema()

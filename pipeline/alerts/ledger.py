@@ -256,6 +256,10 @@ def _refresh_status(conn: Connection, delivery_id: int, now: datetime) -> None:
     a, d = schema.alerts, schema.alert_deliveries
     alert_id = conn.execute(select(d.c.alert_id).where(d.c.delivery_id == delivery_id)
                             ).scalar_one()
+    # Lock the alert row first (PostgreSQL; SQLite serialises writers anyway): two workers
+    # finishing different channels of one alert would otherwise each read the other's
+    # delivery as still `sending` and leave the alert `pending` for good.
+    conn.execute(select(a.c.alert_id).where(a.c.alert_id == alert_id).with_for_update())
     statuses = [row[0] for row in conn.execute(select(d.c.status)
                                                .where(d.c.alert_id == alert_id))]
     if all(s == D_SENT for s in statuses):
