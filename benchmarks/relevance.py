@@ -10,12 +10,13 @@ article is scored by ``pipeline.relevance.score_records`` with the shipped watch
 
 Reported: precision/recall/F1 at the watch's ``min_score``, a threshold sweep, baselines
 (any "Taiwan" mention; the best "≥ k mentions" rule), per-year figures, and cross-validated
-figures in which the logistic coefficients (full and lead model) *and* the threshold are
-refitted on the training part only: repeated stratified 5-fold (10 × 5) and a time split
+figures in which the logistic coefficients *and* the threshold are refitted on the
+training part only: repeated stratified 5-fold (10 × 5) and a time split
 (fit 2007–2009, test 2010–2011, and the reverse). The threshold picked on each training part
 maximises F0.5 (precision counts double, as alerts should); the shipped default is the median
 of those picks. ``--fit`` also prints the coefficients refitted on the whole set beside the
-shipped constants. A summary-only view scores title + the first 50 words of each article, as
+shipped constants; the CV also refits scorer version 1's count features for comparison.
+A summary-only view scores title + the first 50 words of each article, as
 the pipeline sees an article whose page could not be read (feed summary only). Figures on
 *audited* labels (``AUDIT``: 28 tag errors found by reading, see docs/decisions.md) are a
 secondary view.
@@ -42,16 +43,11 @@ import numpy as np
 from pipeline.embeddings import DEFAULT_MODEL, encode
 from pipeline.relevance import (
     INTERCEPT,
-    LEAD_INTERCEPT,
-    LEAD_W_LEAD,
-    LEAD_W_SEMANTIC,
-    LEAD_W_TITLE,
-    W_BODY,
-    W_LEAD,
+    W_EARLY,
     W_SEMANTIC,
+    W_SHARE,
     W_TITLE,
     RelevanceScore,
-    body_weight,
     default_taiwan_watch,
     score_records,
     score_text,
@@ -169,38 +165,41 @@ def score_all(watch: WatchConfig, rows: list[dict[str, Any]], model: str, device
     return scores, time.perf_counter() - start
 
 
-Params = tuple[tuple[float, np.ndarray], tuple[float, np.ndarray]]  # (full, lead) models
-LEAD_COLUMNS = [0, 1, 3]  # title, lead, semantic
+Params = tuple[float, np.ndarray]  # (intercept, weights)
+FEATURES = ("title", "share", "early", "semantic")  # as RelevanceScore.evidence.features()
+C = 10.0  # L2 strength picked by the CV below among 0.3, 1, 3, 10, 100 (3 to 100 tie)
 
 
-def features(scores: list[RelevanceScore]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(X, a, has_evidence): the four features, the full model's blend weight, and a mask of
-    the rows that have keyword evidence (the others score ~0 in the pipeline too)."""
-    x = np.zeros((len(scores), 4))
-    a = np.zeros(len(scores))
+def features(scores: list[RelevanceScore]) -> tuple[np.ndarray, np.ndarray]:
+    """(X, has_evidence): the shipped features, and a mask of the rows with keyword evidence
+    (the others score ~0 in the pipeline too and are left out of every fit)."""
+    x = np.zeros((len(scores), len(FEATURES)))
     mask = np.zeros(len(scores), dtype=bool)
     for i, s in enumerate(scores):
-        a[i] = body_weight(s.evidence)
         if s.semantic is not None:
             x[i] = (*s.evidence.features(), s.semantic)
             mask[i] = True
-    return x, a, mask
+    return x, mask
+
+
+def count_features(scores: list[RelevanceScore]) -> np.ndarray:
+    """Scorer version 1's features (title, log(1 + lead hits), log(1 + body hits),
+    semantic), for the comparison in the CV figures."""
+    return np.array([(float(s.evidence.title_hits > 0), np.log1p(s.evidence.lead_hits),
+                      np.log1p(s.evidence.body_hits), s.semantic or 0.0) for s in scores])
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> Params:
-    """Both models by plain L2 logistic regression (C=1), as the shipped constants were."""
+    """Plain L2 logistic regression, as the shipped constants were fitted."""
     from sklearn.linear_model import LogisticRegression  # pinned in requirements.txt
 
-    full = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
-    lead = LogisticRegression(C=1.0, max_iter=1000).fit(x[:, LEAD_COLUMNS], y)
-    return ((float(full.intercept_[0]), full.coef_[0]),
-            (float(lead.intercept_[0]), lead.coef_[0]))
+    model = LogisticRegression(C=C, max_iter=2000).fit(x, y)
+    return float(model.intercept_[0]), model.coef_[0]
 
 
-def predict(params: Params, x: np.ndarray, a: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    (full_b, full_w), (lead_b, lead_w) = params
-    z = (1 - a) * (lead_b + x[:, LEAD_COLUMNS] @ lead_w) + a * (full_b + x @ full_w)
-    return np.where(mask, 1.0 / (1.0 + np.exp(-z)), 0.0)
+def predict(params: Params, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    intercept, weights = params
+    return np.where(mask, 1.0 / (1.0 + np.exp(-(intercept + x @ weights))), 0.0)
 
 
 def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
@@ -214,7 +213,7 @@ def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     return [np.array(sorted(f)) for f in folds]
 
 
-def cross_validate(x: np.ndarray, a: np.ndarray, mask: np.ndarray, y: np.ndarray,
+def cross_validate(x: np.ndarray, mask: np.ndarray, y: np.ndarray,
                    judged: np.ndarray | None = None) -> dict[str, Any]:
     """Repeated stratified k-fold; coefficients and threshold refitted on each training part
     (always on the tags ``y``); predictions judged against ``judged`` (default: ``y``)."""
@@ -225,10 +224,9 @@ def cross_validate(x: np.ndarray, a: np.ndarray, mask: np.ndarray, y: np.ndarray
         for test in stratified_folds(y, FOLDS, seed=repeat):
             train = np.setdiff1d(np.arange(len(y)), test)
             params = fit(x[train][mask[train]], y[train][mask[train]])
-            threshold = pick_threshold(predict(params, x[train], a[train], mask[train]),
-                                       y[train])
+            threshold = pick_threshold(predict(params, x[train], mask[train]), y[train])
             thresholds.append(threshold)
-            predicted[test] = predict(params, x[test], a[test], mask[test]) >= threshold
+            predicted[test] = predict(params, x[test], mask[test]) >= threshold
         runs.append(prf(predicted, judged))
     summary = {key: {"mean": round(statistics.mean(r[key] for r in runs), 3),
                      "sd": round(statistics.stdev(r[key] for r in runs), 3)}
@@ -238,17 +236,17 @@ def cross_validate(x: np.ndarray, a: np.ndarray, mask: np.ndarray, y: np.ndarray
                            "max": max(thresholds)}}
 
 
-def time_split(x: np.ndarray, a: np.ndarray, mask: np.ndarray, y: np.ndarray,
+def time_split(x: np.ndarray, mask: np.ndarray, y: np.ndarray,
                years: np.ndarray) -> dict[str, Any]:
     out = {}
     early = years <= 2009
     for name, train in (("fit 2007-2009, test 2010-2011", early),
                         ("fit 2010-2011, test 2007-2009", ~early)):
         params = fit(x[train & mask], y[train & mask])
-        threshold = pick_threshold(predict(params, x[train], a[train], mask[train]), y[train])
+        threshold = pick_threshold(predict(params, x[train], mask[train]), y[train])
         test = ~train
         out[name] = {"threshold": threshold,
-                     **prf(predict(params, x[test], a[test], mask[test]) >= threshold, y[test])}
+                     **prf(predict(params, x[test], mask[test]) >= threshold, y[test])}
     return out
 
 
@@ -303,9 +301,10 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
     years = np.array([int(str(r.get("published_at", "0000"))[:4] or 0) for r in rows])
     s = np.array([sc.score for sc in scores])
     summary = np.array([sc.score for sc in summary_scores])
-    x, a, mask = features(scores)
+    x, mask = features(scores)
     no_semantic = x.copy()
-    no_semantic[:, 3] = 0.0  # ablation: the same models without the semantic feature
+    no_semantic[:, 3] = 0.0  # ablation: the same model without the semantic feature
+    counts = count_features(scores)
     threshold = watch.min_score
     audited = np.array([AUDIT.get(r["id"].removeprefix(_GUARDIAN), r["label"]) for r in rows])
     out: dict[str, Any] = {
@@ -313,17 +312,15 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
                  "audited_flips": int((audited != y).sum())},
         "watch": {"name": watch.name, "min_score": threshold, "keywords": watch.keywords,
                   "exclude": watch.exclude},
-        "coefficients": {
-            "full": {"intercept": INTERCEPT, "title": W_TITLE, "lead": W_LEAD, "body": W_BODY,
-                     "semantic": W_SEMANTIC},
-            "lead": {"intercept": LEAD_INTERCEPT, "title": LEAD_W_TITLE, "lead": LEAD_W_LEAD,
-                     "semantic": LEAD_W_SEMANTIC}},
+        "coefficients": {"intercept": INTERCEPT, "title": W_TITLE, "share": W_SHARE,
+                         "early": W_EARLY, "semantic": W_SEMANTIC, "C": C},
         "shipped": prf(s >= threshold, y),
         "sweep": {f"{t:.2f}": prf(s >= t, y) for t in SWEEP},
         "baselines": mention_baselines(rows, y, audited),
-        "cv": cross_validate(x, a, mask, y),
-        "cv_keywords_only": cross_validate(no_semantic, a, mask, y),
-        "time_split": time_split(x, a, mask, y, years),
+        "cv": cross_validate(x, mask, y),
+        "cv_keywords_only": cross_validate(no_semantic, mask, y),
+        "cv_counts": cross_validate(counts, mask, y),
+        "time_split": time_split(x, mask, y, years),
         "per_year": {str(yr): {"rows": int((years == yr).sum()),
                                "positives": int(y[years == yr].sum()),
                                **prf(s[years == yr] >= threshold, y[years == yr])}
@@ -331,9 +328,9 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
         "summary_only": {"words": SUMMARY_WORDS, "shipped": prf(summary >= threshold, y),
                          "audited": prf(summary >= threshold, audited)},  # rules added below
         "audited": {"shipped": prf(s >= threshold, audited),
-                    "cv": cross_validate(x, a, mask, y, judged=audited),
-                    "cv_keywords_only": cross_validate(no_semantic, a, mask, y,
-                                                       judged=audited)},
+                    "cv": cross_validate(x, mask, y, judged=audited),
+                    "cv_keywords_only": cross_validate(no_semantic, mask, y, judged=audited),
+                    "cv_counts": cross_validate(counts, mask, y, judged=audited)},
         "errors_at_default": {
             "false_positives": [r["id"] for r, p, t in zip(rows, s >= threshold, y, strict=True)
                                 if p and not t],
@@ -349,14 +346,10 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
         predicted = summary_rules[name](out["baselines"][name]["k"], everything)
         out["summary_only"][name] = {"tags": prf(predicted, y), "audited": prf(predicted, audited)}
     if refit:
-        (full_b, full_w), (lead_b, lead_w) = fit(x[mask], y[mask])
-        out["refit_whole_set"] = {
-            "full": {"intercept": round(full_b, 3),
-                     **{k: round(float(v), 3) for k, v in
-                        zip(("title", "lead", "body", "semantic"), full_w, strict=True)}},
-            "lead": {"intercept": round(lead_b, 3),
-                     **{k: round(float(v), 3) for k, v in
-                        zip(("title", "lead", "semantic"), lead_w, strict=True)}}}
+        intercept, weights = fit(x[mask], y[mask])
+        out["refit_whole_set"] = {"intercept": round(intercept, 3),
+                                  **{k: round(float(v), 3)
+                                     for k, v in zip(FEATURES, weights, strict=True)}}
     return out
 
 
@@ -386,6 +379,7 @@ def print_report(out: dict[str, Any]) -> None:
     print(_row(f"shipped, min_score {w['min_score']:.2f}", out["shipped"]))
     print(_cv_row(f"CV {FOLDS}-fold × {REPEATS}, refitted", out["cv"]))
     print(_cv_row("  same, keywords only", out["cv_keywords_only"]))
+    print(_cv_row("  scorer v1 features (counts)", out["cv_counts"]))
     for name, m in out["time_split"].items():
         print(_row(f"{name} (t {m['threshold']:.2f})", m))
     print("per year (shipped):")
@@ -402,6 +396,7 @@ def print_report(out: dict[str, Any]) -> None:
     print(_row("shipped", out["audited"]["shipped"]))
     print(_cv_row("CV, refitted on tags", out["audited"]["cv"]))
     print(_cv_row("  same, keywords only", out["audited"]["cv_keywords_only"]))
+    print(_cv_row("  scorer v1 features (counts)", out["audited"]["cv_counts"]))
     print(_row("summary only", so["audited"]))
     print("threshold sweep (shipped coefficients):")
     for t, m in out["sweep"].items():

@@ -338,6 +338,85 @@ def cluster(
                           f"{len({r['story_id'] for r in results})} stories → {output}")
 
 
+@app.command()
+def match(
+    watch: Annotated[str, typer.Option("--watch", "-w", help="Watch name (configured, or the "
+                                       "built-in 'taiwan').")],
+    input_path: Annotated[Path | None, typer.Option("--input", "-i", help="Score articles "
+                                                    "from JSONL: id, title, text, url, source, "
+                                                    "published_at.")] = None,
+    since: Annotated[str | None, typer.Option(help="Instead: preview stories in the store "
+                                              "active since 7d, 12h or a date.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="With --input: write "
+                                                "JSONL here (default: stdout).")] = None,
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Test a watch: score a JSONL file ({"id", "score", "relevant"} per article), or preview
+    what it would have alerted on in the store. Sends nothing, writes nothing to the store."""
+    from pipeline.match import MatchInputError, UnknownWatchError, find_watch
+
+    settings = get_settings(config)
+    if (input_path is None) == (since is None):
+        raise fail("give exactly one of --input FILE or --since 7d", code=2)
+    try:
+        chosen = find_watch(settings, watch)
+    except UnknownWatchError as exc:
+        raise fail(str(exc), code=2) from exc
+    with Progress(TextColumn("score"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as bar:
+        task = bar.add_task("score", total=None)
+
+        def progress(advance: int, total: int | None) -> None:
+            if total is not None:
+                bar.update(task, total=total)
+            bar.advance(task, advance)
+
+        if input_path is not None:
+            from pipeline.match import match_records, read_articles
+
+            if not input_path.is_file():
+                raise fail(f"no such file: {input_path}")
+            try:
+                records = read_articles(input_path)
+            except MatchInputError as exc:
+                raise fail(str(exc)) from exc
+            results = match_records(chosen, records, settings, progress=progress)
+        else:
+            from pipeline.match import preview_stories
+            from pipeline.store import open_store
+
+            since_at = since_option(since)
+            store = open_store(settings.store.url)
+            try:
+                stories = preview_stories(store, settings, chosen, since_at, progress=progress)
+            finally:
+                store.close()
+    if input_path is not None:
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+        if output is None:
+            sys.stdout.write(lines)
+        else:
+            output.write_text(lines, encoding="utf-8")
+            err_console.print(f"{len(results)} article(s), "
+                              f"{sum(r['relevant'] for r in results)} relevant → {output}")
+        return
+    if json_out:
+        console.print_json(json.dumps([s.to_json() for s in stories]))
+        return
+    relevant = sum(s.relevant for s in stories)
+    table = Table(title=f"watch {chosen.name!r}: {relevant} stor{'y' if relevant == 1 else 'ies'}"
+                  f" would alert (min_score {chosen.min_score:.2f}); nothing sent",
+                  title_justify="left")
+    for col in ("score", "alert", "title", "sources", "why"):
+        table.add_column(col, overflow="fold")
+    for story in stories:
+        table.add_row(f"{story.score:.2f}", "yes" if story.relevant else "no",
+                      Text(story.title), Text(", ".join(story.sources)),
+                      Text("; ".join(story.reasons)))
+    console.print(table)
+
+
 # ---- reindex --------------------------------------------------------------------------------
 
 @app.command()

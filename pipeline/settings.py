@@ -138,6 +138,20 @@ class WatchConfig(Section):
     max_per_window: int = Field(10, ge=1)
     enabled: bool = True
 
+    @field_validator("timezone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        """Checked at load time: a typo would otherwise surface only when a digest or quiet
+        hours first need the zone, as a failed alert run."""
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as "
+                             "Asia/Taipei or Europe/London)") from None
+        return value
+
 
 class ChannelConfig(Section):
     """Where alerts go: email, slack, console or a JSONL file."""

@@ -11,18 +11,18 @@ from typing import Any
 import pytest
 
 from pipeline import relevance
+from pipeline.alerts.engine import watch_fingerprint
 from pipeline.relevance import (
     LEAD_WORDS,
-    KeywordEvidence,
-    body_weight,
     default_taiwan_watch,
     keyword_evidence,
     logit_parts,
     score_records,
     score_text,
+    scorer_for,
     semantic_text,
 )
-from pipeline.settings import WatchConfig
+from pipeline.settings import Settings, WatchConfig
 
 PLA_TITLE = "Chinese warships and jets encircle Taiwan in large-scale drills"
 PLA_TEXT = (
@@ -121,16 +121,40 @@ def test_title_copied_into_text_is_not_counted_twice() -> None:
     assert (ev.title_hits, ev.lead_hits) == (1, 0)
 
 
-def test_title_mention_weighs_more_than_a_body_only_mention() -> None:
-    in_title = KeywordEvidence(title_hits=1, words=400)
-    in_body = KeywordEvidence(body_hits=1, words=400)
-    assert logit_parts(in_title, 0.3)[1] > logit_parts(in_body, 0.3)[1] > 0
+def test_share_of_sentences_and_position_of_the_first_mention() -> None:
+    watch = WatchConfig(name="t", keywords=["Taipei"])
+    text = "Rain fell. Taipei flooded. Trains stopped. Taipei schools shut."
+    ev = keyword_evidence(watch, "Storm", text)
+    assert (ev.sentences, ev.keyword_sentences) == (4, 2)
+    assert ev.first_hit == pytest.approx(2 / 9)  # the third of nine words
+    assert ev.features() == (0.0, 0.5, pytest.approx(7 / 9))
+    none = keyword_evidence(watch, "Storm", "Rain fell. Trains stopped.")
+    assert none.features() == (0.0, 0.0, 0.0) and logit_parts(none, None)[1] == 0.0
 
 
-def test_short_texts_blend_towards_the_lead_model() -> None:
-    assert body_weight(KeywordEvidence(words=60)) == 0.0
-    assert 0.0 < body_weight(KeywordEvidence(words=LEAD_WORDS + 50)) < 1.0
-    assert body_weight(KeywordEvidence(words=2000)) == 1.0
+def test_a_short_text_counts_as_three_sentences() -> None:
+    """One mention in a two-sentence summary is not 'half about Taiwan'."""
+    watch = WatchConfig(name="t", keywords=["Taiwan"])
+    ev = keyword_evidence(watch, "", "Chips are scarce. A Taiwan plant is idle.")
+    assert ev.features()[1] == pytest.approx(1 / 3)
+
+
+def test_headline_only_item_is_scored_on_its_title() -> None:
+    watch = WatchConfig(name="t", keywords=["Taiwan"])
+    ev = keyword_evidence(watch, "Taiwan elects a president", "")
+    assert ev.title_hits == 1 and ev.keyword_sentences == 1 and ev.first_hit == 0.0
+
+
+def test_keyword_evidence_raises_the_logit_in_order_of_strength() -> None:
+    """Title, then a text that keeps returning to the topic early, then a late aside."""
+    filler = " ".join(f"Sentence {i} is about something else." for i in range(20))
+    watch = WatchConfig(name="t", keywords=["Taiwan"])
+    about = keyword_evidence(watch, "Taiwan votes", f"Taiwan is voting. {filler} "
+                             "Taiwan counts. Taiwan waits.")
+    early = keyword_evidence(watch, "Votes", f"Taiwan is voting. {filler}")
+    aside = keyword_evidence(watch, "Votes", f"{filler} Taiwan too.")
+    parts = [logit_parts(ev, 0.3)[1] for ev in (about, early, aside)]
+    assert parts[0] > parts[1] > parts[2] > 0
 
 
 def test_exclude_in_title_or_lead_suppresses_without_the_model(monkeypatch: Any) -> None:
@@ -154,6 +178,45 @@ def test_no_keyword_means_no_embedding_and_a_negligible_score(monkeypatch: Any) 
 def test_watch_without_keywords_falls_back_to_its_name() -> None:
     ev = keyword_evidence(WatchConfig(name="taiwan"), "Taiwan votes", "")
     assert ev.title_terms == {"taiwan": 1}
+
+
+def test_scorer_for_uses_the_configured_model(monkeypatch: Any) -> None:
+    import numpy as np
+
+    calls: list[tuple[str, str, int]] = []
+
+    def fake_encode(texts: list[str], model: str, device: str, batch_size: int = 32) -> Any:
+        calls.append((model, device, batch_size))
+        return np.ones((len(texts), 4), dtype=np.float32) / 2.0
+
+    monkeypatch.setattr(relevance, "encode", fake_encode)
+    settings = Settings(embedding={"model": "/models/other", "device": "cpu", "batch_size": 7})
+    [result] = scorer_for(settings)(default_taiwan_watch(), [{"title": PLA_TITLE,
+                                                             "text": PLA_TEXT}])
+    assert result.semantic is not None
+    assert {model for model, _, _ in calls} == {"/models/other"} and (
+        "/models/other", "cpu", 7) in calls
+
+
+def test_watch_fingerprint_follows_scorer_version_and_model(monkeypatch: Any) -> None:
+    """Changing the scorer (or the embedding model) re-scores cached stories."""
+    watch = default_taiwan_watch()
+    base = watch_fingerprint(watch)
+    assert watch_fingerprint(watch, "default") == base
+    assert watch_fingerprint(watch, "/models/other") != base
+    assert watch_fingerprint(watch.model_copy(update={"min_score": 0.6})) != base
+    monkeypatch.setattr(relevance, "SCORER_VERSION", relevance.SCORER_VERSION + "-next")
+    assert watch_fingerprint(watch) != base
+
+
+def test_watch_time_zone_must_be_an_iana_zone() -> None:
+    from pipeline.settings import ConfigError, load_settings
+
+    assert WatchConfig(name="w", timezone="Asia/Taipei").timezone == "Asia/Taipei"
+    with pytest.raises(ConfigError, match=r"^settings: watches\.0\.timezone: .*unknown time "
+                       r"zone 'Mars/Olympus' \(use an IANA name") as info:
+        load_settings(None, watches=[{"name": "w", "timezone": "Mars/Olympus"}])
+    assert "\n" not in str(info.value)
 
 
 def test_default_watch() -> None:
@@ -187,6 +250,7 @@ def test_pla_drill_article_is_relevant_with_reasons(watch: WatchConfig) -> None:
     assert result.relevant and result.score >= 0.75
     assert result.reasons[0] == "Taiwan in title"
     assert any(r.startswith("lead mentions Taiwan ×2") for r in result.reasons)
+    assert any(r.endswith("sentences") for r in result.reasons)
     assert any(r.startswith("similarity to description") for r in result.reasons)
     assert result.semantic is not None and result.semantic > 0.5
 

@@ -110,9 +110,9 @@ def run_alerts(store: Store, settings: Settings, run_id: str, *, now: datetime |
     watches = [w for w in settings.watches if w.enabled]
     if watches and scorer is None:
         try:
-            from pipeline.relevance import score_records
+            from pipeline.relevance import scorer_for
 
-            scorer = score_records
+            scorer = scorer_for(settings)  # the configured embedding model and device
         except ImportError as exc:
             ctx.errors.append(f"relevance scorer unavailable: {exc}")
     for watch in watches:
@@ -219,10 +219,13 @@ def update_window(watch: WatchConfig, now: datetime) -> str:
 
 # ---- deciding --------------------------------------------------------------------------------
 
-def watch_fingerprint(watch: WatchConfig) -> str:
-    """Changes when what decides relevance changes (then cached scores are recomputed)."""
+def watch_fingerprint(watch: WatchConfig, model: str = "default") -> str:
+    """Changes when what decides relevance changes: the watch's matching settings, the
+    scorer version or the embedding model (then cached scores are recomputed)."""
+    from pipeline.relevance import scorer_id
+
     basis = json.dumps([watch.description, sorted(watch.keywords), sorted(watch.exclude),
-                        watch.min_score], ensure_ascii=False)
+                        watch.min_score, scorer_id(model)], ensure_ascii=False)
     return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:32]
 
 
@@ -286,7 +289,7 @@ def _scores(ctx: _Context, watch: WatchConfig, articles: list[dict[str, Any]],
             scorer: Scorer) -> dict[str, _Score]:
     """Relevance per article, from the cache unless the text or the watch changed."""
     t = schema.article_watch_scores
-    fingerprint = watch_fingerprint(watch)
+    fingerprint = watch_fingerprint(watch, ctx.settings.embedding.model)
     version = {a["article_id"]: (a["content_hash"] or f"e:{a['entry_fingerprint'] or ''}")[:40]
                for a in articles}
     scores: dict[str, _Score] = {}

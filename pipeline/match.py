@@ -1,0 +1,201 @@
+"""``newswatch match``: try a watch on articles before it sends anything.
+
+Two uses, one scorer (``pipeline.relevance``, exactly as the alert stage runs it):
+
+* ``match_records`` scores articles from a JSONL file (the ``cluster`` input format) and
+  returns ``{"id", "score", "relevant"}`` per article, in input order;
+* ``preview_stories`` scores the stories active in the store since a date and returns what
+  the watch would have alerted on. It only reads: no alert, no ledger row, no cached score
+  is written, so a watch can be tested before it is enabled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, or_, select
+
+from pipeline import schema
+from pipeline.relevance import RelevanceScore, default_taiwan_watch, scorer_for
+from pipeline.settings import Settings, WatchConfig
+from pipeline.store import Store
+
+# progress(advance, total): the CLI's progress bar; total is given on the first call
+Progress = Callable[[int, int | None], None]
+
+BUILT_IN_WATCHES: dict[str, Callable[[], WatchConfig]] = {"taiwan": default_taiwan_watch}
+CHUNK = 256  # articles per encode call: keeps memory flat and the progress bar moving
+_TEXT_KEYS = ("title", "text", "url", "source", "published_at")
+
+
+class MatchInputError(ValueError):
+    """A bad input line; the message names the file and line."""
+
+
+class UnknownWatchError(LookupError):
+    """No configured (or built-in) watch has that name."""
+
+
+def find_watch(settings: Settings, name: str) -> WatchConfig:
+    """The configured watch ``name`` (enabled or not: testing comes before enabling), else a
+    built-in one, so ``match --watch taiwan`` works without a config file."""
+    for watch in settings.watches:
+        if watch.name == name:
+            return watch
+    if name in BUILT_IN_WATCHES:
+        return BUILT_IN_WATCHES[name]()
+    configured = ", ".join(w.name for w in settings.watches) or "none"
+    raise UnknownWatchError(f"no watch named {name!r} (configured: {configured}; built in: "
+                            f"{', '.join(sorted(BUILT_IN_WATCHES))})")
+
+
+def read_articles(path: Path) -> list[dict[str, Any]]:
+    """Read and check every line before anything is scored, so a bad line stops the run
+    with its line number instead of leaving a partial output behind."""
+    records: list[dict[str, Any]] = []
+    first_line: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MatchInputError(f"{where}: not JSON ({exc.msg})") from exc
+            if not isinstance(record, dict):
+                raise MatchInputError(f"{where}: expected a JSON object, got "
+                                      f"{type(record).__name__}")
+            article_id = record.get("id")
+            if isinstance(article_id, bool) or not isinstance(article_id, str | int) \
+                    or str(article_id).strip() == "":
+                raise MatchInputError(f"{where}: 'id' must be a non-empty string or number")
+            for key in _TEXT_KEYS:
+                value = record.get(key)
+                if value is not None and not isinstance(value, str):
+                    raise MatchInputError(f"{where}: {key!r} must be a string or null, got "
+                                          f"{type(value).__name__}")
+            key = str(article_id)
+            if key in first_line:
+                raise MatchInputError(f"{where}: duplicate id {key!r} (first on line "
+                                      f"{first_line[key]})")
+            first_line[key] = number
+            records.append(record)
+    return records
+
+
+def _chunked_scores(watch: WatchConfig, records: list[dict[str, Any]], settings: Settings,
+                    progress: Progress | None) -> list[RelevanceScore]:
+    scorer = scorer_for(settings)
+    if progress is not None:
+        progress(0, len(records))
+    scores: list[RelevanceScore] = []
+    for start in range(0, len(records), CHUNK):
+        chunk = records[start:start + CHUNK]
+        scores.extend(scorer(watch, chunk))
+        if progress is not None:
+            progress(len(chunk), None)
+    return scores
+
+
+def match_records(watch: WatchConfig, records: list[dict[str, Any]], settings: Settings, *,
+                  progress: Progress | None = None) -> list[dict[str, Any]]:
+    """``{"id", "score", "relevant"}`` per record, in input order."""
+    rows = [{"title": r.get("title") or "", "text": r.get("text") or ""} for r in records]
+    scores = _chunked_scores(watch, rows, settings, progress)
+    return [{"id": record["id"], "score": round(score.score, 4), "relevant": score.relevant}
+            for record, score in zip(records, scores, strict=True)]
+
+
+# ---- preview from the store ------------------------------------------------------------------
+
+@dataclass
+class StoryMatch:
+    """One story as the watch sees it: its best article decides (as in the alert stage)."""
+
+    story_id: str
+    title: str
+    score: float
+    relevant: bool
+    sources: list[str]
+    article_count: int
+    first_seen_at: datetime | None
+    last_seen_at: datetime | None
+    reasons: list[str]
+    best_article: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"story_id": self.story_id, "title": self.title, "score": round(self.score, 4),
+                "relevant": self.relevant, "sources": self.sources,
+                "article_count": self.article_count,
+                "first_seen_at": _iso(self.first_seen_at),
+                "last_seen_at": _iso(self.last_seen_at), "reasons": self.reasons,
+                "best_article": self.best_article}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _stories_since(store: Store, since: datetime) -> list[dict[str, Any]]:
+    """Stories that gained articles since ``since`` in processing or publication time: the
+    same choice of stories as the alert stage makes."""
+    s = schema.stories
+    published = func.coalesce(s.c.last_seen_at, s.c.first_seen_at)
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(s.c.story_id, s.c.title, s.c.first_seen_at,
+                                   s.c.last_seen_at, s.c.article_count)
+                            .where(or_(s.c.updated_at >= since, published >= since))
+                            .order_by(s.c.story_id)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def _articles_of(store: Store, story_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    a = schema.articles
+    by_story: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with store.engine.connect() as conn:
+        for start in range(0, len(story_ids), 500):
+            for row in conn.execute(select(
+                    a.c.article_id, a.c.story_id, a.c.title, a.c.text, a.c.entry_summary,
+                    a.c.source, a.c.url, a.c.link).where(
+                    a.c.story_id.in_(story_ids[start:start + 500]))).mappings():
+                by_story[row["story_id"]].append(dict(row))
+    return by_story
+
+
+def preview_stories(store: Store, settings: Settings, watch: WatchConfig, since: datetime,
+                    *, progress: Progress | None = None) -> list[StoryMatch]:
+    """What ``watch`` would alert on among the stories active since ``since``: every story
+    with keyword evidence, most relevant first. Read-only."""
+    stories = _stories_since(store, since)
+    by_story = _articles_of(store, [s["story_id"] for s in stories])
+    articles = [art for s in stories for art in by_story.get(s["story_id"], [])]
+    records = [{"title": art["title"] or "",
+                "text": art["text"] or art["entry_summary"] or ""} for art in articles]
+    scores = _chunked_scores(watch, records, settings, progress)
+    by_article = {art["article_id"]: score
+                  for art, score in zip(articles, scores, strict=True)}
+    out: list[StoryMatch] = []
+    for story in stories:
+        arts = by_story.get(story["story_id"], [])
+        scored = [(by_article[a["article_id"]], a) for a in arts]
+        if not scored:
+            continue
+        best, best_art = max(scored, key=lambda pair: pair[0].score)
+        if not best.evidence.total:
+            continue  # no keyword anywhere in the story: never a candidate
+        sources = sorted({a["source"] for a in arts if a["source"]})
+        out.append(StoryMatch(
+            story_id=story["story_id"], title=story["title"] or best_art["title"] or "",
+            score=best.score, relevant=any(s.relevant for s, _ in scored), sources=sources,
+            article_count=story["article_count"] or len(arts),
+            first_seen_at=story["first_seen_at"], last_seen_at=story["last_seen_at"],
+            reasons=best.reasons, best_article=best_art["url"] or best_art["link"]))
+    out.sort(key=lambda m: (not m.relevant, -m.score, m.story_id))
+    return out
