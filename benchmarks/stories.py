@@ -19,9 +19,10 @@ the first sentence as for any title-less input). Reported: the share of pairs ra
 ("very similar") put in one story, of pairs rated 4 ("very dissimilar") kept apart, and
 together/apart per rounded rating.
 
-``--sweep`` reruns with other thresholds and with the lexical signal off (the embedding-only
-baseline). ``--representations`` compares article representations for the embedding alone
-(lexical_weight 0) over a threshold grid: best BCubed F1 for each = an oracle threshold.
+``--sweep`` reruns with other thresholds, without refinement, and with the word and name
+signals off (the embedding-only baseline). ``--representations`` compares article
+representations for the embedding alone (no word or name signal, no refinement) over a
+threshold grid: best BCubed F1 for each = an oracle threshold.
 
 Results (figures only, never article text) go to benchmarks/results/stories.json.
 """
@@ -129,22 +130,25 @@ def evaluate_orders(records: list[dict[str, Any]], settings: Settings) -> dict[s
 
 
 def sweep(records: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+    """Other thresholds, signal mixes and no refinement around the shipped defaults."""
     base = settings.stories.model_dump()
-    variants = [{"threshold": t} for t in (0.34, 0.38, 0.42, 0.46, 0.50)]
-    variants += [{"lexical_weight": w, "threshold": t}
-                 for w, t in ((0.3, 0.46), (0.5, 0.42), (0.5, 0.38), (0.0, 0.55), (0.0, 0.60),
-                              (0.0, 0.65))]
+    variants: list[dict[str, Any]] = [{"threshold": t} for t in (0.32, 0.34, 0.38, 0.40)]
+    variants += [{"refine_passes": 0}]
+    variants += [{"term_weight": tw, "name_weight": nw, "threshold": t}
+                 for tw, nw, t in ((0.4, 0.0, 0.40), (0.3, 0.3, 0.34), (0.0, 0.0, 0.55),
+                                   (0.0, 0.0, 0.60), (0.0, 0.0, 0.65))]
+    keys = ("term_weight", "name_weight", "threshold", "refine_passes")
     rows = []
     for change in variants:
         conf = {**base, **change}
         trial = settings.model_copy(update={"stories": StoriesSettings(**conf)})
         figures = evaluate_orders(records, trial)
-        rows.append({"lexical_weight": conf["lexical_weight"], "threshold": conf["threshold"],
+        rows.append({**{k: conf[k] for k in keys},
                      "bcubed_f1_file_order": figures["file_order"]["bcubed"]["f1"],
                      "pairwise_f1_file_order": figures["file_order"]["pairwise"]["f1"],
                      "bcubed_f1_mean_over_orders": figures["bcubed_f1_mean_over_orders"]})
-        print(f"  lexical_weight {conf['lexical_weight']:.1f} threshold {conf['threshold']:.2f}:"
-              f" BCubed F1 file order {rows[-1]['bcubed_f1_file_order']:.4f}, mean over "
+        print("  " + ", ".join(f"{k} {conf[k]}" for k in keys) +
+              f": BCubed F1 file order {rows[-1]['bcubed_f1_file_order']:.4f}, mean over "
               f"orders {rows[-1]['bcubed_f1_mean_over_orders']:.4f}, pairwise F1 "
               f"{rows[-1]['pairwise_f1_file_order']:.4f}", flush=True)
     return rows
@@ -198,8 +202,9 @@ def compare_representations(records: list[dict[str, Any]],
     for name, matrix in reps.items():
         best = (0.0, 0.0)
         for threshold in np.arange(0.40, 0.80, 0.025):
-            assigner = StoryAssigner(StoriesSettings(lexical_weight=0.0,
-                                                     threshold=float(threshold)))
+            assigner = StoryAssigner(StoriesSettings(
+                term_weight=0.0, name_weight=0.0, refine_passes=0,
+                threshold=float(threshold)))
             pred = {}
             for n, record in enumerate(records):
                 item = StoryItem(str(record["id"]), titles[n], None,

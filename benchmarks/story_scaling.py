@@ -8,8 +8,10 @@
 2. ``StoryAssigner.assign`` time per article with N active stories in the window
    (synthetic unit vectors and term sets; N = 10k, 100k, 1M), each size in its own process so
    that its peak resident memory (``ru_maxrss``) is its own. An assignment is one
-   (N × 384) matrix-vector product over the centroids, an arg-partition for the 10 best, and a
-   lexical score for those 10, so time and memory grow linearly with N.
+   (N × 384) matrix-vector product over the centroids, an arg-partition for the 8 best, and a
+   full score (embedding, words, names) against up to 32 members of each of those 8, so time
+   and memory grow linearly with N; a run's batch adds ``refine_passes`` more such scorings
+   per article.
 
 Results go to benchmarks/results/story_scaling.json (docs/performance.md has the table).
 """
@@ -26,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -106,8 +107,8 @@ def assignment_cost(n_stories: int, n_items: int = 200) -> dict[str, float]:
             story = ActiveStory(story_id=f"s-{n:020d}", title="", first_seen=at, last_seen=at,
                                 count=1, sources=["synthetic"], centroid=vector,
                                 members={f"a{n}": vector}, member_terms={f"a{n}": terms},
-                                terms=Counter(terms))
-            assigner._activate(story)
+                                member_names={f"a{n}": frozenset(list(terms)[:4])})
+            assigner._adopt(story)
     build_s = time.perf_counter() - started
     # Items near random existing stories (half) or new (half), inside the window.
     when = t0 + timedelta(days=2)
@@ -119,8 +120,9 @@ def assignment_cost(n_stories: int, n_items: int = 200) -> dict[str, float]:
         else:
             vector = rng.standard_normal(DIM, dtype=np.float32)
         vector = (vector / np.linalg.norm(vector)).astype(np.float32)
-        item = StoryItem(f"x{i}", "", "synthetic", when, vector,
-                         frozenset(f"w{w}" for w in rng.integers(0, VOCABULARY, 30)))
+        words = [f"w{w}" for w in rng.integers(0, VOCABULARY, 30)]
+        item = StoryItem(f"x{i}", "", "synthetic", when, vector, frozenset(words),
+                         frozenset(words[:8]))
         t = time.perf_counter()
         assigner.assign(item)
         timings.append(time.perf_counter() - t)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_ENV = "NEWSWATCH_CONFIG"
@@ -105,13 +105,23 @@ class StoriesSettings(Section):
     """Story assignment. Defaults are tuned on ECB+ / SemEval (docs/decisions.md)."""
 
     window_days: float = Field(3.0, gt=0, description="compare with stories active this close")
-    threshold: float = Field(0.42, ge=-1, le=1, description="min score to join a story: "
-                             "(1 - lexical_weight) * embedding cosine + lexical_weight * "
-                             "term cosine")
-    lexical_weight: float = Field(0.4, ge=0, le=1, description="share of the score from "
-                                  "rare shared words, names and numbers (0 = embedding only)")
+    threshold: float = Field(0.32, ge=-1, le=1, description="min score to join a story (the "
+                             "mean over its latest members of the mixed similarity below)")
+    term_weight: float = Field(0.2, ge=0, le=1, description="share of the score from rare "
+                               "shared words of title + lead (idf-weighted cosine)")
+    name_weight: float = Field(0.4, ge=0, le=1, description="share of the score from shared "
+                               "names and numbers (capitalised words, figures); the rest is "
+                               "the embedding cosine")
+    refine_passes: int = Field(2, ge=0, le=10, description="passes that let a run's articles "
+                               "move to a better story of the same run (0 = purely online)")
     duplicate_threshold: float = Field(0.92, ge=-1, le=1, description="min embedding cosine "
                                        "to a member for a near-duplicate (wire copy)")
+
+    @model_validator(mode="after")
+    def _weights_leave_room(self) -> StoriesSettings:
+        if self.term_weight + self.name_weight > 1:
+            raise ValueError("term_weight + name_weight must be at most 1")
+        return self
 
 
 class WatchConfig(Section):

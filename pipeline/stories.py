@@ -38,10 +38,14 @@ STAGE = "stories"
 # title + everything it can read, and a chunked mean over the whole body scored worse (the
 # tail is background, not the event); the shorter input embeds about twice as fast.
 LEAD_CHARS = 600
-# The lexical signal reads a little further into the article than the embedding.
+# The word signal reads a little further into the article than the embedding; names and
+# numbers further still (a second paragraph often names the other side, the score, the place).
 TERM_CHARS = 1000
-# Only the best few stories by embedding are scored lexically (keeps a 1M-story window cheap).
-TOP_K = 10
+NAME_CHARS = 3000
+# Only the best few stories by centroid cosine are scored in full (keeps a 1M-story window
+# cheap), each against its latest few members (average linkage over a bounded sample).
+TOP_K = 8
+MEMBER_SAMPLE = 32
 
 Progress = Callable[[int, int | None], None]
 
@@ -115,6 +119,28 @@ def story_terms(title: str | None, text: str | None) -> frozenset[str]:
     return frozenset(terms)
 
 
+def story_names(title: str | None, text: str | None) -> frozenset[str]:
+    """Capitalised words and numbers of title + the first paragraphs (lower-cased).
+
+    A cheap stand-in for named entities that needs no model or nltk data: what separates
+    "Klitschko stops Thompson" from "Klitschko beats Rahman", or Banstead's Waitrose fire from
+    Wellington's, is who, where and how many.
+    """
+    source = f"{title or ''}\n{(text or '')[:NAME_CHARS]}"
+    names = set()
+    for match in _TOKEN.finditer(source):
+        raw = match.group(0)
+        token = raw.lower().replace("’", "'").rstrip(".")
+        if token.endswith("'s"):
+            token = token[:-2]
+        if token[0].isdigit():
+            if len(token) >= 2:
+                names.add(token)
+        elif raw[0].isupper() and len(token) >= 3 and token not in _STOPWORDS:
+            names.add(token)
+    return frozenset(names)
+
+
 # ---- in-memory assignment -------------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -125,6 +151,7 @@ class StoryItem:
     time: datetime
     vector: np.ndarray  # L2-normalised embedding of article_text_for_embedding()
     terms: frozenset[str] = frozenset()  # story_terms()
+    names: frozenset[str] = frozenset()  # story_names()
 
 
 @dataclass(slots=True)
@@ -146,17 +173,13 @@ class ActiveStory:
     centroid: np.ndarray
     members: dict[str, np.ndarray] = field(default_factory=dict)
     member_terms: dict[str, frozenset[str]] = field(default_factory=dict)
-    terms: Counter[str] = field(default_factory=Counter)  # term → members using it
+    member_names: dict[str, frozenset[str]] = field(default_factory=dict)
     dirty: bool = False
 
-    def add_member(self, article_id: str, vector: np.ndarray, terms: frozenset[str]) -> None:
-        old = self.member_terms.get(article_id)
-        if old is not None:
-            self.terms.subtract(old)
-            self.terms = +self.terms
-        self.members[article_id] = vector
-        self.member_terms[article_id] = terms
-        self.terms.update(terms)
+    def add_member(self, item: StoryItem) -> None:
+        self.members[item.article_id] = item.vector
+        self.member_terms[item.article_id] = item.terms
+        self.member_names[item.article_id] = item.names
         self.recompute_centroid()
 
     def recompute_centroid(self) -> None:
@@ -170,154 +193,327 @@ def _ts(when: datetime) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
-class StoryAssigner:
-    """Pure in-memory assignment over a window of active stories.
+@dataclass(slots=True)
+class _Member:
+    article_id: str
+    time: float
+    vector: np.ndarray
+    terms: frozenset[str]
+    names: frozenset[str]
 
-    Items must arrive in time order (as ``assign_stories`` sorts them): stories last seen more
-    than ``window_days`` before the current item are retired from the candidate matrix (they
-    are kept in ``stories`` so that callers can still write them).
+
+@dataclass
+class _Cluster:
+    """A story while a batch is being assigned: its members, and the stored story if any."""
+
+    members: dict[str, _Member]
+    stored: ActiveStory | None = None
+    first: float = math.inf
+    last: float = -math.inf
+    fixed_first: float = math.inf  # the stored story's span (members outside the batch)
+    fixed_last: float = -math.inf
+
+    def span(self) -> None:
+        times = [m.time for m in self.members.values()]
+        self.first = min([self.fixed_first, *times])
+        self.last = max([self.fixed_last, *times])
+
+    def centroid(self) -> np.ndarray:
+        total = np.sum(np.stack([m.vector for m in self.members.values()]), axis=0)
+        return (total / (float(np.linalg.norm(total)) or 1.0)).astype(np.float32)
+
+
+class StoryAssigner:
+    """Pure in-memory story assignment over the stories active around each article.
+
+    ``assign_batch`` takes a run's new articles in time order and
+
+    1. *online pass*: each article joins the best-scoring story active within
+       ``window_days`` of its time (stored stories or ones started earlier in the batch), or
+       starts one;
+    2. *refinement*: ``refine_passes`` times, each article of the batch is scored again against
+       the stories of the batch, itself left out, and moves when another story (or a story of
+       its own) fits better — this undoes the early, order-dependent mistakes of step 1;
+    3. new stories are named after their earliest article; ``duplicate_of`` points at the
+       closest earlier member when it is a near-copy.
+
+    Stored members never move: a rerun or a later run never changes an earlier decision.
+
+    The score of an article against a story is the mean, over the story's latest members, of
+    ``(1 - term_weight - name_weight) * embedding cosine + term_weight * cosine of idf-weighted
+    words + name_weight * cosine of idf-weighted names and numbers``; document frequencies
+    come from every article in play (the window's stored members and the batch).
     """
 
     def __init__(self, conf: StoriesSettings, stories: Iterable[ActiveStory] = ()) -> None:
         self.conf = conf
         self.window_s = conf.window_days * 86_400.0
         self.stories: dict[str, ActiveStory] = {}
+        self._df_terms: Counter[str] = Counter()
+        self._df_names: Counter[str] = Counter()
+        self._docs = 0
+        self._generation = 0
+        self._weights: dict[str, tuple[int, dict[str, float], dict[str, float]]] = {}
+        self._clusters: dict[str, _Cluster] = {}
         self._ids: list[str] = []
         self._rows: dict[str, int] = {}
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._first = np.zeros(0)
         self._last = np.zeros(0)
-        self._df: Counter[str] = Counter()  # term → active stories using it
+        self._new = 0
         for story in stories:
-            self._activate(story)
+            self._adopt(story)
 
     # -- bookkeeping --
 
-    def _activate(self, story: ActiveStory) -> None:
+    def _adopt(self, story: ActiveStory) -> None:
+        """Make a stored story a candidate; its members count for document frequencies."""
         self.stories[story.story_id] = story
-        n, dim = len(self._ids), story.centroid.shape[0]
-        if self._matrix.shape[1] != dim:  # the first story fixes the dimension
-            self._matrix = np.zeros((0, dim), dtype=np.float32)
-        if n == self._matrix.shape[0]:  # grow by doubling: amortised O(1) appends
-            grow = max(64, n)
-            self._matrix = np.vstack([self._matrix, np.zeros((grow, dim), np.float32)])
-            self._first = np.concatenate([self._first, np.zeros(grow)])
-            self._last = np.concatenate([self._last, np.zeros(grow)])
-        self._matrix[n] = story.centroid
-        self._first[n], self._last[n] = _ts(story.first_seen), _ts(story.last_seen)
-        self._rows[story.story_id] = n
-        self._ids.append(story.story_id)
-        self._df.update(story.terms.keys())
+        members = {aid: _Member(aid, _ts(story.last_seen), vector,
+                                story.member_terms.get(aid, frozenset()),
+                                story.member_names.get(aid, frozenset()))
+                   for aid, vector in story.members.items()}
+        for member in members.values():
+            self._count(member.terms, member.names)
+        cluster = _Cluster(members, story, fixed_first=_ts(story.first_seen),
+                           fixed_last=_ts(story.last_seen))
+        cluster.span()
+        self._clusters[story.story_id] = cluster
+        self._place(story.story_id, story.centroid)
 
-    def _row(self, story_id: str) -> int | None:
-        return self._rows.get(story_id)
+    def _count(self, terms: frozenset[str], names: frozenset[str], sign: int = 1) -> None:
+        self._df_terms.update({t: sign for t in terms})
+        self._df_names.update({t: sign for t in names})
+        self._docs += sign
+        self._generation += 1
 
-    def _retire_before(self, cutoff: float) -> None:
-        n = len(self._ids)
-        old = self._last[:n] < cutoff
-        if not old.any():
-            return
-        for index in np.nonzero(old)[0]:
-            self._df.subtract(self.stories[self._ids[index]].terms.keys())
-        self._df = +self._df
-        keep = np.nonzero(~old)[0]
-        kept = len(keep)
-        self._matrix[:kept] = self._matrix[keep]
-        self._first[:kept], self._last[:kept] = self._first[keep], self._last[keep]
-        self._ids = [self._ids[i] for i in keep]
-        self._rows = {story_id: row for row, story_id in enumerate(self._ids)}
+    def _place(self, label: str, centroid: np.ndarray) -> None:
+        """Write a cluster's centroid and time span into the candidate matrix."""
+        cluster = self._clusters[label]
+        row = self._rows.get(label)
+        if row is None:
+            row = len(self._ids)
+            dim = centroid.shape[0]
+            if self._matrix.shape[1] != dim:  # the first story fixes the dimension
+                self._matrix = np.zeros((0, dim), dtype=np.float32)
+            if row == self._matrix.shape[0]:  # grow by doubling: amortised O(1) appends
+                grow = max(64, row)
+                self._matrix = np.vstack([self._matrix, np.zeros((grow, dim), np.float32)])
+                self._first = np.concatenate([self._first, np.full(grow, math.inf)])
+                self._last = np.concatenate([self._last, np.full(grow, -math.inf)])
+            self._rows[label] = row
+            self._ids.append(label)
+        self._matrix[row] = centroid
+        if cluster.members:
+            self._first[row], self._last[row] = cluster.first, cluster.last
+        else:  # emptied by refinement: never a candidate again
+            self._first[row], self._last[row] = math.inf, -math.inf
 
     @property
     def active_count(self) -> int:
-        return len(self._ids)
+        """Stories that still hold members (stored, or started in this assigner)."""
+        return sum(1 for c in self._clusters.values() if c.members)
 
     # -- scoring --
 
-    def _idf(self, term: str, n: int) -> float:
-        return math.log((n + 1) / (self._df.get(term, 0) + 1)) + 1.0
+    def _idf_weights(self, tokens: frozenset[str], df: Counter[str]) -> dict[str, float]:
+        n = self._docs
+        weights = {t: math.log((n + 1) / (df.get(t, 0) + 1)) + 1.0 for t in tokens}
+        norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
+        return {t: w / norm for t, w in weights.items()}
 
-    def lexical_similarity(self, terms: frozenset[str], story: ActiveStory) -> float:
-        """Cosine of idf-weighted term vectors (story terms weighted by member count)."""
-        if not terms or not story.terms:
-            return 0.0
+    def _weights_of(self, member: _Member) -> tuple[dict[str, float], dict[str, float]]:
+        cached = self._weights.get(member.article_id)
+        if cached is None or cached[0] != self._generation:
+            cached = (self._generation, self._idf_weights(member.terms, self._df_terms),
+                      self._idf_weights(member.names, self._df_names))
+            self._weights[member.article_id] = cached
+        return cached[1], cached[2]
+
+    @staticmethod
+    def _dot(a: dict[str, float], b: dict[str, float]) -> float:
+        if len(a) > len(b):
+            a, b = b, a
+        return sum(w * b[t] for t, w in a.items() if t in b)
+
+    def _score(self, member: _Member, cluster: _Cluster, exclude: str | None = None) -> float:
+        others = [m for aid, m in cluster.members.items() if aid != exclude]
+        if not others:
+            return -math.inf
+        others = others[-MEMBER_SAMPLE:]
+        cosine = float(np.mean(np.stack([m.vector for m in others]) @ member.vector))
+        term_w, name_w = self.conf.term_weight, self.conf.name_weight
+        score = (1.0 - term_w - name_w) * cosine
+        if term_w or name_w:
+            terms, names = self._weights_of(member)
+            for other in others:
+                other_terms, other_names = self._weights_of(other)
+                score += (term_w * self._dot(terms, other_terms)
+                          + name_w * self._dot(names, other_names)) / len(others)
+        return score
+
+    def score(self, item: StoryItem, story: ActiveStory) -> float:
+        """The join score of an article against a story (for inspection and tests)."""
+        cluster = self._clusters.get(story.story_id)
+        if cluster is None:
+            return -math.inf
+        return self._score(_Member(item.article_id, _ts(item.time), item.vector, item.terms,
+                                   item.names), cluster, exclude=item.article_id)
+
+    def _candidates(self, member: _Member, current: str | None = None) -> list[str]:
+        """The best few active stories by centroid cosine (plus the current one)."""
         n = len(self._ids)
-        idf = {t: self._idf(t, n) for t in terms}
-        norm_a = math.sqrt(sum(w * w for w in idf.values()))
-        dot = sum(w * w * story.terms[t] for t, w in idf.items() if t in story.terms)
-        if not dot:
-            return 0.0
-        norm_s = math.sqrt(sum((self._idf(t, n) * c) ** 2 for t, c in story.terms.items()))
-        return dot / (norm_a * norm_s)
-
-    def score(self, item: StoryItem, story: ActiveStory, cosine: float | None = None) -> float:
-        """The join score: a mix of embedding cosine and lexical cosine."""
-        if cosine is None:
-            cosine = float(story.centroid @ item.vector)
-        weight = self.conf.lexical_weight
-        lexical = self.lexical_similarity(item.terms, story) if weight else 0.0
-        return (1.0 - weight) * cosine + weight * lexical
-
-    # -- the decision --
-
-    def assign(self, item: StoryItem) -> Assignment:
-        when = _ts(item.time)
-        self._retire_before(when - self.window_s)
-        best, best_score = None, -math.inf
-        n = len(self._ids)
+        labels: list[str] = []
         if n:
-            cosines = self._matrix[:n] @ item.vector
-            cosines[self._first[:n] > when + self.window_s] = -np.inf  # not yet active
+            cosines = self._matrix[:n] @ member.vector
+            active = (self._last[:n] >= member.time - self.window_s) & (
+                self._first[:n] <= member.time + self.window_s)
+            cosines = np.where(active, cosines, -np.inf)
             k = min(TOP_K, n)
             top = np.argpartition(-cosines, k - 1)[:k] if k < n else np.arange(n)
-            for index in sorted(top.tolist(), key=lambda i: (-cosines[i], self._ids[i])):
-                if not np.isfinite(cosines[index]):
-                    continue
-                story = self.stories[self._ids[index]]
-                value = self.score(item, story, float(cosines[index]))
-                if value > best_score:
-                    best, best_score = story, value
-        if best is None or best_score < self.conf.threshold:
-            story = ActiveStory(story_id="s-" + item.article_id[:20], title=item.title,
-                                first_seen=item.time, last_seen=item.time, count=0,
-                                sources=[], centroid=item.vector.copy())
+            labels = [self._ids[i] for i in sorted(top.tolist(), key=lambda i: (-cosines[i], i))
+                      if np.isfinite(cosines[i])]
+        if current is not None and current not in labels:
+            labels.append(current)
+        return labels
+
+    def _best(self, member: _Member, current: str | None = None) -> tuple[str | None, float]:
+        best, best_score = None, -math.inf
+        for label in self._candidates(member, current):
+            value = self._score(member, self._clusters[label],
+                                exclude=member.article_id if label == current else None)
+            if value > best_score:
+                best, best_score = label, value
+        return best, best_score
+
+    # -- moves --
+
+    def _join(self, member: _Member, label: str) -> None:
+        cluster = self._clusters[label]
+        cluster.members[member.article_id] = member
+        cluster.span()
+        self._place(label, cluster.centroid())
+
+    def _leave(self, member: _Member, label: str) -> None:
+        cluster = self._clusters[label]
+        del cluster.members[member.article_id]
+        if cluster.members:
+            cluster.span()
+            self._place(label, cluster.centroid())
+        else:
+            self._place(label, self._matrix[self._rows[label]])
+
+    def _start(self, member: _Member) -> str:
+        self._new += 1
+        label = f"\0new{self._new}"  # renamed after its earliest article at the end
+        self._clusters[label] = _Cluster({member.article_id: member})
+        self._clusters[label].span()
+        self._place(label, member.vector)
+        return label
+
+    # -- the decisions --
+
+    def assign(self, item: StoryItem) -> Assignment:
+        """One article (see ``assign_batch``)."""
+        return self.assign_batch([item])[0]
+
+    def assign_batch(self, items: list[StoryItem]) -> list[Assignment]:
+        """Assign a run's new articles (in time order); returns one decision per item."""
+        members = [_Member(i.article_id, _ts(i.time), i.vector, i.terms, i.names)
+                   for i in items]
+        for member in members:
+            self._count(member.terms, member.names)
+        labels: dict[str, str] = {}
+        for member in members:  # 1. online pass
+            best, best_score = self._best(member)
+            if best is None or best_score < self.conf.threshold:
+                labels[member.article_id] = self._start(member)
+            else:
+                self._join(member, best)
+                labels[member.article_id] = best
+        for _ in range(self.conf.refine_passes if len(members) > 1 else 0):  # 2. refinement
+            moved = 0
+            for member in members:
+                current = labels[member.article_id]
+                best, best_score = self._best(member, current)
+                if best_score < self.conf.threshold:
+                    if len(self._clusters[current].members) == 1:
+                        continue  # already on its own
+                    self._leave(member, current)
+                    labels[member.article_id] = self._start(member)
+                    moved += 1
+                elif best is not None and best != current:
+                    self._leave(member, current)
+                    self._join(member, best)
+                    labels[member.article_id] = best
+                    moved += 1
+            if not moved:
+                break
+        return self._materialise(items, members, labels)
+
+    def _materialise(self, items: list[StoryItem], members: list[_Member],
+                     labels: dict[str, str]) -> list[Assignment]:
+        """Name new stories, find duplicates, and update the stories' records."""
+        order = sorted(range(len(items)), key=lambda n: (members[n].time, items[n].article_id))
+        names: dict[str, str] = {}
+        for n in order:  # a new story is named after its earliest article
+            label = labels[items[n].article_id]
+            if label.startswith("\0") and label not in names:
+                names[label] = "s-" + items[n].article_id[:20]
+        results: dict[int, Assignment] = {}
+        for n in order:
+            item, member = items[n], members[n]
+            label = labels[item.article_id]
+            cluster = self._clusters[label]
+            story_id = names.get(label, label)
+            story = self.stories.get(story_id)
+            if story is None:
+                story = ActiveStory(story_id=story_id, title=item.title, first_seen=item.time,
+                                    last_seen=item.time, count=0, sources=[],
+                                    centroid=item.vector.copy())
+                self.stories[story_id] = story
+                results[n] = Assignment(story_id, None, True, 1.0)
+            else:
+                duplicate_of = None
+                if story.members:
+                    ids = sorted(story.members)
+                    sims = np.stack([story.members[i] for i in ids]) @ item.vector
+                    top = int(np.argmax(sims))
+                    if float(sims[top]) >= self.conf.duplicate_threshold:
+                        duplicate_of = ids[top]
+                results[n] = Assignment(story_id, duplicate_of, False,
+                                        round(self._score(member, cluster, item.article_id), 6))
             self._add(story, item)
-            self._activate(story)
-            return Assignment(story.story_id, None, True, 1.0)
-        duplicate_of = None
-        if best.members:
-            ids = sorted(best.members)
-            member_sims = np.stack([best.members[i] for i in ids]) @ item.vector
-            top_member = int(np.argmax(member_sims))
-            if float(member_sims[top_member]) >= self.conf.duplicate_threshold:
-                duplicate_of = ids[top_member]
-        new_terms = [t for t in item.terms if t not in best.terms]
-        self._add(best, item)
-        self._df.update(new_terms)
-        row = self._row(best.story_id)
-        if row is not None:
-            self._matrix[row] = best.centroid
-            self._first[row], self._last[row] = _ts(best.first_seen), _ts(best.last_seen)
-        return Assignment(best.story_id, duplicate_of, False, float(best_score))
+        for label, story_id in names.items():  # later batches see the final names
+            cluster = self._clusters.pop(label)
+            cluster.stored = self.stories[story_id]
+            self._clusters[story_id] = cluster
+            row = self._rows.pop(label)
+            self._rows[story_id] = row
+            self._ids[row] = story_id
+        return [results[n] for n in range(len(items))]
 
     def update_member(self, story_id: str, item: StoryItem) -> bool:
         """A new version of an article already in a story: it stays, the centroid follows."""
         story = self.stories.get(story_id)
-        if story is None:
+        cluster = self._clusters.get(story_id)
+        if story is None or cluster is None:
             return False
-        before = set(story.terms)
-        story.add_member(item.article_id, item.vector, item.terms)
+        old = cluster.members.get(item.article_id)
+        if old is not None:
+            self._count(old.terms, old.names, -1)
+        member = _Member(item.article_id, _ts(item.time), item.vector, item.terms, item.names)
+        self._count(member.terms, member.names)
+        story.add_member(item)
         story.dirty = True
-        row = self._row(story_id)
-        if row is not None:
-            self._matrix[row] = story.centroid
-            self._df.update(set(story.terms) - before)
-            self._df.subtract(before - set(story.terms))
-            self._df = +self._df
+        cluster.members[item.article_id] = member
+        cluster.span()
+        self._place(story_id, story.centroid)
         return True
 
     @staticmethod
     def _add(story: ActiveStory, item: StoryItem) -> None:
-        story.add_member(item.article_id, item.vector, item.terms)
+        story.add_member(item)
         story.count += 1
         if item.source and item.source not in story.sources:
             story.sources.append(item.source)
@@ -392,7 +588,7 @@ def _load_active(store: Store, since: datetime, until: datetime,
             for start in range(0, len(ids), 500):
                 members = conn.execute(
                     select(a.c.article_id, a.c.story_id, a.c.title,
-                           func.substr(a.c.text, 1, TERM_CHARS).label("lead"), v.c.embedding)
+                           func.substr(a.c.text, 1, NAME_CHARS).label("lead"), v.c.embedding)
                     .join(v, and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version))
                     .where(a.c.story_id.in_(ids[start:start + 500]))
                     .where(v.c.embedding.is_not(None))
@@ -401,9 +597,8 @@ def _load_active(store: Store, since: datetime, until: datetime,
                     story = stories[m.story_id]
                     title = m.title or derive_title(m.lead)
                     story.members[m.article_id] = _normalised(m.embedding)
-                    terms = story_terms(title, m.lead)
-                    story.member_terms[m.article_id] = terms
-                    story.terms.update(terms)
+                    story.member_terms[m.article_id] = story_terms(title, m.lead)
+                    story.member_names[m.article_id] = story_names(title, m.lead)
             for story in stories.values():
                 story.recompute_centroid()
     return list(stories.values())
@@ -437,16 +632,20 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
     assigner = StoryAssigner(settings.stories, _load_active(
         store, min(times) - window, max(times) + window, kept_ids))
     decisions: list[tuple[dict[str, Any], Assignment | None]] = []
+    pending: list[tuple[dict[str, Any], StoryItem]] = []
     for row, time in zip(rows, times, strict=True):
         title = row["title"] or derive_title(row["text"])
         item = StoryItem(row["article_id"], title, row["source"], time,
-                         _normalised(row["embedding"]), story_terms(title, row["text"]))
+                         _normalised(row["embedding"]), story_terms(title, row["text"]),
+                         story_names(title, row["text"]))
         if row["story_id"]:  # an edited version keeps its story
             assigner.update_member(row["story_id"], item)
             decisions.append((row, None))
             counts["kept-story"] = counts.get("kept-story", 0) + 1
-            continue
-        result = assigner.assign(item)
+        else:
+            pending.append((row, item))
+    results = assigner.assign_batch([item for _, item in pending])
+    for (row, _), result in zip(pending, results, strict=True):
         decisions.append((row, result))
         outcome = "new-story" if result.new_story else (
             "duplicate" if result.duplicate_of else "joined-story")
