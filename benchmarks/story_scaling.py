@@ -4,7 +4,9 @@
 
 1. Embeddings per second with the shipped model on this machine's CPU, for texts of 256
    word pieces (MiniLM's limit) and for the shipped representation (title + ~600-character
-   lead, about 130 pieces). The texts are synthetic (generated from a fictional vocabulary).
+   lead, about 130 pieces). The texts are synthetic (generated from a fictional vocabulary,
+   which splits into more word pieces than news does) unless ``--data`` names a JSONL file of
+   real articles; only figures are written, never text.
 2. ``StoryAssigner.assign`` time per article with N active stories in the window
    (synthetic unit vectors and term sets; N = 10k, 100k, 1M), each size in its own process so
    that its peak resident memory (``ru_maxrss``) is its own. An assignment is one
@@ -30,6 +32,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,12 +64,19 @@ def fictional_article(rng: random.Random, words: int) -> tuple[str, str]:
     return title, " ".join(body)
 
 
-def embedding_rate(n: int = 256) -> dict[str, float]:
+def embedding_rate(n: int = 256, data: Path | None = None) -> dict[str, Any]:
+    """Texts per second; real articles from ``data`` (JSONL: title, text) when given."""
     from pipeline.embeddings import encode, load_model
-    from pipeline.stories import article_text_for_embedding
+    from pipeline.stories import article_text_for_embedding, read_jsonl
 
     rng = random.Random(7)
-    articles = [fictional_article(rng, 400) for _ in range(n)]
+    if data is not None:
+        records = [r for r in read_jsonl(data) if (r.get("text") or "").strip()]
+        rng.shuffle(records)
+        articles = [(str(r.get("title") or ""), str(r["text"])) for r in records[:n]]
+        n = len(articles)
+    else:
+        articles = [fictional_article(rng, 400) for _ in range(n)]
     model = load_model()
     encode(["warm up"])
     out: dict[str, float] = {}
@@ -140,6 +150,8 @@ def assignment_cost(n_stories: int, n_items: int = 200) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--data", type=Path, help="JSONL articles (title, text) to time the "
+                        "embedding on real news instead of synthetic text")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process mode
     parser.add_argument("--json", type=Path,
                         default=Path("benchmarks/results/story_scaling.json"))
@@ -151,7 +163,8 @@ def main() -> int:
                          f"{platform.python_version()}",
               "note": "shared 2-core machine; wall-clock figures"}
     print("Embedding throughput (MiniLM, CPU):", flush=True)
-    result["embedding"] = embedding_rate()
+    result["embedding"] = embedding_rate(data=args.data)
+    result["embedding"]["texts"] = str(args.data.name) if args.data else "synthetic"
     result["assignment"] = []
     print("Assignment per article with N active stories:", flush=True)
     for size in (int(s) for s in args.sizes.split(",")):

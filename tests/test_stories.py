@@ -378,3 +378,30 @@ def test_cluster_records_returns_every_input_id_once(model, settings):
     assert by_id["quake-peru"]["story_id"] != by_id["quake-turkey"]["story_id"]
     with pytest.raises(ValueError):
         cluster_records([{"id": "x"}, {"id": "x"}], settings)
+
+
+@pytest.mark.slow
+def test_cluster_command_round_trips_ids_and_groups_only_the_seeds(model, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    records = [{"id": aid, "title": title, "text": text, "url": None, "source": source,
+                "published_at": None if n == 2 else at.isoformat()}
+               for n, (aid, title, text, at, source) in enumerate(corpus())
+               if aid != "quake-peru-wire"]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    target = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["cluster", "--input", str(source),
+                                      "--output", str(target)])
+    assert result.exit_code == 0, result.output
+    out = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert [o["id"] for o in out] == [r["id"] for r in records]
+    story = {o["id"]: o["story_id"] for o in out}
+    (id1, _, _), (id2, _, _) = seed_records()
+    assert story[id1] == story[id2]
+    others = [story[r["id"]] for r in records if r["id"] not in (id1, id2)]
+    assert len(set(others)) == len(others) and story[id1] not in others
