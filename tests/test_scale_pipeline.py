@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 import pipeline.search
 from pipeline import schema
@@ -153,14 +154,15 @@ def _settings(site: SampleSite, records_url: str, search_url: str, tmp_path: Pat
     )
 
 
-def _indexed_ids(search_url: str) -> list[str]:
-    """Every document id in the articles index (duplicates would show twice)."""
+def _indexed_ids(search_url: str, stories: bool = False) -> list[str]:
+    """Every document id in the articles (or stories) index (duplicates would show twice)."""
     backend = ElasticSearch(Settings(search={"url": search_url, "vectors": False,
                                              "index_prefix": "nwscale"}).search,
                             node_class=OsmemCompatNode, max_retries=0)
     try:
-        body = backend.client.search(index=backend.articles_alias,
-                                     query={"match_all": {}}, size=1000)
+        body = backend.client.search(
+            index=backend.stories_alias if stories else backend.articles_alias,
+            query={"match_all": {}}, size=1000)
         return [hit["_id"] for hit in body["hits"]["hits"]]
     finally:
         backend.close()
@@ -197,6 +199,9 @@ def test_whole_pipeline_on_postgresql_records_and_elasticsearch(site, pg_url, os
     assert store.counts()["stories"] > 0
     assert sorted(_indexed_ids(osmem_clone.url)) == sorted(with_text)
     assert store.articles_needing_index() == []
+    with store.engine.connect() as conn:
+        story_ids = sorted(conn.execute(select(schema.stories.c.story_id)).scalars())
+    assert sorted(_indexed_ids(osmem_clone.url, stories=True)) == story_ids
 
     seeds = {article_id_for(f"{site.base_url}/{p['path']}") for p in MANIFEST
              if p["kind"] == "seed"}

@@ -133,6 +133,26 @@ def _documents(store: Store, articles: list[dict[str, Any]],
             for a in articles]
 
 
+def _index_stories(store: Store, backend: SearchBackend,
+                   articles: list[dict[str, Any]]) -> int:
+    """Upsert the stories of a batch's articles where the backend keeps a stories index.
+
+    An article is re-indexed whenever its story changes, so the stories of each batch are
+    exactly the ones whose documents may be stale (Elasticsearch's ``newswatch-stories``).
+    """
+    index_stories = getattr(backend, "index_stories", None)
+    story_ids = sorted({a["story_id"] for a in articles if a.get("story_id")})
+    if index_stories is None or not story_ids:
+        return 0
+    s = schema.stories
+    with store.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(
+            select(s.c.story_id, s.c.title, s.c.first_seen_at, s.c.last_seen_at,
+                   s.c.article_count, s.c.sources).where(s.c.story_id.in_(story_ids)))
+                .mappings()]
+    return int(index_stories(rows))
+
+
 def _index_batches(store: Store, backend: SearchBackend, counts: dict[str, int], *,
                    batch: int, embeddings_lookup: EmbeddingsLookup | None,
                    on_batch: Callable[[int, int], None] | None = None) -> dict[str, int]:
@@ -148,6 +168,7 @@ def _index_batches(store: Store, backend: SearchBackend, counts: dict[str, int],
             return counts
         seen |= keys
         accepted = backend.index(_documents(store, articles, embeddings_lookup))
+        _index_stories(store, backend, articles)
         store.mark_indexed(articles)  # rejected documents too: resending cannot fix them
         counts["indexed"] += accepted
         counts["rejected"] += len(articles) - accepted
