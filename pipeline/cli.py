@@ -108,6 +108,16 @@ def _setup_logging(verbose: bool) -> None:
 
 # ---- run ------------------------------------------------------------------------------------
 
+def _write_jsonl(rows: list[dict[str, Any]], output: Path | None, summary: str) -> None:
+    """One JSON object per line to ``output`` (with a summary on stderr) or to stdout."""
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if output is None:
+        sys.stdout.write(lines)
+    else:
+        output.write_text(lines, encoding="utf-8")
+        err_console.print(f"{summary} → {output}")
+
+
 @app.command()
 def run(
     config: ConfigOption = None,
@@ -329,13 +339,8 @@ def cluster(
             results = cluster_records(records, settings, progress=progress)
         except ValueError as exc:
             raise fail(str(exc)) from exc
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
-    if output is None:
-        sys.stdout.write(lines)
-    else:
-        output.write_text(lines, encoding="utf-8")
-        err_console.print(f"{len(results)} article(s), "
-                          f"{len({r['story_id'] for r in results})} stories → {output}")
+    _write_jsonl(results, output,
+                 f"{len(results)} article(s), {len({r['story_id'] for r in results})} stories")
 
 
 @app.command()
@@ -393,13 +398,8 @@ def match(
             finally:
                 store.close()
     if input_path is not None:
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
-        if output is None:
-            sys.stdout.write(lines)
-        else:
-            output.write_text(lines, encoding="utf-8")
-            err_console.print(f"{len(results)} article(s), "
-                              f"{sum(r['relevant'] for r in results)} relevant → {output}")
+        _write_jsonl(results, output, f"{len(results)} article(s), "
+                     f"{sum(r['relevant'] for r in results)} relevant")
         return
     if json_out:
         console.print_json(json.dumps([s.to_json() for s in stories]))

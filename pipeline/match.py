@@ -19,9 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 
 from pipeline import schema
+from pipeline.alerts.engine import recent_stories
 from pipeline.relevance import RelevanceScore, default_taiwan_watch, scorer_for
 from pipeline.settings import Settings, WatchConfig
 from pipeline.store import Store
@@ -143,19 +144,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _stories_since(store: Store, since: datetime) -> list[dict[str, Any]]:
-    """Stories that gained articles since ``since`` in processing or publication time: the
-    same choice of stories as the alert stage makes."""
-    s = schema.stories
-    published = func.coalesce(s.c.last_seen_at, s.c.first_seen_at)
-    with store.engine.connect() as conn:
-        rows = conn.execute(select(s.c.story_id, s.c.title, s.c.first_seen_at,
-                                   s.c.last_seen_at, s.c.article_count)
-                            .where(or_(s.c.updated_at >= since, published >= since))
-                            .order_by(s.c.story_id)).mappings().all()
-    return [dict(r) for r in rows]
-
-
 def _articles_of(store: Store, story_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     a = schema.articles
     by_story: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -173,7 +161,7 @@ def preview_stories(store: Store, settings: Settings, watch: WatchConfig, since:
                     *, progress: Progress | None = None) -> list[StoryMatch]:
     """What ``watch`` would alert on among the stories active since ``since``: every story
     with keyword evidence, most relevant first. Read-only."""
-    stories = _stories_since(store, since)
+    stories = recent_stories(store, since)  # the alert stage's choice of stories
     by_story = _articles_of(store, [s["story_id"] for s in stories])
     articles = [art for s in stories for art in by_story.get(s["story_id"], [])]
     records = [{"title": art["title"] or "",

@@ -4,8 +4,6 @@ PostgreSQL, adoption of databases made before migrations, concurrent first opens
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +15,7 @@ from pipeline import migrations, schema
 from pipeline.search.base import SearchDocument
 from pipeline.search.sqlite_fts import SqliteSearch
 from pipeline.store import open_store
+from tests.support.threads import in_threads
 
 NOW = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 ALERT_TABLES = {"alerts", "alert_deliveries", "article_watch_scores"}
@@ -37,26 +36,6 @@ def _state(url: str) -> tuple[str | None, list[Any], set[str]]:
                     set(inspect(conn).get_table_names()))
     finally:
         engine.dispose()
-
-
-def _in_threads(count: int, work: Callable[[int], Any]) -> None:
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            work(i)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
 
 
 def test_new_database_gets_exactly_the_schema(db_url):
@@ -119,7 +98,7 @@ def test_foreign_table_with_our_name_is_refused(db_url):
 
 
 def test_concurrent_first_opens_migrate_once(db_url):
-    _in_threads(4, lambda _i: open_store(db_url).close())
+    in_threads(4, lambda _i: open_store(db_url).close())
     revision, diff, _tables = _state(db_url)
     assert revision == "0001" and diff == []
     engine = create_engine(db_url)

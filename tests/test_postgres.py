@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from pipeline.models import FeedEntry
 from pipeline.settings import FeedConfig
 from pipeline.store import Store, open_store
 from pipeline.urls import article_id_for
+from tests.support.threads import in_threads
 from tests.test_alert_engine import T0, FakeScorer, add_articles, make_settings, outbox
 
 pytestmark = pytest.mark.postgres
@@ -42,29 +42,6 @@ def _entry(n: int, title: str, summary: str = "") -> FeedEntry:
                      summary=summary or f"summary {n}", content="",
                      published_at=datetime(2024, 3, n, 9, 30, tzinfo=UTC), updated_at=None,
                      authors=["Ann Lee", "Bo Chen"])
-
-
-def _in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
-    """Run ``work(i)`` in ``count`` threads released together; re-raise the first error."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = work(i)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
 
 
 # ---- the store -----------------------------------------------------------------------------
@@ -156,7 +133,7 @@ def test_concurrent_writers_record_one_article_once(pg_url):
         finally:
             store.close()
 
-    results = _in_threads(4, work)
+    results = in_threads(4, work)
     check = open_store(pg_url)
     assert check.counts()["articles"] == 20
     assert check.run_counts("shared-run") == {"entries": {"seen": 80}}
@@ -179,7 +156,7 @@ def test_one_alert_per_event_under_concurrent_inserts(pg_url):
         finally:
             store.close()
 
-    ids = _in_threads(4, work)
+    ids = in_threads(4, work)
     assert len([i for i in ids if i is not None]) == 1
     store = open_store(pg_url)
     with store.engine.connect() as conn:
@@ -214,7 +191,7 @@ def test_two_workers_claim_and_send_each_delivery_exactly_once(pg_url):
         finally:
             store.close()
 
-    leftover = _in_threads(2, worker)
+    leftover = in_threads(2, worker)
     assert leftover == [0, 0]
     assert len(sent) == 60 and len(set(sent)) == 60
     store = open_store(pg_url)
@@ -246,7 +223,7 @@ def test_channels_finished_by_different_workers_complete_the_alert(pg_url):
         finally:
             store.close()
 
-    _in_threads(2, worker)
+    in_threads(2, worker)
     store = open_store(pg_url)
     assert Counter(a["status"] for a in ledger.list_alerts(store)) == {ledger.SENT: ALERTS}
     store.close()
@@ -269,7 +246,7 @@ def test_concurrent_alert_runs_send_each_alert_once(pg_url, tmp_path):
         finally:
             store.close()
 
-    _in_threads(3, work)
+    in_threads(3, work)
     titles = [line["title"] for line in outbox(outbox_path)]
     assert sorted(titles) == sorted(f"Taiwan item {i}" for i in range(12))
 

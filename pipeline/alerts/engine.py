@@ -238,7 +238,7 @@ def _source(article: dict[str, Any]) -> str:
             or "unknown")
 
 
-def _recent_stories(store: Store, since: datetime) -> list[dict[str, Any]]:
+def recent_stories(store: Store, since: datetime) -> list[dict[str, Any]]:
     """Stories that gained articles recently, in processing time (the story stage stamps
     ``updated_at``) or in publication time: a backlog read today is news today."""
     s = schema.stories
@@ -412,7 +412,7 @@ def _detect(ctx: _Context, watch: WatchConfig, scorer: Scorer, run_id: str | Non
     """Score the recent stories for one watch and write new/update alerts to the ledger."""
     rules = ctx.rules
     days = rules.lookback_days or max(ctx.settings.stories.window_days, 1.0)
-    stories = _recent_stories(ctx.store, ctx.now - timedelta(days=days))
+    stories = recent_stories(ctx.store, ctx.now - timedelta(days=days))
     if not stories:
         return
     by_story = _story_articles(ctx.store, [s["story_id"] for s in stories])
