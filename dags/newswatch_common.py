@@ -27,8 +27,8 @@ def config_path() -> str | None:
     ``$NEWSWATCH_CONFIG``). Call only inside a running task.
 
     Every task asks for the config path before it loads settings, so this is also where the
-    Elasticsearch connection (``$NEWSWATCH_ELASTICSEARCH_CONN_ID``) is applied."""
-    apply_search_connection()
+    Elasticsearch connection (``search.elasticsearch_conn_id`` or
+    ``$NEWSWATCH_ELASTICSEARCH_CONN_ID``) is applied."""
     try:
         from airflow.sdk import Variable
 
@@ -36,7 +36,9 @@ def config_path() -> str | None:
     except Exception:  # no Variable backend reachable: fall back to the environment
         log.debug("Variable %s unavailable", CONFIG_VARIABLE, exc_info=True)
         value = None
-    return value or os.environ.get("NEWSWATCH_CONFIG") or None
+    path = value or os.environ.get("NEWSWATCH_CONFIG") or None
+    apply_search_connection(path)
+    return path
 
 
 def dag_run_id() -> str:
@@ -106,8 +108,9 @@ def _search_values(conn: Any) -> dict[str, Any]:
             "ca_certs": extra.get("ca_certs")}
 
 
-def apply_search_connection() -> dict[str, str]:
-    """Export the Airflow connection named by ``$NEWSWATCH_ELASTICSEARCH_CONN_ID`` as
+def apply_search_connection(config: str | None = None) -> dict[str, str]:
+    """Export the Airflow connection named by ``$NEWSWATCH_ELASTICSEARCH_CONN_ID`` (else by
+    ``search.elasticsearch_conn_id`` in the settings read from ``config``) as
     ``NEWSWATCH_SEARCH__*`` variables of this task process, where the settings loader finds
     them (environment beats the YAML file, and no secret lands in the config or in XCom).
 
@@ -116,6 +119,10 @@ def apply_search_connection() -> dict[str, str]:
     callers must not log them). A named connection that does not exist fails the task.
     """
     conn_id = os.environ.get(ES_CONN_ENV, "").strip()
+    if not conn_id:
+        from pipeline.settings import load_settings
+
+        conn_id = (load_settings(config).search.elasticsearch_conn_id or "").strip()
     if not conn_id:
         return {}
     from airflow.sdk import BaseHook

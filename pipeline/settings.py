@@ -99,6 +99,9 @@ class SearchSettings(Section):
     password: str | None = None
     verify_certs: bool = True
     ca_certs: str | None = None
+    elasticsearch_conn_id: str | None = Field(None, description="Airflow connection whose "
+                                              "host, login/password or api_key the DAGs use "
+                                              "for url and credentials")
 
 
 class StoriesSettings(Section):

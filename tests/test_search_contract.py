@@ -645,6 +645,13 @@ try:
     out["missing"] = None
 except Exception as exc:
     out["missing"] = f"{type(exc).__name__}: {exc}"
+for name in [n for n in common.os.environ if n.startswith("NEWSWATCH_SEARCH__")]:
+    if name != "NEWSWATCH_SEARCH__USERNAME":
+        del common.os.environ[name]
+del common.os.environ[common.ES_CONN_ENV]
+with open(sys.argv[2], "w") as handle:
+    handle.write("search: {elasticsearch_conn_id: nw_es}\\n")
+out["from_settings"] = sorted(common.apply_search_connection(sys.argv[2]))
 print("PROBE " + json.dumps(out))
 """
 
@@ -664,7 +671,8 @@ def test_elasticsearch_connection_reaches_the_settings(tmp_path):
             "extra": {"ca_certs": "/certs/ca.crt", "verify_certs": True}}),
         "NEWSWATCH_SEARCH__USERNAME": "operator",  # explicit environment wins
     })
-    done = subprocess.run([sys.executable, "-c", CONNECTION_PROBE, str(DAGS)], env=env,
+    done = subprocess.run([sys.executable, "-c", CONNECTION_PROBE, str(DAGS),
+                           str(tmp_path / "newswatch.yaml")], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("PROBE "))
@@ -678,3 +686,4 @@ def test_elasticsearch_connection_reaches_the_settings(tmp_path):
     assert search["verify_certs"] is True and search["ca_certs"] == "/certs/ca.crt"
     assert out["backend"] == "ElasticSearch"
     assert out["missing"] and "nw_missing" in out["missing"]  # a named connection must exist
+    assert out["from_settings"] == out["exported"]  # search.elasticsearch_conn_id in the YAML
