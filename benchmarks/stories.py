@@ -44,8 +44,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pipeline.stories as stories_module
+from pipeline.article_input import read_jsonl
 from pipeline.settings import Settings, StoriesSettings, load_settings
-from pipeline.stories import cluster_records, read_jsonl
+from pipeline.stories import cluster_records
 
 ORDER_SEEDS = (1, 2, 3)
 

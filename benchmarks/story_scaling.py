@@ -66,8 +66,9 @@ def fictional_article(rng: random.Random, words: int) -> tuple[str, str]:
 
 def embedding_rate(n: int = 256, data: Path | None = None) -> dict[str, Any]:
     """Texts per second; real articles from ``data`` (JSONL: title, text) when given."""
+    from pipeline.article_input import read_jsonl
     from pipeline.embeddings import encode, load_model
-    from pipeline.stories import article_text_for_embedding, read_jsonl
+    from pipeline.stories import article_text_for_embedding
 
     rng = random.Random(7)
     if data is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -107,6 +108,23 @@ def _setup_logging(verbose: bool) -> None:
 
 
 # ---- run ------------------------------------------------------------------------------------
+
+@contextmanager
+def _counting_bar(label: str, total: int | None = None) -> Iterator[Callable[[int, int | None],
+                                                                           None]]:
+    """A progress bar on stderr and its ``progress(advance, total)`` callback (the library's
+    progress protocol: ``total`` given once work is known)."""
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as bar:
+        task = bar.add_task(label, total=total)
+
+        def progress(advance: int, new_total: int | None) -> None:
+            if new_total is not None:
+                bar.update(task, total=new_total)
+            bar.advance(task, advance)
+
+        yield progress
+
 
 def _write_jsonl(rows: list[dict[str, Any]], output: Path | None, summary: str) -> None:
     """One JSON object per line to ``output`` (with a summary on stderr) or to stdout."""
@@ -317,24 +335,17 @@ def cluster(
 
     Writes {"id", "story_id", "duplicate_of"} per input article (a throwaway store is used).
     """
-    from pipeline.stories import cluster_records, read_jsonl
+    from pipeline.article_input import read_articles
+    from pipeline.stories import cluster_records
 
     settings = get_settings(config)
     if not input_path.is_file():
         raise fail(f"no such file: {input_path}")
     try:
-        records = read_jsonl(input_path)
+        records = read_articles(input_path)
     except ValueError as exc:
         raise fail(str(exc)) from exc
-    with Progress(TextColumn("embed"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console) as bar:
-        task = bar.add_task("embed", total=len(records))
-
-        def progress(advance: int, total: int | None) -> None:
-            if total is not None:
-                bar.update(task, total=total)
-            bar.advance(task, advance)
-
+    with _counting_bar("embed", len(records)) as progress:
         try:
             results = cluster_records(records, settings, progress=progress)
         except ValueError as exc:
@@ -359,7 +370,8 @@ def match(
 ) -> None:
     """Test a watch: score a JSONL file ({"id", "score", "relevant"} per article), or preview
     what it would have alerted on in the store. Sends nothing, writes nothing to the store."""
-    from pipeline.match import MatchInputError, UnknownWatchError, find_watch
+    from pipeline.article_input import ArticleInputError
+    from pipeline.match import UnknownWatchError, find_watch
 
     settings = get_settings(config)
     if (input_path is None) == (since is None):
@@ -368,23 +380,16 @@ def match(
         chosen = find_watch(settings, watch)
     except UnknownWatchError as exc:
         raise fail(str(exc), code=2) from exc
-    with Progress(TextColumn("score"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console) as bar:
-        task = bar.add_task("score", total=None)
-
-        def progress(advance: int, total: int | None) -> None:
-            if total is not None:
-                bar.update(task, total=total)
-            bar.advance(task, advance)
-
+    with _counting_bar("score") as progress:
         if input_path is not None:
-            from pipeline.match import match_records, read_articles
+            from pipeline.article_input import read_articles
+            from pipeline.match import match_records
 
             if not input_path.is_file():
                 raise fail(f"no such file: {input_path}")
             try:
                 records = read_articles(input_path)
-            except MatchInputError as exc:
+            except ArticleInputError as exc:
                 raise fail(str(exc)) from exc
             results = match_records(chosen, records, settings, progress=progress)
         else:

@@ -2,7 +2,7 @@
 
 Two uses, one scorer (``pipeline.relevance``, exactly as the alert stage runs it):
 
-* ``match_records`` scores articles from a JSONL file (the ``cluster`` input format) and
+* ``match_records`` scores articles (``pipeline.article_input``, the ``cluster`` format) and
   returns ``{"id", "score", "relevant"}`` per article, in input order;
 * ``preview_stories`` scores the stories active in the store since a date and returns what
   the watch would have alerted on. It only reads: no alert, no ledger row, no cached score
@@ -11,12 +11,10 @@ Two uses, one scorer (``pipeline.relevance``, exactly as the alert stage runs it
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -32,11 +30,6 @@ Progress = Callable[[int, int | None], None]
 
 BUILT_IN_WATCHES: dict[str, Callable[[], WatchConfig]] = {"taiwan": default_taiwan_watch}
 CHUNK = 256  # articles per encode call: keeps memory flat and the progress bar moving
-_TEXT_KEYS = ("title", "text", "url", "source", "published_at")
-
-
-class MatchInputError(ValueError):
-    """A bad input line; the message names the file and line."""
 
 
 class UnknownWatchError(LookupError):
@@ -54,41 +47,6 @@ def find_watch(settings: Settings, name: str) -> WatchConfig:
     configured = ", ".join(w.name for w in settings.watches) or "none"
     raise UnknownWatchError(f"no watch named {name!r} (configured: {configured}; built in: "
                             f"{', '.join(sorted(BUILT_IN_WATCHES))})")
-
-
-def read_articles(path: Path) -> list[dict[str, Any]]:
-    """Read and check every line before anything is scored, so a bad line stops the run
-    with its line number instead of leaving a partial output behind."""
-    records: list[dict[str, Any]] = []
-    first_line: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MatchInputError(f"{where}: not JSON ({exc.msg})") from exc
-            if not isinstance(record, dict):
-                raise MatchInputError(f"{where}: expected a JSON object, got "
-                                      f"{type(record).__name__}")
-            article_id = record.get("id")
-            if isinstance(article_id, bool) or not isinstance(article_id, str | int) \
-                    or str(article_id).strip() == "":
-                raise MatchInputError(f"{where}: 'id' must be a non-empty string or number")
-            for key in _TEXT_KEYS:
-                value = record.get(key)
-                if value is not None and not isinstance(value, str):
-                    raise MatchInputError(f"{where}: {key!r} must be a string or null, got "
-                                          f"{type(value).__name__}")
-            key = str(article_id)
-            if key in first_line:
-                raise MatchInputError(f"{where}: duplicate id {key!r} (first on line "
-                                      f"{first_line[key]})")
-            first_line[key] = number
-            records.append(record)
-    return records
 
 
 def _chunked_scores(watch: WatchConfig, records: list[dict[str, Any]], settings: Settings,

@@ -14,12 +14,12 @@ starts one. Story ids derive from the first article's id, so reruns are stable a
 
 from __future__ import annotations
 
-import json
+import itertools
 import math
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,25 +98,30 @@ def article_text_for_embedding(title: str | None, text: str | None) -> str:
     return f"{title}. {lead}" if title and lead else (title or lead)
 
 
+def _tokens(text: str) -> Iterator[tuple[str, str]]:
+    """(as written, normalised) for each word or number: lower case, no possessive 's."""
+    for match in _TOKEN.finditer(text):
+        raw = match.group(0)
+        token = raw.lower().replace("’", "'").rstrip(".")
+        yield raw, token[:-2] if token.endswith("'s") else token
+
+
+def _keep(token: str) -> bool:
+    """Numbers of two or more characters; words of three or more that are not stop words."""
+    if token[:1].isdigit():
+        return len(token) >= 2
+    return len(token) >= 3 and token not in _STOPWORDS
+
+
 def story_terms(title: str | None, text: str | None) -> frozenset[str]:
     """Words, names and numbers of title + lead (lower case, stop words dropped).
 
     Names and numbers are what tell two same-type events apart ("6.1" vs "5.6", "Lohan" vs
-    "Reid"); weighting by how few active stories use a term (see ``StoryAssigner``) makes them
-    count more than the shared vocabulary of the event type.
+    "Reid"); weighting by how few articles in play use a term (see ``StoryAssigner``) makes
+    them count more than the shared vocabulary of the event type.
     """
     source = f"{title or ''}\n{(text or '')[:TERM_CHARS]}"
-    terms = set()
-    for match in _TOKEN.finditer(source):
-        token = match.group(0).lower().replace("’", "'").rstrip(".")
-        if token.endswith("'s"):
-            token = token[:-2]
-        if token[0].isdigit():
-            if len(token) >= 2:
-                terms.add(token)
-        elif len(token) >= 3 and token not in _STOPWORDS:
-            terms.add(token)
-    return frozenset(terms)
+    return frozenset(token for _, token in _tokens(source) if token and _keep(token))
 
 
 def story_names(title: str | None, text: str | None) -> frozenset[str]:
@@ -127,18 +132,8 @@ def story_names(title: str | None, text: str | None) -> frozenset[str]:
     Wellington's, is who, where and how many.
     """
     source = f"{title or ''}\n{(text or '')[:NAME_CHARS]}"
-    names = set()
-    for match in _TOKEN.finditer(source):
-        raw = match.group(0)
-        token = raw.lower().replace("’", "'").rstrip(".")
-        if token.endswith("'s"):
-            token = token[:-2]
-        if token[0].isdigit():
-            if len(token) >= 2:
-                names.add(token)
-        elif raw[0].isupper() and len(token) >= 3 and token not in _STOPWORDS:
-            names.add(token)
-    return frozenset(names)
+    return frozenset(token for raw, token in _tokens(source)
+                     if token and _keep(token) and (raw[0].isdigit() or raw[0].isupper()))
 
 
 # ---- in-memory assignment -------------------------------------------------------------------
@@ -177,10 +172,10 @@ class ActiveStory:
     dirty: bool = False
 
     def add_member(self, item: StoryItem) -> None:
+        """Add (or replace) a member; call ``recompute_centroid`` once the batch is in."""
         self.members[item.article_id] = item.vector
         self.member_terms[item.article_id] = item.terms
         self.member_names[item.article_id] = item.names
-        self.recompute_centroid()
 
     def recompute_centroid(self) -> None:
         if not self.members:
@@ -204,23 +199,44 @@ class _Member:
 
 @dataclass
 class _Cluster:
-    """A story while a batch is being assigned: its members, and the stored story if any."""
+    """A story while a batch is being assigned: its members, their vector sum and time span
+    (kept up to date on each join and leave, so neither costs a pass over the members)."""
 
     members: dict[str, _Member]
     stored: ActiveStory | None = None
-    first: float = math.inf
-    last: float = -math.inf
     fixed_first: float = math.inf  # the stored story's span (members outside the batch)
     fixed_last: float = -math.inf
+    first: float = math.inf
+    last: float = -math.inf
+    total: np.ndarray | None = None
 
-    def span(self) -> None:
+    def __post_init__(self) -> None:
+        members, self.members = self.members, {}
+        self.first, self.last = self.fixed_first, self.fixed_last
+        for member in members.values():
+            self.add(member)
+
+    def add(self, member: _Member) -> None:
+        self.members[member.article_id] = member
+        self.total = member.vector.copy() if self.total is None else self.total + member.vector
+        self.first, self.last = min(self.first, member.time), max(self.last, member.time)
+
+    def remove(self, article_id: str) -> None:
+        member = self.members.pop(article_id)
+        if self.total is not None:
+            self.total = self.total - member.vector
         times = [m.time for m in self.members.values()]
         self.first = min([self.fixed_first, *times])
         self.last = max([self.fixed_last, *times])
 
     def centroid(self) -> np.ndarray:
-        total = np.sum(np.stack([m.vector for m in self.members.values()]), axis=0)
+        total = self.total if self.total is not None else np.zeros(0, np.float32)
         return (total / (float(np.linalg.norm(total)) or 1.0)).astype(np.float32)
+
+    def sample(self, exclude: str | None) -> list[_Member]:
+        """The latest ``MEMBER_SAMPLE`` members (``exclude`` left out), oldest first."""
+        latest = (m for aid, m in reversed(self.members.items()) if aid != exclude)
+        return list(itertools.islice(latest, MEMBER_SAMPLE))[::-1]
 
 
 class StoryAssigner:
@@ -275,10 +291,9 @@ class StoryAssigner:
                    for aid, vector in story.members.items()}
         for member in members.values():
             self._count(member.terms, member.names)
-        cluster = _Cluster(members, story, fixed_first=_ts(story.first_seen),
-                           fixed_last=_ts(story.last_seen))
-        cluster.span()
-        self._clusters[story.story_id] = cluster
+        self._clusters[story.story_id] = _Cluster(members, story,
+                                                  fixed_first=_ts(story.first_seen),
+                                                  fixed_last=_ts(story.last_seen))
         self._place(story.story_id, story.centroid)
 
     def _count(self, terms: frozenset[str], names: frozenset[str], sign: int = 1) -> None:
@@ -337,10 +352,9 @@ class StoryAssigner:
         return sum(w * b[t] for t, w in a.items() if t in b)
 
     def _score(self, member: _Member, cluster: _Cluster, exclude: str | None = None) -> float:
-        others = [m for aid, m in cluster.members.items() if aid != exclude]
+        others = cluster.sample(exclude)
         if not others:
             return -math.inf
-        others = others[-MEMBER_SAMPLE:]
         cosine = float(np.mean(np.stack([m.vector for m in others]) @ member.vector))
         term_w, name_w = self.conf.term_weight, self.conf.name_weight
         score = (1.0 - term_w - name_w) * cosine
@@ -390,15 +404,13 @@ class StoryAssigner:
 
     def _join(self, member: _Member, label: str) -> None:
         cluster = self._clusters[label]
-        cluster.members[member.article_id] = member
-        cluster.span()
+        cluster.add(member)
         self._place(label, cluster.centroid())
 
     def _leave(self, member: _Member, label: str) -> None:
         cluster = self._clusters[label]
-        del cluster.members[member.article_id]
+        cluster.remove(member.article_id)
         if cluster.members:
-            cluster.span()
             self._place(label, cluster.centroid())
         else:
             self._place(label, self._matrix[self._rows[label]])
@@ -407,7 +419,6 @@ class StoryAssigner:
         self._new += 1
         label = f"\0new{self._new}"  # renamed after its earliest article at the end
         self._clusters[label] = _Cluster({member.article_id: member})
-        self._clusters[label].span()
         self._place(label, member.vector)
         return label
 
@@ -424,6 +435,7 @@ class StoryAssigner:
         for member in members:
             self._count(member.terms, member.names)
         labels: dict[str, str] = {}
+        scores: dict[str, float] = {}  # the score each article joined its story with
         for member in members:  # 1. online pass
             best, best_score = self._best(member)
             if best is None or best_score < self.conf.threshold:
@@ -431,6 +443,7 @@ class StoryAssigner:
             else:
                 self._join(member, best)
                 labels[member.article_id] = best
+                scores[member.article_id] = best_score
         for _ in range(self.conf.refine_passes if len(members) > 1 else 0):  # 2. refinement
             moved = 0
             for member in members:
@@ -442,29 +455,31 @@ class StoryAssigner:
                     self._leave(member, current)
                     labels[member.article_id] = self._start(member)
                     moved += 1
-                elif best is not None and best != current:
-                    self._leave(member, current)
-                    self._join(member, best)
-                    labels[member.article_id] = best
-                    moved += 1
+                elif best is not None:
+                    scores[member.article_id] = best_score
+                    if best != current:
+                        self._leave(member, current)
+                        self._join(member, best)
+                        labels[member.article_id] = best
+                        moved += 1
             if not moved:
                 break
-        return self._materialise(items, members, labels)
+        return self._materialise(items, labels, scores)
 
-    def _materialise(self, items: list[StoryItem], members: list[_Member],
-                     labels: dict[str, str]) -> list[Assignment]:
+    def _materialise(self, items: list[StoryItem], labels: dict[str, str],
+                     scores: dict[str, float]) -> list[Assignment]:
         """Name new stories, find duplicates, and update the stories' records."""
-        order = sorted(range(len(items)), key=lambda n: (members[n].time, items[n].article_id))
+        order = sorted(range(len(items)), key=lambda n: (_ts(items[n].time), items[n].article_id))
         names: dict[str, str] = {}
         for n in order:  # a new story is named after its earliest article
             label = labels[items[n].article_id]
             if label.startswith("\0") and label not in names:
                 names[label] = "s-" + items[n].article_id[:20]
         results: dict[int, Assignment] = {}
+        touched: set[str] = set()
         for n in order:
-            item, member = items[n], members[n]
+            item = items[n]
             label = labels[item.article_id]
-            cluster = self._clusters[label]
             story_id = names.get(label, label)
             story = self.stories.get(story_id)
             if story is None:
@@ -482,8 +497,11 @@ class StoryAssigner:
                     if float(sims[top]) >= self.conf.duplicate_threshold:
                         duplicate_of = ids[top]
                 results[n] = Assignment(story_id, duplicate_of, False,
-                                        round(self._score(member, cluster, item.article_id), 6))
+                                        round(scores.get(item.article_id, 1.0), 6))
             self._add(story, item)
+            touched.add(story_id)
+        for story_id in touched:
+            self.stories[story_id].recompute_centroid()
         for label, story_id in names.items():  # later batches see the final names
             cluster = self._clusters.pop(label)
             cluster.stored = self.stories[story_id]
@@ -505,9 +523,11 @@ class StoryAssigner:
         member = _Member(item.article_id, _ts(item.time), item.vector, item.terms, item.names)
         self._count(member.terms, member.names)
         story.add_member(item)
+        story.recompute_centroid()
         story.dirty = True
-        cluster.members[item.article_id] = member
-        cluster.span()
+        if old is not None:
+            cluster.remove(item.article_id)
+        cluster.add(member)
         self._place(story_id, story.centroid)
         return True
 
@@ -754,15 +774,3 @@ def cluster_records(records: list[dict[str, Any]], settings: Settings, *,
     external = {v: k for k, v in internal.items()}
     return [{"id": rid, "story_id": rows[internal[rid]].story_id,
              "duplicate_of": external.get(rows[internal[rid]].duplicate_of)} for rid in ids]
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-    return records

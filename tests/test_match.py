@@ -17,14 +17,9 @@ from typer.testing import CliRunner
 
 from pipeline import match as match_module
 from pipeline import schema
+from pipeline.article_input import ArticleInputError, read_articles
 from pipeline.cli import app
-from pipeline.match import (
-    MatchInputError,
-    UnknownWatchError,
-    find_watch,
-    match_records,
-    read_articles,
-)
+from pipeline.match import UnknownWatchError, find_watch, match_records
 from pipeline.settings import Settings
 from pipeline.store import open_store
 from tests.test_relevance import PHONE_TEXT, PHONE_TITLE, PLA_TEXT, PLA_TITLE, RAIL_TEXT
@@ -90,7 +85,7 @@ def test_read_articles_accepts_the_cluster_format_with_extra_keys(tmp_path: Path
         {"id": 7, "title": "T", "text": "", "url": None, "source": "S", "published_at": None,
          "label": 1, "topic": "extra keys are ignored"}])
     assert read_articles(source)[0]["id"] == 7
-    with pytest.raises(MatchInputError, match=r"in\.jsonl:1: 'published_at'"):
+    with pytest.raises(ArticleInputError, match=r"in\.jsonl:1: 'published_at'"):
         read_articles(write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "published_at": 5}]))
 
 
