@@ -126,6 +126,18 @@ def _counting_bar(label: str, total: int | None = None) -> Iterator[Callable[[in
         yield progress
 
 
+def _read_input(path: Path) -> list[dict[str, Any]]:
+    """The articles of a JSONL input file, or a one-line error naming the bad line."""
+    from pipeline.article_input import ArticleInputError, read_articles
+
+    if not path.is_file():
+        raise fail(f"no such file: {path}")
+    try:
+        return read_articles(path)
+    except ArticleInputError as exc:
+        raise fail(str(exc)) from exc
+
+
 def _write_jsonl(rows: list[dict[str, Any]], output: Path | None, summary: str) -> None:
     """One JSON object per line to ``output`` (with a summary on stderr) or to stdout."""
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -335,16 +347,10 @@ def cluster(
 
     Writes {"id", "story_id", "duplicate_of"} per input article (a throwaway store is used).
     """
-    from pipeline.article_input import read_articles
     from pipeline.stories import cluster_records
 
     settings = get_settings(config)
-    if not input_path.is_file():
-        raise fail(f"no such file: {input_path}")
-    try:
-        records = read_articles(input_path)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+    records = _read_input(input_path)
     with _counting_bar("embed", len(records)) as progress:
         try:
             results = cluster_records(records, settings, progress=progress)
@@ -370,7 +376,6 @@ def match(
 ) -> None:
     """Test a watch: score a JSONL file ({"id", "score", "relevant"} per article), or preview
     what it would have alerted on in the store. Sends nothing, writes nothing to the store."""
-    from pipeline.article_input import ArticleInputError
     from pipeline.match import UnknownWatchError, find_watch
 
     settings = get_settings(config)
@@ -382,15 +387,9 @@ def match(
         raise fail(str(exc), code=2) from exc
     with _counting_bar("score") as progress:
         if input_path is not None:
-            from pipeline.article_input import read_articles
             from pipeline.match import match_records
 
-            if not input_path.is_file():
-                raise fail(f"no such file: {input_path}")
-            try:
-                records = read_articles(input_path)
-            except ArticleInputError as exc:
-                raise fail(str(exc)) from exc
+            records = _read_input(input_path)
             results = match_records(chosen, records, settings, progress=progress)
         else:
             from pipeline.match import preview_stories
