@@ -12,7 +12,7 @@ same texts (orders, sweep) do not embed them again; the vectors are identical.
 ECB+ has no dates (``published_at`` is null), so every article falls back to its fetch time:
 all 772 sit in one window (harder than a real stream, where e.g. two Iran earthquakes years
 apart never meet) and are assigned in file order, which groups each event's articles
-together. Shuffled orders (three seeds) show how much the order matters.
+together. Shuffled orders (seven seeds) show how much the order matters.
 
 SemEval-2022 pairs: each pair is clustered on its own (text only; the title is derived from
 the first sentence as for any title-less input). Reported: the share of pairs rated 1
@@ -48,7 +48,7 @@ from pipeline.article_input import read_jsonl
 from pipeline.settings import Settings, StoriesSettings, load_settings
 from pipeline.stories import cluster_records
 
-ORDER_SEEDS = (1, 2, 3)
+ORDER_SEEDS = (1, 2, 3, 4, 5, 6, 7)
 
 
 # ---- metrics --------------------------------------------------------------------------------
@@ -131,14 +131,18 @@ def evaluate_orders(records: list[dict[str, Any]], settings: Settings) -> dict[s
 
 
 def sweep(records: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
-    """Other thresholds, signal mixes and no refinement around the shipped defaults."""
+    """Other thresholds, signal mixes, split ratios and no refinement around the shipped
+    defaults."""
     base = settings.stories.model_dump()
-    variants: list[dict[str, Any]] = [{"threshold": t} for t in (0.32, 0.34, 0.38, 0.40)]
-    variants += [{"refine_passes": 0}]
+    variants: list[dict[str, Any]] = [{"threshold": t} for t in (0.28, 0.32, 0.34, 0.38)]
+    variants += [{"split_ratio": r} for r in (0.0, 0.7, 0.75, 0.85)]
+    variants += [{"split_ratio": r, "threshold": t} for r, t in ((0.75, 0.28), (0.75, 0.32),
+                                                                (0.0, 0.32))]
+    variants += [{"refine_passes": 0}, {"refine_passes": 0, "split_ratio": 0.0}]
     variants += [{"term_weight": tw, "name_weight": nw, "threshold": t}
                  for tw, nw, t in ((0.4, 0.0, 0.40), (0.3, 0.3, 0.34), (0.0, 0.0, 0.55),
                                    (0.0, 0.0, 0.60), (0.0, 0.0, 0.65))]
-    keys = ("term_weight", "name_weight", "threshold", "refine_passes")
+    keys = ("term_weight", "name_weight", "threshold", "refine_passes", "split_ratio")
     rows = []
     for change in variants:
         conf = {**base, **change}

@@ -108,7 +108,7 @@ class StoriesSettings(Section):
     """Story assignment. Defaults are tuned on ECB+ / SemEval (docs/decisions.md)."""
 
     window_days: float = Field(3.0, gt=0, description="compare with stories active this close")
-    threshold: float = Field(0.32, ge=-1, le=1, description="min score to join a story (the "
+    threshold: float = Field(0.30, ge=-1, le=1, description="min score to join a story (the "
                              "mean over its latest members of the mixed similarity below)")
     term_weight: float = Field(0.2, ge=0, le=1, description="share of the score from rare "
                                "shared words of title + lead (idf-weighted cosine)")
@@ -117,6 +117,9 @@ class StoriesSettings(Section):
                                "the embedding cosine")
     refine_passes: int = Field(2, ge=0, le=10, description="passes that let a run's articles "
                                "move to a better story of the same run (0 = purely online)")
+    split_ratio: float = Field(0.8, ge=0, le=1, description="split a run's story in two when "
+                               "the mean score between its two halves is below this share of "
+                               "the looser half's own mean score (0 = never split)")
     duplicate_threshold: float = Field(0.92, ge=-1, le=1, description="min embedding cosine "
                                        "to a member for a near-duplicate (wire copy)")
 

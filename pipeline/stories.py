@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from sqlalchemy import and_, func, or_, select, update
 
 from pipeline import schema
@@ -46,6 +47,9 @@ NAME_CHARS = 3000
 # cheap), each against its latest few members (average linkage over a bounded sample).
 TOP_K = 8
 MEMBER_SAMPLE = 32
+# The cohesion check splits a story only into halves of at least this many of the run's articles
+# (a pair or a single odd article is the online pass's call, not a second story).
+MIN_SPLIT = 3
 
 Progress = Callable[[int, int | None], None]
 
@@ -134,6 +138,53 @@ def story_names(title: str | None, text: str | None) -> frozenset[str]:
     source = f"{title or ''}\n{(text or '')[:NAME_CHARS]}"
     return frozenset(token for raw, token in _tokens(source)
                      if token and _keep(token) and (raw[0].isdigit() or raw[0].isupper()))
+
+
+# ---- cohesion: is one story really two? ------------------------------------------------------
+
+def _mean_off_diagonal(scores: np.ndarray) -> float:
+    n = scores.shape[0]
+    return float((scores.sum() - np.trace(scores)) / (n * (n - 1))) if n > 1 else -math.inf
+
+
+def bisect_scores(scores: np.ndarray, rounds: int = 20) -> np.ndarray:
+    """Two groups (0/1 per row) of a symmetric pairwise score matrix by average linkage:
+    seeded with the least similar pair, then each row moves to the group it scores higher
+    with on average (itself left out) until nothing moves."""
+    n = scores.shape[0]
+    if n < 2:
+        return np.zeros(n, dtype=np.int8)
+    masked = scores + np.diag(np.full(n, np.inf))
+    first, second = np.unravel_index(int(np.argmin(masked)), masked.shape)
+    labels = (scores[:, second] > scores[:, first]).astype(np.int8)
+    labels[first], labels[second] = 0, 1
+    diagonal = np.diag(scores)
+    row_sums = scores.sum(axis=1) - diagonal
+    for _ in range(rounds):
+        in_one = labels.astype(bool)
+        sums_one = scores @ in_one - diagonal * in_one
+        count_one = in_one.sum() - in_one
+        count_zero = (n - 1) - count_one
+        mean_one = np.where(count_one > 0, sums_one / np.maximum(count_one, 1), -np.inf)
+        mean_zero = np.where(count_zero > 0, (row_sums - sums_one) / np.maximum(count_zero, 1),
+                             -np.inf)
+        moved = (mean_one > mean_zero).astype(np.int8)
+        if np.array_equal(moved, labels):
+            break
+        labels = moved
+    return labels
+
+
+def split_is_clear(scores: np.ndarray, labels: np.ndarray, ratio: float) -> bool:
+    """Two stories, not one: the mean score between the groups is below ``ratio`` times the
+    looser group's own mean score (and each group has at least two rows)."""
+    zero, one = labels == 0, labels == 1
+    if zero.sum() < 2 or one.sum() < 2:
+        return False
+    between = float(scores[np.ix_(zero, one)].mean())
+    within = min(_mean_off_diagonal(scores[np.ix_(zero, zero)]),
+                 _mean_off_diagonal(scores[np.ix_(one, one)]))
+    return between < ratio * within
 
 
 # ---- in-memory assignment -------------------------------------------------------------------
@@ -250,7 +301,9 @@ class StoryAssigner:
     2. *refinement*: ``refine_passes`` times, each article of the batch is scored again against
        the stories of the batch, itself left out, and moves when another story (or a story of
        its own) fits better — this undoes the early, order-dependent mistakes of step 1;
-    3. new stories are named after their earliest article; ``duplicate_of`` points at the
+    3. *cohesion check*: a story whose run articles form two clearly separate groups is split
+       in two (``split_ratio``; see ``_split_incoherent``);
+    4. new stories are named after their earliest article; ``duplicate_of`` points at the
        closest earlier member when it is a near-copy.
 
     Stored members never move: a rerun or a later run never changes an earlier decision.
@@ -400,6 +453,65 @@ class StoryAssigner:
                 best, best_score = label, value
         return best, best_score
 
+    def _pair_scores(self, members: list[_Member]) -> np.ndarray:
+        """The join score between every two members (the same mix as ``_score``)."""
+        vectors = np.stack([m.vector for m in members])
+        term_w, name_w = self.conf.term_weight, self.conf.name_weight
+        scores = (1.0 - term_w - name_w) * (vectors @ vectors.T).astype(np.float64)
+        for weight, part in ((term_w, 0), (name_w, 1)):
+            if not weight:
+                continue
+            rows = [self._weights_of(m)[part] for m in members]
+            vocabulary: dict[str, int] = {}
+            data, cols, indptr = [], [], [0]
+            for row in rows:
+                for token, value in row.items():
+                    cols.append(vocabulary.setdefault(token, len(vocabulary)))
+                    data.append(value)
+                indptr.append(len(cols))
+            matrix = sparse.csr_matrix((data, cols, indptr),
+                                       shape=(len(rows), max(len(vocabulary), 1)))
+            scores += weight * (matrix @ matrix.T).toarray()
+        return scores
+
+    def _split_incoherent(self, members: list[_Member], labels: dict[str, str]) -> None:
+        """3. cohesion check: a story started in this run whose articles fall into two groups,
+        each clearly tighter than the link between them, becomes two stories.
+
+        Online assignment judges one article at a time, so two same-type events (a boxer's two
+        title defences, one chain's shop fires in two towns) can chain into one story through
+        their in-between articles. Stories that existed before the run are left alone: what
+        joins them later is mostly follow-up coverage, which a split would tear off.
+        """
+        ratio = self.conf.split_ratio
+        if ratio <= 0:
+            return
+        groups: dict[str, list[_Member]] = {}
+        for member in members:
+            label = labels[member.article_id]
+            if self._clusters[label].stored is None:
+                groups.setdefault(label, []).append(member)
+        queue = list(groups.items())
+        while queue:
+            label, group = queue.pop()
+            if len(group) < 2 * MIN_SPLIT:
+                continue
+            scores = self._pair_scores(group)
+            halves = bisect_scores(scores)
+            leaving = [m for m, half in zip(group, halves, strict=True) if half == 1]
+            staying = [m for m, half in zip(group, halves, strict=True) if half == 0]
+            if min(len(leaving), len(staying)) < MIN_SPLIT or not split_is_clear(
+                    scores, halves, ratio):
+                continue
+            for member in leaving:
+                self._leave(member, label)
+            new = self._start(leaving[0])
+            for member in leaving[1:]:
+                self._join(member, new)
+            for member in leaving:
+                labels[member.article_id] = new
+            queue += [(label, staying), (new, leaving)]
+
     # -- moves --
 
     def _join(self, member: _Member, label: str) -> None:
@@ -464,6 +576,7 @@ class StoryAssigner:
                         moved += 1
             if not moved:
                 break
+        self._split_incoherent(members, labels)  # 3. cohesion check
         return self._materialise(items, labels, scores)
 
     def _materialise(self, items: list[StoryItem], labels: dict[str, str],

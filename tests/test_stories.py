@@ -21,9 +21,11 @@ from pipeline.stories import (
     StoryItem,
     article_text_for_embedding,
     assign_stories,
+    bisect_scores,
     cluster_records,
     derive_title,
     list_stories,
+    split_is_clear,
     story_names,
     story_terms,
 )
@@ -195,6 +197,55 @@ def test_stored_members_never_move():
                                    item("b2", unit(0.2, 1, 0), 3)])
     assert set(second.stories["s-a1"].members) == {"a1", "m"}
     assert results[0].story_id == results[1].story_id == "s-b1"
+
+
+def _two_events(prefix_a: str, prefix_b: str, start: float, n: int = 4) -> list[StoryItem]:
+    """Two same-type events: each tight (cosine ~1 within), 0.6 between (the online pass and
+    the refinement keep them together at threshold 0.5; their halves are clearly apart)."""
+    rng = np.random.default_rng(7)
+    items = []
+    for k in range(n):
+        for prefix, sign in ((prefix_a, 1), (prefix_b, -1)):
+            noise = rng.normal(0, 0.01, 3)
+            items.append(item(f"{prefix}{k}", unit(*(np.array([1, 0.5 * sign, 0]) + noise)),
+                              start + len(items)))
+    return items
+
+
+def test_bisect_scores_finds_the_two_blocks():
+    blocks = np.full((6, 6), 0.2)
+    blocks[:3, :3] = blocks[3:, 3:] = 0.8
+    halves = bisect_scores(blocks)
+    assert set(halves[:3]) == {halves[0]} and set(halves[3:]) == {1 - halves[0]}
+    assert split_is_clear(blocks, halves, ratio=0.8)
+    assert not split_is_clear(blocks, halves, ratio=0.2)
+    uniform = np.full((6, 6), 0.6)
+    assert not split_is_clear(uniform, bisect_scores(uniform), ratio=0.8)
+
+
+def test_cohesion_check_splits_two_chained_events_into_two_stories():
+    def run(ratio: float) -> dict[str, str]:
+        conf = StoriesSettings(threshold=0.5, term_weight=0.0, name_weight=0.0,
+                               split_ratio=ratio)
+        items = _two_events("a", "b", 0)
+        results = StoryAssigner(conf).assign_batch(items)
+        return {i.article_id: r.story_id for i, r in zip(items, results, strict=True)}
+
+    assert len(set(run(0.0).values())) == 1  # online + refinement: one story
+    split = run(0.8)
+    assert {split[f"a{k}"] for k in range(4)} == {"s-a0"}
+    assert {split[f"b{k}"] for k in range(4)} == {"s-b0"}
+
+
+def test_cohesion_check_leaves_stories_from_earlier_runs_whole():
+    conf = StoriesSettings(threshold=0.5, term_weight=0.0, name_weight=0.0, split_ratio=0.8)
+    first = StoryAssigner(conf)
+    first.assign_batch([i for i in _two_events("a", "x", 0) if i.article_id.startswith("a")])
+    second = StoryAssigner(conf, first.stories.values())
+    later = _two_events("c", "b", 10)  # more of the stored event, and the other event
+    results = second.assign_batch(later)
+    assert {r.story_id for r in results} == {"s-a0"}  # follow-ups are not torn off
+    assert set(second.stories["s-a0"].members) >= {"a0", "a1", "a2", "a3"}
 
 
 def test_update_member_moves_the_centroid_not_the_article():
