@@ -212,7 +212,11 @@ def demo(
 
     settings = get_settings(config)
     db_path = _sqlite_path(settings.store.url)
-    if db_path and not keep:
+    if not keep:
+        if db_path is None:  # never empty a shared database on the user's behalf
+            raise fail("the demo starts from an empty store and only removes SQLite files; "
+                       f"store.url is {settings.store.url.split('://')[0]}://…: "
+                       "use --keep, or a sqlite:/// store.url")
         _remove_sqlite_files(db_path)
     site_dir = _resolve(settings.demo.site_dir, settings)
     try:
@@ -340,7 +344,7 @@ def cluster(
     input_path: Annotated[Path, typer.Option("--input", "-i", help="Articles as JSONL: id, "
                                              "title, text, url, source, published_at.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSONL here "
-                                                "[default: stdout].")] = None,
+                                                "(default: stdout).")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Group articles from a JSONL file into stories with the shipped defaults.

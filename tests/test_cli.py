@@ -38,6 +38,16 @@ def test_run_without_feeds_fails_clearly(tmp_path):
     assert "no feeds configured" in result.output
 
 
+def test_demo_refuses_to_start_fresh_on_a_server_database(tmp_path):
+    cfg = tmp_path / "pg.yaml"
+    cfg.write_text("store: {url: 'postgresql+psycopg://nw:secret@db.invalid/newswatch'}\n",
+                   encoding="utf-8")
+    result = runner.invoke(app, ["demo", "--config", str(cfg)])
+    assert result.exit_code == 1
+    assert "only removes SQLite files" in result.output and "--keep" in result.output
+    assert "secret" not in result.output
+
+
 def test_run_with_only_unreachable_feeds_prints_table_and_exits_1(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
