@@ -330,6 +330,7 @@ class StoryAssigner:
         self._first = np.zeros(0)
         self._last = np.zeros(0)
         self._new = 0
+        self.splits = 0  # stories split in two by the cohesion check (over this assigner's life)
         for story in stories:
             self._adopt(story)
 
@@ -510,6 +511,7 @@ class StoryAssigner:
                 self._join(member, new)
             for member in leaving:
                 labels[member.article_id] = new
+            self.splits += 1
             queue += [(label, staying), (new, leaving)]
 
     # -- moves --
@@ -783,6 +785,8 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
         outcome = "new-story" if result.new_story else (
             "duplicate" if result.duplicate_of else "joined-story")
         counts[outcome] = counts.get(outcome, 0) + 1
+    if assigner.splits:  # why a run made more stories than its online pass would have
+        counts["split-by-cohesion"] = assigner.splits
     _write(store, assigner, decisions)
     return _finish(store, run_id, counts)
 

@@ -224,15 +224,19 @@ def test_bisect_scores_finds_the_two_blocks():
 
 
 def test_cohesion_check_splits_two_chained_events_into_two_stories():
-    def run(ratio: float) -> dict[str, str]:
+    def run(ratio: float) -> tuple[dict[str, str], int]:
         conf = StoriesSettings(threshold=0.5, term_weight=0.0, name_weight=0.0,
                                split_ratio=ratio)
         items = _two_events("a", "b", 0)
-        results = StoryAssigner(conf).assign_batch(items)
-        return {i.article_id: r.story_id for i, r in zip(items, results, strict=True)}
+        assigner = StoryAssigner(conf)
+        results = assigner.assign_batch(items)
+        return ({i.article_id: r.story_id for i, r in zip(items, results, strict=True)},
+                assigner.splits)
 
-    assert len(set(run(0.0).values())) == 1  # online + refinement: one story
-    split = run(0.8)
+    whole, splits = run(0.0)
+    assert len(set(whole.values())) == 1 and splits == 0  # online + refinement: one story
+    split, splits = run(0.8)
+    assert splits == 1
     assert {split[f"a{k}"] for k in range(4)} == {"s-a0"}
     assert {split[f"b{k}"] for k in range(4)} == {"s-b0"}
 
