@@ -221,12 +221,17 @@ def demo(
     site_dir = _resolve(settings.demo.site_dir, settings)
     try:
         site = SampleSite(site_dir, settings.demo.host,
-                          settings.demo.port if port is None else port)
+                          settings.demo.port if port is None else port,
+                          seeds_dir=_resolve(settings.demo.seeds_dir, settings))
     except OSError as exc:
         raise fail(f"cannot serve the sample site on {settings.demo.host}:"
                    f"{settings.demo.port}: {exc.strerror or exc}") from exc
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
+    if site.missing_seeds:
+        console.print(f"[yellow]The seed articles ({', '.join(site.missing_seeds)}) are not in "
+                      f"{settings.demo.seeds_dir}: their two pages are served without text "
+                      "(set demo.seeds_dir).[/yellow]")
     with site:
         if port is not None or not settings.feeds:
             settings.feeds = [{"url": u} for u in site.feed_urls()]  # type: ignore[assignment]

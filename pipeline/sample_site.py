@@ -4,10 +4,17 @@ Files are served from ``examples/sample_site/`` with ``{{BASE_URL}}`` replaced b
 own address. Pages whose manifest entry says ``serve_status: 403`` answer 403 (a paywall), and
 :meth:`SampleSite.publish_edit` swaps an article for its edited version and marks its feed
 item as updated, as a publisher would.
+
+The two ``kind: "seed"`` pages are the user's own example articles. Their text belongs to its
+publishers and is not in the repository: the pages hold ``{{SEED file=NAME [paragraphs=A-B]
+[class=CSS]}}`` markers, filled at serving time from ``seeds_dir`` (``demo.seeds_dir``,
+``../shared/data/seeds`` beside a checkout). Without it the marker becomes a one-paragraph
+notice and :attr:`SampleSite.missing_seeds` names what is missing.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import mimetypes
 import re
@@ -19,13 +26,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 PLACEHOLDER = "{{BASE_URL}}"
+_SEED_MARKER = re.compile(r"\{\{SEED ([^}]*)\}\}")
+SEED_NOTICE = ("The text of this example article is not bundled with newswatch (it belongs to "
+               "its publisher); set demo.seeds_dir to the folder that holds the user's seed "
+               "articles.")
 
 
 class SampleSite:
     """A tiny static server with the sample site's behaviours; use as a context manager."""
 
-    def __init__(self, site_dir: str | Path, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, site_dir: str | Path, host: str = "127.0.0.1", port: int = 0, *,
+                 seeds_dir: str | Path | None = None) -> None:
         self.site_dir = Path(site_dir).resolve()
+        self.seeds_dir = Path(seeds_dir).resolve() if seeds_dir else None
         if not (self.site_dir / "manifest.json").is_file():
             raise FileNotFoundError(f"not a sample site (no manifest.json): {self.site_dir}")
         self.manifest: list[dict[str, Any]] = json.loads(
@@ -37,6 +50,13 @@ class SampleSite:
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+
+    @property
+    def missing_seeds(self) -> list[str]:
+        """Seed files the manifest's pages need that ``seeds_dir`` does not hold."""
+        wanted = [m["seed_file"] for m in self.manifest if m.get("seed_file")]
+        return [name for name in wanted
+                if self.seeds_dir is None or not (self.seeds_dir / name).is_file()]
 
     @property
     def base_url(self) -> str:
@@ -89,10 +109,28 @@ class SampleSite:
             for original in edits:
                 body = _mark_item_updated(body, original)
         body = body.replace(PLACEHOLDER, self.base_url)
+        if target.suffix == ".html":
+            body = _SEED_MARKER.sub(lambda m: self._seed_html(m.group(1)), body)
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         if target.suffix == ".xml":
             ctype = "application/xml"
         return 200, body.encode("utf-8"), f"{ctype}; charset=utf-8"
+
+    def _seed_html(self, spec: str) -> str:
+        """The paragraphs a ``{{SEED ...}}`` marker asks for, as ``<p>`` elements."""
+        options = dict(part.split("=", 1) for part in spec.split() if "=" in part)
+        name = Path(options.get("file", "")).name
+        attrs = f' class="{html.escape(options["class"])}"' if options.get("class") else ""
+        source = self.seeds_dir / name if self.seeds_dir and name else None
+        if source is None or not source.is_file():
+            paragraphs = [SEED_NOTICE] if options.get("paragraphs", "0-").startswith("0") else []
+        else:
+            text = source.read_text(encoding="utf-8")
+            paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
+            first, _, last = options.get("paragraphs", "0-").partition("-")
+            paragraphs = paragraphs[int(first or 0):int(last) if last else None]
+        return "\n        ".join(f"<p{attrs}>{html.escape(p, quote=False)}</p>"
+                                   for p in paragraphs)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         site = self

@@ -17,6 +17,7 @@ from pipeline.sample_site import SampleSite
 from pipeline.settings import load_settings
 from pipeline.store import open_store
 from pipeline.urls import article_id_for
+from tests.support.seeds import seeds_dir
 
 pytestmark = pytest.mark.slow
 SITE = Path("examples/sample_site")
@@ -27,7 +28,7 @@ def test_two_demo_runs_alert_once_on_each_taiwan_story_and_never_on_a_mention(tm
     outbox = tmp_path / "outbox.jsonl"
     demo = load_settings("examples/demo.yaml")
     (watch,) = demo.watches
-    with SampleSite(SITE) as site:
+    with SampleSite(SITE, seeds_dir=seeds_dir()) as site:
         settings = load_settings(
             "examples/demo.yaml", store={"url": f"sqlite:///{tmp_path / 'records.db'}"},
             feeds=[{"url": url} for url in site.feed_urls()],

@@ -7,7 +7,6 @@ run the real stage over the user's two seed articles plus fictional articles wri
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,8 +29,8 @@ from pipeline.stories import (
     story_terms,
 )
 from pipeline.urls import content_hash
+from tests.support.seeds import seed_files
 
-SEEDS = sorted(Path("tests/fixtures/seeds").glob("seed-*.txt"))
 T0 = datetime(2023, 6, 18, 9, 0, tzinfo=UTC)
 
 # ---- fictional articles (written for these tests) --------------------------------------------
@@ -268,7 +267,7 @@ def test_update_member_moves_the_centroid_not_the_article():
 def seed_records() -> list[tuple[str, str, str]]:
     """(id, title, text) for the user's two seeds; the title is their first sentence."""
     out = []
-    for path in SEEDS:
+    for path in seed_files():
         text = path.read_text(encoding="utf-8")
         out.append((path.stem, derive_title(text), text))
     return out
