@@ -117,18 +117,18 @@ class SampleSite:
         return 200, body.encode("utf-8"), f"{ctype}; charset=utf-8"
 
     def _seed_html(self, spec: str) -> str:
-        """The paragraphs a ``{{SEED ...}}`` marker asks for, as ``<p>`` elements."""
+        """The paragraphs a ``{{SEED ...}}`` marker asks for, as ``<p>`` elements (the notice
+        in place of the first ones when the seed file is missing)."""
         options = dict(part.split("=", 1) for part in spec.split() if "=" in part)
         name = Path(options.get("file", "")).name
-        attrs = f' class="{html.escape(options["class"])}"' if options.get("class") else ""
+        first, _, last = options.get("paragraphs", "0-").partition("-")
+        start, stop = int(first or 0), int(last) if last else None
         source = self.seeds_dir / name if self.seeds_dir and name else None
-        if source is None or not source.is_file():
-            paragraphs = [SEED_NOTICE] if options.get("paragraphs", "0-").startswith("0") else []
+        if source is not None and source.is_file():
+            paragraphs = seed_paragraphs(source.read_text(encoding="utf-8"))[start:stop]
         else:
-            text = source.read_text(encoding="utf-8")
-            paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
-            first, _, last = options.get("paragraphs", "0-").partition("-")
-            paragraphs = paragraphs[int(first or 0):int(last) if last else None]
+            paragraphs = [SEED_NOTICE] if start == 0 else []
+        attrs = f' class="{html.escape(options["class"])}"' if options.get("class") else ""
         return "\n        ".join(f"<p{attrs}>{html.escape(p, quote=False)}</p>"
                                    for p in paragraphs)
 
@@ -152,6 +152,11 @@ class SampleSite:
                 return
 
         return Handler
+
+
+def seed_paragraphs(text: str) -> list[str]:
+    """A plain-text article's paragraphs (blank-line separated), whitespace collapsed."""
+    return [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
 
 
 def _mark_item_updated(feed_xml: str, article_path: str) -> str:

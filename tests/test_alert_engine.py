@@ -446,14 +446,19 @@ def test_window_helpers():
 
 # ---- several workers ---------------------------------------------------------------------------
 
-def test_two_claimers_never_take_the_same_row(tmp_path):
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+def add_pending_alerts(url: str, count: int) -> None:
+    """``count`` pending alerts (stories s0, s1, ...) on channels a and b, for worker races."""
     setup = open_store(url)
-    for i in range(40):
+    for i in range(count):
         ledger.create_alert(setup, watch="w", story_id=f"s{i}", kind="new", window_key="once",
                             status="pending", title="t", score=1.0, payload={}, basis={},
                             channels=["a", "b"], now=T0)
     setup.close()
+
+
+def test_two_claimers_never_take_the_same_row(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    add_pending_alerts(url, 40)
     policy = ledger.RetryPolicy()
     barrier = threading.Barrier(2)
     won: dict[str, list[int]] = {}

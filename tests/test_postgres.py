@@ -24,7 +24,14 @@ from pipeline.settings import FeedConfig
 from pipeline.store import Store, open_store
 from pipeline.urls import article_id_for
 from tests.support.threads import in_threads
-from tests.test_alert_engine import T0, FakeScorer, add_articles, make_settings, outbox
+from tests.test_alert_engine import (
+    T0,
+    FakeScorer,
+    add_articles,
+    add_pending_alerts,
+    make_settings,
+    outbox,
+)
 
 pytestmark = pytest.mark.postgres
 ALERTS = 200  # enough for the two workers to interleave on the same alerts
@@ -167,12 +174,7 @@ def test_one_alert_per_event_under_concurrent_inserts(pg_url):
 
 
 def test_two_workers_claim_and_send_each_delivery_exactly_once(pg_url):
-    setup = open_store(pg_url)
-    for i in range(30):
-        ledger.create_alert(setup, watch="w", story_id=f"s{i}", kind="new", window_key="once",
-                            status="pending", title="t", score=1.0, payload={}, basis={},
-                            channels=["a", "b"], now=T0)
-    setup.close()
+    add_pending_alerts(pg_url, 30)
     policy = ledger.RetryPolicy()
     sent: list[int] = []
     lock = threading.Lock()

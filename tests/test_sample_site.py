@@ -6,7 +6,7 @@ import json
 import re
 import subprocess
 
-from pipeline.sample_site import SEED_NOTICE, SampleSite
+from pipeline.sample_site import SEED_NOTICE, SampleSite, seed_paragraphs
 from tests.support.seeds import REPO, seed_files, seeds_dir
 
 SITE = REPO / "examples" / "sample_site"
@@ -17,17 +17,13 @@ def _seed_pages() -> list[dict]:
     return [m for m in manifest if m["kind"] == "seed"]
 
 
-def _paragraphs(text: str) -> list[str]:
-    return [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
-
-
 def test_seed_pages_are_filled_from_the_seeds_folder_in_order():
     site = SampleSite(SITE, seeds_dir=seeds_dir())
     assert site.missing_seeds == []
     for page in _seed_pages():
         status, body, _ = site.render(page["path"])
         html = body.decode("utf-8")
-        expected = _paragraphs((seeds_dir() / page["seed_file"]).read_text(encoding="utf-8"))
+        expected = seed_paragraphs((seeds_dir() / page["seed_file"]).read_text(encoding="utf-8"))
         served = [p for p in re.findall(r"<p[^>]*>(.*?)</p>", html)
                   if p.replace("&amp;", "&") in expected]
         assert status == 200 and len(served) == len(expected)
@@ -46,7 +42,7 @@ def test_no_tracked_file_holds_seed_text():
     """The seeds are publishers' text: not one of their sentences may be committed."""
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
                              check=True).stdout.decode().split("\0")
-    sentences = [s for f in seed_files() for p in _paragraphs(f.read_text(encoding="utf-8"))
+    sentences = [s for f in seed_files() for p in seed_paragraphs(f.read_text(encoding="utf-8"))
                  for s in re.split(r"(?<=[.!?”])\s+", p) if len(s) > 60]
     assert sentences
     for name in filter(None, tracked):
