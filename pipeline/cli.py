@@ -229,9 +229,9 @@ def demo(
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
     if site.missing_seeds:
-        console.print(f"[yellow]The seed articles ({', '.join(site.missing_seeds)}) are not in "
-                      f"{settings.demo.seeds_dir}: their two pages are served without text "
-                      "(set demo.seeds_dir).[/yellow]")
+        console.print(f"The user's seed articles are not in {settings.demo.seeds_dir}: the two "
+                      "Qin Gang pages carry the sample site's fictional pair "
+                      "(set demo.seeds_dir to serve the real ones).", markup=False)
     with site:
         if port is not None or not settings.feeds:
             settings.feeds = [{"url": u} for u in site.feed_urls()]  # type: ignore[assignment]
