@@ -163,6 +163,18 @@ article_versions = Table(
     Column("embedding_model", Text),
 )
 
+# Multilingual embeddings (pipeline/crosslingual.py): one per article version, beside the
+# MiniLM one in article_versions, so articles in different languages can be compared.
+multilingual_embeddings = Table(
+    "multilingual_embeddings",
+    metadata,
+    Column("article_id", String(32), ForeignKey("articles.article_id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("embedding", LargeBinary, nullable=False),
+    Column("model", Text, nullable=False),
+)
+
 article_feeds = Table(
     "article_feeds",
     metadata,

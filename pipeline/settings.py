@@ -130,6 +130,20 @@ class StoriesSettings(Section):
         return self
 
 
+class MultilingualSettings(Section):
+    """Cross-lingual stories (pipeline/crosslingual.py, docs/decisions.md)."""
+
+    enabled: bool = Field(True, description="group articles across languages: an article not "
+                          "in English is compared with every story by the multilingual model "
+                          "(USE v3, packaged), English with English by embedding.model; off = "
+                          "every article is grouped by embedding.model alone")
+    threshold: float = Field(0.35, ge=-1, le=1, description="min mean multilingual cosine "
+                             "with a story's latest members for a non-English article to join "
+                             "it, and for a run's new English story to merge into a story in "
+                             "another language")
+    batch_size: int = Field(64, ge=1, description="texts per multilingual encode call")
+
+
 class WatchConfig(Section):
     """A topic to alert on (see docs: Watches and alerts)."""
 
@@ -219,6 +233,7 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     stories: StoriesSettings = Field(default_factory=StoriesSettings)
+    multilingual: MultilingualSettings = Field(default_factory=MultilingualSettings)
     watches: list[WatchConfig] = Field(default_factory=list)
     channels: dict[str, ChannelConfig] = Field(
         default_factory=lambda: {"console": ChannelConfig(type="console")})

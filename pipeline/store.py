@@ -32,6 +32,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
 from pipeline import schema
+from pipeline.language import detect_language
 from pipeline.models import FeedEntry
 from pipeline.settings import FeedConfig
 from pipeline.urls import article_id_for, canonical_url, content_hash, host_of
@@ -372,7 +373,7 @@ class Store:
         digest = content_hash(title, text)
         with self.engine.begin() as conn:
             current = conn.execute(select(a.c.content_hash, a.c.version, a.c.published_at,
-                                          a.c.extraction_attempts)
+                                          a.c.extraction_attempts, a.c.language)
                                    .where(a.c.article_id == article_id)).first()
             if current is None:
                 raise KeyError(article_id)
@@ -386,7 +387,9 @@ class Store:
                 values.update(
                     title=title, text=text, text_source=text_source, content_hash=digest,
                     version=version, updated_at=now, authors=authors or [],
-                    language=language,
+                    # what the text is written in; the page's, else the feed's, declaration
+                    # is only a hint (pipeline/language.py)
+                    language=detect_language(title, text, language or current.language),
                 )
                 if published_at and current.published_at is None:
                     values["published_at"] = published_at

@@ -29,8 +29,9 @@ import numpy as np
 from scipy import sparse
 from sqlalchemy import and_, func, or_, select, update
 
-from pipeline import schema
+from pipeline import crosslingual, schema
 from pipeline.embeddings import encode, pack_vector, unpack_vector
+from pipeline.language import detect_language
 from pipeline.settings import Settings, StoriesSettings
 from pipeline.store import Store, open_store, utcnow
 
@@ -670,6 +671,8 @@ def embed_pending(store: Store, settings: Settings, run_id: str | None = None,
     query = (select(v.c.article_id, v.c.version, v.c.title, v.c.text)
              .join(a, and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version))
              .where(v.c.embedding.is_(None)).order_by(v.c.article_id))
+    if (english_only := crosslingual.english_pass_filter(settings)) is not None:
+        query = query.where(english_only)  # other languages: pipeline/crosslingual.py
     with store.engine.connect() as conn:
         rows = conn.execute(query).all()
     if progress:
@@ -747,7 +750,10 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
     embedding moves the story's centroid. Already assigned versions are never touched, so a
     rerun changes nothing.
     """
-    counts: dict[str, int] = {"embedded": embed_pending(store, settings, None, progress)}
+    cross = crosslingual.CrossLingualPass(store, settings) if settings.multilingual.enabled \
+        else None
+    counts = cross.before_english(progress) if cross else {}  # articles not in English
+    counts["embedded"] = embed_pending(store, settings, None, progress)
     a, v = schema.articles, schema.article_versions
     when = func.coalesce(a.c.published_at, a.c.first_seen_at)
     with store.engine.connect() as conn:
@@ -788,6 +794,8 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
     if assigner.splits:  # why a run made more stories than its online pass would have
         counts["split-by-cohesion"] = assigner.splits
     _write(store, assigner, decisions)
+    if cross:  # the run's new English stories meet the other languages' stories
+        counts.update(cross.after_english())
     return _finish(store, run_id, counts)
 
 
@@ -872,9 +880,12 @@ def cluster_records(records: list[dict[str, Any]], settings: Settings, *,
                     title = str(record.get("title") or "") or derive_title(text)
                     text = text or title  # a headline-only item
                     published = _parse_time(record.get("published_at"))
+                    language = detect_language(title, text, record.get("language")) \
+                        if settings.multilingual.enabled else record.get("language")
                     conn.execute(schema.articles.insert().values(
                         article_id=aid, url=record.get("url"), source=record.get("source"),
                         title=title, text=text, text_source="feed", published_at=published,
+                        language=language,
                         content_hash=content_hash(title, text), version=1,
                         extraction_status="ok", first_seen_at=base + timedelta(seconds=n),
                         updated_at=base))

@@ -1,0 +1,400 @@
+"""Cross-lingual stories: a Chinese article joins the English story of its event.
+
+The story stage (``pipeline.stories``) groups English articles with all-MiniLM-L6-v2, which
+is English-only. With ``multilingual.enabled`` every article version also gets a multilingual
+embedding (USE v3, ``pipeline.multilingual``), and the stage runs in three steps:
+
+1. ``assign_other_languages`` — before the English pass: each article that is not in English
+   (``articles.language``; unknown counts as English) is compared, in time order, with every
+   story active within ``stories.window_days`` — in any language — by the mean multilingual
+   cosine with the story's latest members, and joins the best one at
+   ``multilingual.threshold`` or more, else starts a story. These articles get no MiniLM
+   embedding, so the English pass never sees them (nor do the stories they alone hold).
+2. the English pass, unchanged: MiniLM + words + names, as measured on ECB+ and UCI.
+3. ``link_new_english_stories`` — after it: a story the English pass started in this run is
+   merged into the best-matching story that holds no English article yet (a Chinese-first
+   story), one to one, when their mean multilingual cosine reaches the threshold. The older
+   story keeps its id: a stored story is never renamed (its alerts are keyed on it).
+
+English-only input never reaches steps 1 and 3, so English grouping is exactly as before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from pipeline import schema
+from pipeline.embeddings import pack_vector, unpack_vector
+from pipeline.multilingual import MODEL_NAME, encode_multilingual
+from pipeline.settings import Settings
+from pipeline.store import Store, utcnow
+
+Progress = Callable[[int, int | None], None]
+# A story is scored against its latest members (average linkage over a bounded sample).
+MEMBER_SAMPLE = 16
+# Same-language near-copies (a wire story republished) point at the first copy.
+DUPLICATE_COSINE = 0.95
+
+
+def uses_english_model(language: str | None) -> bool:
+    """English, or not known: grouped by ``embedding.model`` (MiniLM)."""
+    return language is None or language == "en" or language.startswith("en-")
+
+
+def english_condition(column: Any) -> ColumnElement[bool]:
+    """SQL for ``uses_english_model`` on a language column."""
+    return or_(column.is_(None), column == "en", column.like("en-%"))
+
+
+def _ts(when: datetime) -> float:
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _unit(blob: bytes) -> np.ndarray:
+    vector = unpack_vector(blob)
+    return (vector / (float(np.linalg.norm(vector)) or 1.0)).astype(np.float32)
+
+
+# ---- in memory ------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Member:
+    article_id: str
+    time: float  # epoch seconds (published, else first seen)
+    vector: np.ndarray  # L2-normalised multilingual embedding
+    language: str | None = None
+
+    @property
+    def english(self) -> bool:
+        return uses_english_model(self.language)
+
+
+@dataclass
+class Candidate:
+    """A story as the multilingual steps see it: its members' multilingual vectors."""
+
+    story_id: str
+    members: list[Member] = field(default_factory=list)
+    first: float = math.inf
+    last: float = -math.inf
+
+    def add(self, member: Member) -> None:
+        self.members.append(member)
+        self.first, self.last = min(self.first, member.time), max(self.last, member.time)
+
+    def sample(self) -> np.ndarray:
+        latest = sorted(self.members, key=lambda m: (m.time, m.article_id))[-MEMBER_SAMPLE:]
+        return np.stack([m.vector for m in latest])
+
+    @property
+    def has_english(self) -> bool:
+        return any(m.english for m in self.members)
+
+    def active_near(self, start: float, end: float, window_s: float) -> bool:
+        """Its time span comes within the window of [start, end]."""
+        return bool(self.members) and self.last >= start - window_s and \
+            self.first <= end + window_s
+
+
+def mean_cosine(vectors: np.ndarray, candidate: Candidate) -> float:
+    """Average linkage: the mean cosine between ``vectors`` (rows) and the story's sample."""
+    return float(np.mean(np.atleast_2d(vectors) @ candidate.sample().T))
+
+
+def best_story(member: Member, candidates: Iterable[Candidate], threshold: float,
+               window_s: float) -> tuple[Candidate | None, float]:
+    """The active story that ``member`` fits best, when it reaches ``threshold``."""
+    best, best_score = None, -math.inf
+    for candidate in candidates:
+        if not candidate.active_near(member.time, member.time, window_s):
+            continue
+        score = mean_cosine(member.vector, candidate)
+        if score > best_score or (score == best_score and best is not None
+                                  and candidate.story_id < best.story_id):
+            best, best_score = candidate, score
+    if best is None or best_score < threshold:
+        return None, best_score
+    return best, best_score
+
+
+def match_stories(new: list[Candidate], others: list[Candidate], threshold: float,
+                  window_s: float) -> list[tuple[Candidate, Candidate, float]]:
+    """One-to-one links (new story, other story, score) at ``threshold`` or more, the best
+    pairs first, each story in at most one link."""
+    scored = []
+    for story in new:
+        if not story.members:
+            continue
+        vectors = np.stack([m.vector for m in story.members])
+        for other in others:
+            if other.story_id != story.story_id and other.active_near(
+                    story.first, story.last, window_s):
+                score = mean_cosine(vectors, other)
+                if score >= threshold:
+                    scored.append((score, story.story_id, other.story_id, story, other))
+    links, used = [], set()
+    for score, a, b, story, other in sorted(scored, key=lambda s: (-s[0], s[1], s[2])):
+        if a in used or b in used:
+            continue
+        used.update((a, b))
+        links.append((story, other, score))
+    return links
+
+
+# ---- embedding ------------------------------------------------------------------------------
+
+def embed_pending(store: Store, settings: Settings, progress: Progress | None = None,
+                  batch: int = 256) -> int:
+    """A multilingual embedding for every current article version without one (never twice).
+    The text is what the English model reads: title and lead."""
+    from pipeline.stories import article_text_for_embedding, derive_title
+
+    a, v, m = schema.articles, schema.article_versions, schema.multilingual_embeddings
+    query = (select(v.c.article_id, v.c.version, v.c.title, v.c.text)
+             .join(a, and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version))
+             .outerjoin(m, and_(m.c.article_id == v.c.article_id, m.c.version == v.c.version))
+             .where(m.c.article_id.is_(None)).order_by(v.c.article_id))
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    if progress and rows:
+        progress(0, len(rows))
+    for start in range(0, len(rows), batch):
+        chunk = rows[start:start + batch]
+        vectors = encode_multilingual(
+            [article_text_for_embedding(r.title or derive_title(r.text), r.text) for r in chunk],
+            settings.multilingual.batch_size)
+        with store.engine.begin() as conn:
+            for row, vector in zip(chunk, vectors, strict=True):
+                conn.execute(store._insert(m).values(
+                    article_id=row.article_id, version=row.version,
+                    embedding=pack_vector(vector), model=MODEL_NAME,
+                ).on_conflict_do_nothing(index_elements=["article_id", "version"]))
+        if progress:
+            progress(len(chunk), None)
+    return len(rows)
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+def _when() -> Any:
+    a = schema.articles
+    return func.coalesce(a.c.published_at, a.c.first_seen_at)
+
+
+def _load_candidates(store: Store, since: datetime, until: datetime) -> dict[str, Candidate]:
+    """Stories active in [since, until] with their members' multilingual vectors."""
+    s, a, m = schema.stories, schema.articles, schema.multilingual_embeddings
+    with store.engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(
+            select(s.c.story_id).where(s.c.last_seen_at >= since, s.c.first_seen_at <= until)
+            .order_by(s.c.story_id))]
+        candidates = {story_id: Candidate(story_id) for story_id in ids}
+        for start in range(0, len(ids), 500):
+            rows = conn.execute(
+                select(a.c.article_id, a.c.story_id, a.c.language, _when().label("at"),
+                       m.c.embedding)
+                .join(m, and_(m.c.article_id == a.c.article_id, m.c.version == a.c.version))
+                .where(a.c.story_id.in_(ids[start:start + 500])).order_by(a.c.article_id))
+            for row in rows:
+                candidates[row.story_id].add(Member(row.article_id, _ts(row.at),
+                                                    _unit(row.embedding), row.language))
+    return {k: c for k, c in candidates.items() if c.members}
+
+
+# ---- step 1: articles not in English ---------------------------------------------------------
+
+def assign_other_languages(store: Store, settings: Settings
+                           ) -> tuple[dict[str, int], set[str]]:
+    """Give every unassigned non-English article a story (time order); see the module doc.
+    Returns the outcome counts and the ids of the stories it started."""
+    a, m = schema.articles, schema.multilingual_embeddings
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(a.c.article_id, a.c.title, a.c.source, a.c.language, a.c.story_id,
+                   a.c.version, _when().label("at"), m.c.embedding)
+            .join(m, and_(m.c.article_id == a.c.article_id, m.c.version == a.c.version))
+            .where(a.c.version > 0).where(~english_condition(a.c.language))
+            .where(or_(a.c.story_assigned_version.is_(None),
+                       a.c.story_assigned_version != a.c.version))
+            .order_by(_when(), a.c.article_id)).all()
+    counts: dict[str, int] = {}
+    if not rows:
+        return counts, set()
+    window = timedelta(days=settings.stories.window_days)
+    times = [r.at if r.at.tzinfo else r.at.replace(tzinfo=UTC) for r in rows]
+    candidates = _load_candidates(store, min(times) - window, max(times) + window)
+    window_s = window.total_seconds()
+    threshold = settings.multilingual.threshold
+    decisions: list[tuple[Any, str | None, str | None]] = []  # (row, story, duplicate_of)
+    started: dict[str, Any] = {}  # new story id -> its first row
+    joined: dict[str, list[Any]] = {}  # story id -> rows that joined it in this run
+    for row in rows:
+        member = Member(row.article_id, _ts(row.at), _unit(row.embedding), row.language)
+        if row.story_id:  # an edited version keeps its story
+            decisions.append((row, None, None))
+            counts["kept-story"] = counts.get("kept-story", 0) + 1
+            continue
+        story, _score = best_story(member, candidates.values(), threshold, window_s)
+        duplicate_of = None
+        if story is None:
+            story = Candidate("s-" + row.article_id[:20])
+            candidates[story.story_id] = story
+            started[story.story_id] = row
+            counts["new-story"] = counts.get("new-story", 0) + 1
+        else:
+            same = [m for m in story.members if m.language == member.language]
+            if same:
+                sims = np.stack([m.vector for m in same]) @ member.vector
+                top = int(np.argmax(sims))
+                if float(sims[top]) >= DUPLICATE_COSINE:
+                    duplicate_of = same[top].article_id
+            joined.setdefault(story.story_id, []).append(row)
+            key = "cross-language-join" if story.has_english else (
+                "duplicate" if duplicate_of else "joined-story")
+            counts[key] = counts.get(key, 0) + 1
+        story.add(member)
+        decisions.append((row, story.story_id, duplicate_of))
+    _write_assignments(store, decisions, started, joined)
+    return counts, set(started)
+
+
+def _write_assignments(store: Store, decisions: list[tuple[Any, str | None, str | None]],
+                       started: dict[str, Any], joined: dict[str, list[Any]]) -> None:
+    a, s = schema.articles, schema.stories
+    now = utcnow()
+    with store.engine.begin() as conn:
+        for row, story_id, duplicate_of in decisions:
+            values: dict[str, Any] = {"story_assigned_version": row.version}
+            if story_id is not None:
+                values.update(story_id=story_id, duplicate_of=duplicate_of)
+            conn.execute(update(a).where(a.c.article_id == row.article_id).values(**values))
+        for story_id, first in started.items():
+            members = [first, *joined.pop(story_id, [])]
+            sources = list(dict.fromkeys(r.source for r in members if r.source))
+            conn.execute(s.insert().values(
+                story_id=story_id, title=first.title, first_seen_at=min(r.at for r in members),
+                last_seen_at=max(r.at for r in members), article_count=len(members),
+                sources=sources, centroid=None, updated_at=now))
+        for story_id, rows in joined.items():
+            current = conn.execute(select(s).where(s.c.story_id == story_id)).mappings().one()
+            sources = list(dict.fromkeys([*(current["sources"] or []),
+                                          *(r.source for r in rows if r.source)]))
+            times = [t for t in (current["first_seen_at"], current["last_seen_at"]) if t]
+            times += [r.at for r in rows]
+            conn.execute(update(s).where(s.c.story_id == story_id).values(
+                article_count=current["article_count"] + len(rows), sources=sources,
+                first_seen_at=min(times), last_seen_at=max(times), updated_at=now))
+
+
+# ---- step 3: the English pass's new stories --------------------------------------------------
+
+def unassigned_english_articles(store: Store) -> list[str]:
+    """English articles with no story yet: the ones the English pass will place now."""
+    a = schema.articles
+    with store.engine.connect() as conn:
+        return [r[0] for r in conn.execute(
+            select(a.c.article_id).where(a.c.version > 0, a.c.story_id.is_(None),
+                                         english_condition(a.c.language)))]
+
+
+def link_new_english_stories(store: Store, settings: Settings, article_ids: list[str],
+                             started: set[str] = frozenset()) -> dict[str, int]:
+    """Merge each story the English pass just started (all of whose members are among
+    ``article_ids``) into the best story in another language with no English article yet.
+    ``started``: the stories step 1 started in this run (they may be renamed; older ones
+    never are)."""
+    if not article_ids:
+        return {}
+    a, s = schema.articles, schema.stories
+    fresh = set(article_ids)
+    with store.engine.connect() as conn:
+        placed: dict[str, str] = {}
+        for start in range(0, len(article_ids), 500):
+            placed.update({r.article_id: r.story_id for r in conn.execute(
+                select(a.c.article_id, a.c.story_id)
+                .where(a.c.article_id.in_(article_ids[start:start + 500]))
+                .where(a.c.story_id.is_not(None)))})
+        story_ids = sorted(set(placed.values()))
+        spans = [r for start in range(0, len(story_ids), 500) for r in conn.execute(
+            select(s.c.story_id, s.c.first_seen_at, s.c.last_seen_at)
+            .where(s.c.story_id.in_(story_ids[start:start + 500])))]
+    if not spans:
+        return {}
+    window = timedelta(days=settings.stories.window_days)
+    since = min(r.first_seen_at for r in spans) - window
+    until = max(r.last_seen_at for r in spans) + window
+    candidates = _load_candidates(store, since, until)
+    new = [c for sid in story_ids if (c := candidates.get(sid)) is not None
+           and all(m.article_id in fresh for m in c.members)]
+    others = [c for c in candidates.values() if not c.has_english]
+    links = match_stories(new, others, settings.multilingual.threshold,
+                          window.total_seconds())
+    for english, other, _score in links:
+        # The older story keeps its id; a stored one always does.
+        keep, drop = (other, english) if other.story_id not in started or (
+            other.first, other.story_id) <= (english.first, english.story_id) else (english, other)
+        _merge(store, drop.story_id, keep.story_id)
+    return {"cross-language-merge": len(links)} if links else {}
+
+
+def _merge(store: Store, drop: str, keep: str) -> None:
+    """Move every article of story ``drop`` into ``keep`` and fold its record in: counts and
+    spans add up, the English title and the English centroid win (the English pass reads it)."""
+    a, s = schema.articles, schema.stories
+    with store.engine.begin() as conn:
+        rows = {r["story_id"]: r for r in conn.execute(
+            select(s).where(s.c.story_id.in_([drop, keep]))).mappings()}
+        old, into = rows[drop], rows[keep]
+        english_title = conn.execute(
+            select(a.c.title).where(a.c.story_id.in_([drop, keep]),
+                                    english_condition(a.c.language), a.c.title.is_not(None))
+            .order_by(_when(), a.c.article_id).limit(1)).scalar()
+        conn.execute(update(a).where(a.c.story_id == drop).values(story_id=keep))
+        firsts = [t for t in (old["first_seen_at"], into["first_seen_at"]) if t]
+        lasts = [t for t in (old["last_seen_at"], into["last_seen_at"]) if t]
+        conn.execute(update(s).where(s.c.story_id == keep).values(
+            title=english_title or into["title"] or old["title"],
+            first_seen_at=min(firsts) if firsts else None,
+            last_seen_at=max(lasts) if lasts else None,
+            article_count=into["article_count"] + old["article_count"],
+            sources=list(dict.fromkeys([*(into["sources"] or []), *(old["sources"] or [])])),
+            centroid=into["centroid"] or old["centroid"], updated_at=utcnow()))
+        conn.execute(delete(s).where(s.c.story_id == drop))
+
+
+# ---- the hooks the story stage calls ----------------------------------------------------------
+
+class CrossLingualPass:
+    """Steps 1 and 3 around the English pass of one story-stage run."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store, self.settings = store, settings
+        self.started: set[str] = set()
+        self.english_pending: list[str] = []
+
+    def before_english(self, progress: Progress | None = None) -> dict[str, int]:
+        counts = {"embedded-multilingual": embed_pending(self.store, self.settings, progress)}
+        step, self.started = assign_other_languages(self.store, self.settings)
+        counts.update(step)
+        self.english_pending = unassigned_english_articles(self.store)
+        return counts
+
+    def after_english(self) -> dict[str, int]:
+        return link_new_english_stories(self.store, self.settings, self.english_pending,
+                                        self.started)
+
+
+def english_pass_filter(settings: Settings) -> ColumnElement[bool] | None:
+    """What the English pass embeds with MiniLM: with multilingual stories, English and
+    unknown-language articles only (None = everything)."""
+    if not settings.multilingual.enabled:
+        return None
+    return english_condition(schema.articles.c.language)

@@ -1,0 +1,152 @@
+"""The language of an article: what its text is written in, not only what its page declares.
+
+Feeds and pages often declare no language, or the site's default for every page. Chinese,
+Japanese and Korean are told apart from everything else by their script, which is exact and
+needs no model; Chinese is then split into Traditional and Simplified by the characters used
+(``hanzidentifier``), because Taiwan, Hong Kong and Macau outlets write Traditional and the
+mainland Simplified. Other text keeps its declared language; when none is declared, a long
+enough text is identified with ``py3langid`` (a small bundled model, no download) and kept only
+when the model is confident.
+
+Codes are BCP 47 tags, lower-case language with a title-case script: ``en``, ``fr``,
+``zh-Hant``, ``zh-Hans``, ``zh`` (Chinese whose script cannot be told), ``ja``, ``ko``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from functools import lru_cache
+from typing import Any
+
+TRADITIONAL = "zh-Hant"
+SIMPLIFIED = "zh-Hans"
+CHINESE = "zh"
+
+# Share of letters in a CJK script above which a text is taken as CJK whatever it declares
+# (a Chinese article quotes English names and acronyms; an English one rarely has any Han).
+CJK_SHARE = 0.3
+# Below this share a text declared Chinese/Japanese/Korean is not taken at its word.
+CJK_MINIMUM = 0.05
+# py3langid is asked only about texts this long and believed only this sure: a headline alone
+# ("Obama meets Xi in California") is too short to identify reliably.
+MIN_IDENTIFY_CHARS = 80
+MIN_IDENTIFY_PROBABILITY = 0.9
+SAMPLE_CHARS = 2000  # the first characters of title + text are enough evidence
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
+_HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
+_LETTER = re.compile(r"[^\W\d_]")
+_TRADITIONAL_REGIONS = {"tw", "hk", "mo", "hant"}
+_SIMPLIFIED_REGIONS = {"cn", "sg", "my", "hans"}
+_NAMES = {
+    "en": "English", "zh": "Chinese", TRADITIONAL: "Chinese (Traditional)",
+    SIMPLIFIED: "Chinese (Simplified)", "ja": "Japanese", "ko": "Korean", "fr": "French",
+    "de": "German", "es": "Spanish", "pt": "Portuguese", "it": "Italian", "ru": "Russian",
+    "ar": "Arabic", "vi": "Vietnamese", "id": "Indonesian", "th": "Thai", "nl": "Dutch",
+    "uk": "Ukrainian", "pl": "Polish", "tr": "Turkish",
+}
+_LOCK = threading.Lock()
+
+
+def normalise_language(value: Any) -> str | None:
+    """A declared language tag (``zh-TW``, ``zh_Hant_HK``, ``EN-us``) as this module's code:
+    Chinese keeps its script when the tag implies one; other languages keep their primary tag.
+    """
+    if not isinstance(value, str):
+        return None
+    parts = [p for p in re.split(r"[-_\s]", value.strip().split(",")[0].lower()) if p]
+    if not parts or not re.fullmatch(r"[a-z]{2,3}", parts[0]):
+        return None
+    primary = parts[0]
+    if primary in {"und", "mul", "zxx", "xx"}:
+        return None
+    if primary in {"zh", "zho", "chi", "cmn"}:
+        subtags = set(parts[1:])
+        if subtags & _TRADITIONAL_REGIONS:
+            return TRADITIONAL
+        if subtags & _SIMPLIFIED_REGIONS:
+            return SIMPLIFIED
+        return CHINESE
+    return primary
+
+
+def is_chinese(code: str | None) -> bool:
+    return bool(code) and (code == CHINESE or code.startswith(CHINESE + "-"))
+
+
+def is_cjk(code: str | None) -> bool:
+    return is_chinese(code) or code in {"ja", "ko"}
+
+
+def language_name(code: str | None) -> str:
+    """What a person reads for a code: ``zh-Hant`` → ``Chinese (Traditional)``."""
+    if not code:
+        return "unknown"
+    return _NAMES.get(code, code)
+
+
+def script_counts(text: str) -> tuple[int, int, int, int]:
+    """(Han, kana, Hangul, all letters) in ``text``."""
+    return (len(_HAN.findall(text)), len(_KANA.findall(text)), len(_HANGUL.findall(text)),
+            len(_LETTER.findall(text)))
+
+
+def chinese_script(text: str, declared: str | None = None) -> str:
+    """Traditional or Simplified by the characters used; the declared variant (or plain
+    ``zh``) when the text uses only characters common to both, or a mix."""
+    import hanzidentifier
+
+    kind = hanzidentifier.identify(text)
+    if kind == hanzidentifier.TRADITIONAL:
+        return TRADITIONAL
+    if kind == hanzidentifier.SIMPLIFIED:
+        return SIMPLIFIED
+    if kind == hanzidentifier.MIXED:
+        han = "".join(_HAN.findall(text))
+        traditional = sum(1 for c in han if hanzidentifier.is_traditional(c)
+                          and not hanzidentifier.is_simplified(c))
+        simplified = sum(1 for c in han if hanzidentifier.is_simplified(c)
+                         and not hanzidentifier.is_traditional(c))
+        if traditional >= 3 * max(simplified, 1):
+            return TRADITIONAL
+        if simplified >= 3 * max(traditional, 1):
+            return SIMPLIFIED
+    return declared if is_chinese(declared) else CHINESE
+
+
+@lru_cache(maxsize=1)
+def _identifier() -> Any:
+    with _LOCK:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def identify(text: str) -> str | None:
+    """py3langid's verdict on a Latin/Cyrillic/... text, or None when it is not sure."""
+    if len(text) < MIN_IDENTIFY_CHARS:
+        return None
+    code, probability = _identifier().classify(text)
+    if probability < MIN_IDENTIFY_PROBABILITY:
+        return None
+    return normalise_language(code)
+
+
+def detect_language(title: str | None, text: str | None, declared: str | None = None) -> str | None:
+    """The language an article is written in (see the module docstring for the order of
+    evidence); None when neither the text nor the page says."""
+    declared_code = normalise_language(declared)
+    sample = f"{title or ''}\n{text or ''}"[:SAMPLE_CHARS]
+    han, kana, hangul, letters = script_counts(sample)
+    cjk = han + kana + hangul
+    if letters and cjk >= CJK_SHARE * letters:
+        if hangul >= max(han, kana) and hangul:
+            return "ko"
+        if kana >= 0.1 * cjk:
+            return "ja"
+        return chinese_script(sample, declared_code)
+    if declared_code and not (is_cjk(declared_code) and cjk < CJK_MINIMUM * max(letters, 1)):
+        return declared_code
+    return identify(sample)

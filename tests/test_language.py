@@ -1,0 +1,66 @@
+"""Language detection: script first (Chinese, Japanese, Korean), then the declaration, then
+py3langid on long enough text. All text here is written for these tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.language import (
+    SIMPLIFIED,
+    TRADITIONAL,
+    detect_language,
+    is_chinese,
+    language_name,
+    normalise_language,
+)
+
+TRADITIONAL_TEXT = "國防部表示，今天在臺灣周邊偵獲多架軍機與艦艇，國軍已嚴密監控。"
+SIMPLIFIED_TEXT = "国防部表示，今天在台湾周边发现多架军机与舰艇，军方已严密监控。"
+ENGLISH_TEXT = ("The city council voted on Tuesday to extend the opening hours of every public "
+                "library, after a survey found that most readers wanted to visit at weekends.")
+
+
+@pytest.mark.parametrize(("tag", "code"), [
+    ("zh-TW", TRADITIONAL), ("zh_Hant_HK", TRADITIONAL), ("zh-cn", SIMPLIFIED),
+    ("zh-Hans", SIMPLIFIED), ("zh", "zh"), ("EN-us", "en"), ("fr_FR", "fr"),
+    ("und", None), ("", None), ("12", None), (None, None),
+])
+def test_declared_tags_are_normalised(tag, code):
+    assert normalise_language(tag) == code
+
+
+def test_traditional_and_simplified_are_told_apart_by_their_characters():
+    assert detect_language("國防部：共機擾臺", TRADITIONAL_TEXT) == TRADITIONAL
+    assert detect_language("国防部：共机扰台", SIMPLIFIED_TEXT) == SIMPLIFIED
+
+
+def test_the_script_outweighs_a_wrong_declaration():
+    assert detect_language("新聞", TRADITIONAL_TEXT, declared="en") == TRADITIONAL
+    assert detect_language("Library hours", ENGLISH_TEXT, declared="zh-TW") == "en"
+
+
+def test_characters_common_to_both_scripts_keep_the_declared_variant():
+    common = "中文日本"  # written the same in both scripts
+    assert detect_language(common, common, declared="zh-TW") == TRADITIONAL
+    assert detect_language(common, common, declared="zh-CN") == SIMPLIFIED
+    assert detect_language(common, common) == "zh"
+    assert is_chinese("zh") and is_chinese(TRADITIONAL) and not is_chinese("en")
+
+
+def test_japanese_and_korean_are_not_taken_for_chinese():
+    assert detect_language("東京で会議", "政府は今日、新しい計画を発表しました。") == "ja"
+    assert detect_language("서울 회의", "정부는 오늘 새로운 계획을 발표했다.") == "ko"
+
+
+def test_undeclared_text_is_identified_only_when_long_and_clear():
+    assert detect_language("Library hours", ENGLISH_TEXT) == "en"
+    assert detect_language("Obama meets Xi", "") is None  # a headline alone is too short
+    assert detect_language("Library hours", "", declared="en-GB") == "en"
+
+
+def test_names_for_people():
+    assert language_name(TRADITIONAL) == "Chinese (Traditional)"
+    assert language_name(SIMPLIFIED) == "Chinese (Simplified)"
+    assert language_name("en") == "English"
+    assert language_name(None) == "unknown"
+    assert language_name("xh") == "xh"
