@@ -1,0 +1,126 @@
+"""Cross-lingual stories: the pure matching rules, then the story stage over a store with the
+real models (fictional text, tests/support/crosslingual.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from pipeline import schema
+from pipeline.crosslingual import Candidate, Member, best_story, match_stories
+from pipeline.settings import Settings
+from pipeline.store import open_store
+from pipeline.stories import assign_stories, cluster_records
+from pipeline.urls import content_hash
+from tests.support.crosslingual import DRILL_EN, DRILL_ZH, UNRELATED
+
+DAY = 86_400.0
+
+
+def _unit(*values: float) -> np.ndarray:
+    vector = np.asarray(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def _story(story_id: str, *members: tuple[float, np.ndarray, str]) -> Candidate:
+    story = Candidate(story_id)
+    for n, (time, vector, language) in enumerate(members):
+        story.add(Member(f"{story_id}-{n}", time, vector, language))
+    return story
+
+
+# ---- pure rules -----------------------------------------------------------------------------
+
+def test_best_story_needs_the_threshold_and_the_window():
+    near = _story("near", (0.0, _unit(1, 0.2), "en"))
+    far = _story("far", (-10 * DAY, _unit(1, 0), "en"))
+    item = Member("zh", 0.5 * DAY, _unit(1, 0.1), "zh-Hant")
+    story, score = best_story(item, [near, far], threshold=0.5, window_s=3 * DAY)
+    assert story is near and score > 0.9  # "far" is closer in meaning but out of the window
+    assert best_story(item, [near], threshold=0.999, window_s=3 * DAY)[0] is None
+
+
+def test_match_stories_links_one_to_one_best_first():
+    chinese = _story("zh", (0.0, _unit(1, 0), "zh-Hant"))
+    english_a = _story("a", (0.0, _unit(1, 0.05), "en"))
+    english_b = _story("b", (0.0, _unit(1, 0.5), "en"))
+    links = match_stories([english_b, english_a], [chinese], threshold=0.5, window_s=DAY)
+    assert [(a.story_id, b.story_id) for a, b, _ in links] == [("a", "zh")]
+
+
+def test_match_stories_ignores_weak_and_distant_pairs():
+    chinese = _story("zh", (0.0, _unit(1, 0), "zh-Hant"))
+    weak = _story("weak", (0.0, _unit(0, 1), "en"))
+    late = _story("late", (9 * DAY, _unit(1, 0), "en"))
+    assert match_stories([weak, late], [chinese], threshold=0.5, window_s=3 * DAY) == []
+
+
+# ---- the story stage, with the models --------------------------------------------------------
+
+def _stories(records: list[dict], *, enabled: bool = True) -> dict[str, str]:
+    settings = Settings()
+    settings.multilingual.enabled = enabled
+    return {r["id"]: r["story_id"] for r in cluster_records(records, settings)}
+
+
+@pytest.mark.slow
+def test_a_chinese_article_joins_the_english_story_of_its_event():
+    stories = _stories([DRILL_ZH, *DRILL_EN, *UNRELATED])
+    assert stories["zh-drill"] == stories["en-drill-1"] == stories["en-drill-2"]
+    assert len({stories["zh-drill"], stories["en-bakery"], stories["zh-market"]}) == 3
+
+
+@pytest.mark.slow
+def test_without_the_multilingual_model_the_languages_stay_apart():
+    stories = _stories([DRILL_ZH, *DRILL_EN], enabled=False)
+    assert stories["en-drill-1"] == stories["en-drill-2"] != stories["zh-drill"]
+
+
+@pytest.mark.slow
+def test_english_only_input_is_grouped_exactly_as_without_it():
+    records = [*DRILL_EN, UNRELATED[0]]
+    on, off = _stories(records), _stories(records, enabled=False)
+    assert on == off
+
+
+def _add(store, record: dict, seen: datetime) -> None:
+    published = datetime.fromisoformat(record["published_at"].replace("Z", "+00:00"))
+    digest = content_hash(record["title"], record["text"])
+    with store.engine.begin() as conn:
+        conn.execute(schema.articles.insert().values(
+            article_id=record["id"], url=f"https://example.com/{record['id']}",
+            source=record["source"], title=record["title"], text=record["text"],
+            text_source="page", published_at=published, language=record["language"],
+            content_hash=digest, version=1, extraction_status="ok", first_seen_at=seen,
+            updated_at=seen))
+        conn.execute(schema.article_versions.insert().values(
+            article_id=record["id"], version=1, content_hash=digest, title=record["title"],
+            text=record["text"], seen_at=seen))
+
+
+@pytest.mark.slow
+def test_a_chinese_first_story_keeps_its_id_when_the_english_reports_arrive(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
+    settings = Settings()
+    seen = datetime(2026, 3, 10, 6, tzinfo=UTC)
+    _add(store, DRILL_ZH, seen)
+    first = assign_stories(store, settings)
+    assert first["new-story"] == 1
+    chinese_story = store.get_article("zh-drill")["story_id"]
+    for n, record in enumerate(DRILL_EN):
+        _add(store, record, seen + timedelta(hours=1, minutes=n))
+    second = assign_stories(store, settings)
+    assert second["cross-language-merge"] == 1
+    assert {store.get_article(r["id"])["story_id"] for r in DRILL_EN} == {chinese_story}
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(schema.stories)).mappings().all()
+    assert [(r["story_id"], r["article_count"]) for r in rows] == [(chinese_story, 3)]
+    story = rows[0]
+    assert story["title"] == DRILL_EN[0]["title"]  # the English headline names the story
+    assert story["centroid"] is not None  # the English pass can now find it on its own
+    assert set(story["sources"]) == {r["source"] for r in (DRILL_ZH, *DRILL_EN)}
+    assert assign_stories(store, settings) == {"embedded": 0, "embedded-multilingual": 0}
+    store.close()
