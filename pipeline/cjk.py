@@ -80,3 +80,12 @@ def query_variants(phrase: str) -> tuple[str, ...]:
             if spelling not in variants:
                 variants.append(spelling)
     return tuple(variants)
+
+
+def keyword_pattern(term: str, pattern: str) -> str:
+    """``pattern`` (a regex for ``term``) bounded as a whole word where words have
+    boundaries: a Chinese or Japanese keyword sits between other characters with no space
+    (``臺灣`` in ``在臺灣周邊``), so its CJK ends get no boundary."""
+    start = "" if has_cjk(term[:1]) else r"(?<!\w)"
+    end = "" if has_cjk(term[-1:]) else r"(?!\w)"
+    return f"{start}{pattern}{end}"

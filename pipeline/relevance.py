@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.cjk import keyword_pattern
 from pipeline.embeddings import DEFAULT_MODEL, encode
 from pipeline.settings import Settings, WatchConfig
 
@@ -68,7 +69,7 @@ W_SEMANTIC = 6.07
 
 _SEPARATORS = re.compile(r"[\s\-\u2010\u2011\u2013]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")  # description sentences (sub-topics)
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")  # article sentences, for ``share``
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")  # sentences, for ``share``
 
 
 @dataclass(slots=True)
@@ -166,8 +167,9 @@ def _matcher(terms: tuple[str, ...]) -> _Matcher | None:
     ordered = tuple(sorted(usable, key=lambda t: (-len(t), t)))
     if not ordered:
         return None
-    groups = "|".join(f"(?P<t{i}>{_phrase_pattern(term)})" for i, term in enumerate(ordered))
-    return _Matcher(re.compile(rf"(?<!\w)(?:{groups})(?!\w)", re.IGNORECASE), ordered)
+    groups = "|".join(f"(?P<t{i}>{keyword_pattern(term, _phrase_pattern(term))})"
+                      for i, term in enumerate(ordered))  # CJK keywords: no word boundary
+    return _Matcher(re.compile(groups, re.IGNORECASE), ordered)
 
 
 def _find(matcher: _Matcher | None, text: str) -> dict[str, int]:

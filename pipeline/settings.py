@@ -137,7 +137,7 @@ class MultilingualSettings(Section):
                           "in English is compared with every story by the multilingual model "
                           "(USE v3, packaged), English with English by embedding.model; off = "
                           "every article is grouped by embedding.model alone")
-    threshold: float = Field(0.35, ge=-1, le=1, description="min mean multilingual cosine "
+    threshold: float = Field(0.30, ge=-1, le=1, description="min mean multilingual cosine "
                              "with a story's latest members for a non-English article to join "
                              "it, and for a run's new English story to merge into a story in "
                              "another language")

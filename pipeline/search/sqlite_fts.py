@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.cjk import display_text, fts_text, query_variants
 from pipeline.embeddings import pack_vector, unpack_vector
 from pipeline.search.base import (
     ParsedQuery,
@@ -78,20 +79,27 @@ def _from_epoch(value: float | None) -> datetime | None:
 
 
 def _fts_string(raw: str) -> str:
-    """An FTS5 string literal: everything inside is text for the tokenizer, never syntax."""
-    return '"' + raw.replace('"', '""') + '"'
+    """An FTS5 string literal: everything inside is text for the tokenizer, never syntax.
+    CJK characters are spaced as in the index (pipeline/cjk.py)."""
+    return '"' + fts_text(raw).replace('"', '""') + '"'
+
+
+def _spellings(phrase: str) -> list[str]:
+    """A phrase as FTS5 strings, in each of its Chinese spellings (Traditional/Simplified)."""
+    return [_fts_string(variant) for variant in query_variants(phrase)]
 
 
 def fts5_expression(parsed: ParsedQuery) -> str:
     """Translate a parsed query to an FTS5 MATCH expression built only from quoted strings."""
     clauses = []
     for clause in parsed.clauses:
-        alternatives = [_fts_string(phrase) for phrase in clause]
+        alternatives = [spelling for phrase in clause for spelling in _spellings(phrase)]
         clauses.append(alternatives[0] if len(alternatives) == 1
                        else "(" + " OR ".join(alternatives) + ")")
     expr = " AND ".join(clauses)
     for phrase in parsed.excluded:
-        expr = f"({expr}) NOT {_fts_string(phrase)}"
+        for spelling in _spellings(phrase):
+            expr = f"({expr}) NOT {spelling}"
     return expr
 
 
@@ -227,7 +235,7 @@ class SqliteSearch:
                 (*values, rowid))
             conn.execute("DELETE FROM search_fts WHERE rowid = ?", (rowid,))
         conn.execute("INSERT INTO search_fts (rowid, title, text) VALUES (?, ?, ?)",
-                     (rowid, doc.title or "", doc.text or ""))
+                     (rowid, fts_text(doc.title), fts_text(doc.text)))
 
     def delete(self, article_ids: list[str]) -> None:
         self.ensure_ready()
@@ -316,7 +324,8 @@ class SqliteSearch:
             " ORDER BY score, d.article_id LIMIT ?", [*params, depth], parsed, query.text)
         total_rows = self._match(f"SELECT count(*) {base}", params, parsed, query.text)
         total = int(total_rows[0][0]) if total_rows else 0
-        hits = [self._hit(row, snippet=row[7], score=-float(row[8])) for row in rows]
+        hits = [self._hit(row, snippet=display_text(row[7]), score=-float(row[8]))
+                for row in rows]
         return hits, total
 
     def _semantic(self, vector: Sequence[float], query: SearchQuery,
@@ -384,7 +393,7 @@ class SqliteSearch:
         with self._read() as conn:
             rows = conn.execute(f"SELECT rowid, text FROM search_fts WHERE rowid IN ({marks})",
                                 rowids).fetchall()
-        return {rowid: text or "" for rowid, text in rows}
+        return {rowid: display_text(text) for rowid, text in rows}
 
     @staticmethod
     def _hit(row: Sequence[Any], *, snippet: str, score: float) -> SearchHit:
