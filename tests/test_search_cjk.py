@@ -1,5 +1,6 @@
-"""Chinese search on SQLite FTS5: a Chinese query finds Chinese articles, in either script,
-and snippets read as written. The Chinese text is written for these tests."""
+"""Chinese search: a Chinese query finds Chinese articles, in either script, on SQLite FTS5
+and on the Elasticsearch API (osmem-server); snippets read as written. The Chinese text is
+written for these tests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.search.base import SearchDocument, SearchQuery
+from pipeline.search.elastic import ElasticSearch, article_mappings
 from pipeline.search.sqlite_fts import SqliteSearch
+from pipeline.settings import SearchSettings
 
 DOCS = [
     ("zh-1", "國防部：共機31架次逼近臺灣", "國防部今天表示，國軍在臺灣周邊偵獲共機31架次，已派遣兵力監控。",
@@ -20,9 +23,27 @@ DOCS = [
 ]
 
 
-@pytest.fixture
-def search(tmp_path):
-    backend = SqliteSearch(tmp_path / "search.db")
+@pytest.fixture(scope="module")
+def osmem_server():
+    """As in test_search_contract.py: no seed, no Japanese analysis (faster start)."""
+    from osmem_server import OsmemServer
+
+    server = OsmemServer.start(japanese=False)
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("osmem", marks=pytest.mark.elasticsearch)])
+def search(request, tmp_path):
+    if request.param == "sqlite":
+        backend = SqliteSearch(tmp_path / "search.db")
+    else:
+        from tests.support.es_compat import OsmemCompatNode
+
+        clone = request.getfixturevalue("osmem_clone")
+        backend = ElasticSearch(SearchSettings(url=clone.url, vectors=False,
+                                               index_prefix="nwcjk"),
+                                node_class=OsmemCompatNode, max_retries=0, initial_backoff=0.1)
     backend.index([SearchDocument(
         article_id=aid, title=title, text=text, url=f"https://example.com/{aid}",
         source="Fictional", published_at=datetime(2026, 3, 10, tzinfo=UTC), language=lang,
@@ -31,7 +52,14 @@ def search(tmp_path):
     backend.close()
 
 
-def _ids(search: SqliteSearch, text: str) -> set[str]:
+def test_elasticsearch_text_fields_have_a_cjk_subfield():
+    properties = article_mappings(vectors=False, dims=None)["properties"]
+    for field in ("title", "text"):
+        assert properties[field]["fields"]["cjk"] == {"type": "text", "analyzer": "cjk"}
+        assert properties[field]["analyzer"] == "english"  # English analysis unchanged
+
+
+def _ids(search, text: str) -> set[str]:
     return {h.article_id for h in search.search(SearchQuery(text=text, mode="keyword")).hits}
 
 
@@ -46,8 +74,14 @@ def test_a_chinese_query_finds_chinese_articles(search, query, expected):
     assert _ids(search, query) == expected
 
 
-def test_snippets_read_as_written(search):
+def test_snippets_read_as_written(tmp_path):
+    search = SqliteSearch(tmp_path / "search.db")
+    search.index([SearchDocument(
+        article_id="zh-1", title=DOCS[0][1], text=DOCS[0][2], url="https://example.com/zh-1",
+        source="Fictional", published_at=None, language="zh-Hant", story_id=None,
+        content_hash="h", feeds=["1"])])
     hit = search.search(SearchQuery(text="共機", mode="keyword")).hits[0]
     # no spaces between characters; a number keeps the spaces the index put round it
     assert hit.snippet == "國防部今天表示，國軍在臺灣周邊偵獲[[共機]] 31 架次，已派遣…"
     assert hit.title == DOCS[0][1]
+    search.close()

@@ -31,6 +31,7 @@ from elasticsearch import (
 )
 from elasticsearch import ConnectionError as EsConnectionError
 
+from pipeline.cjk import has_cjk, query_variants
 from pipeline.search.base import (
     ParsedQuery,
     SearchDocument,
@@ -63,7 +64,9 @@ _FOLDED_ANALYSIS = {
 
 
 def _text_field(*, raw: bool = False) -> dict[str, Any]:
-    fields: dict[str, Any] = {"folded": {"type": "text", "analyzer": "newswatch_folded"}}
+    fields: dict[str, Any] = {"folded": {"type": "text", "analyzer": "newswatch_folded"},
+                              # built in: overlapping bigrams of CJK characters (docs/decisions)
+                              "cjk": {"type": "text", "analyzer": "cjk"}}
     if raw:
         fields["raw"] = {"type": "keyword", "ignore_above": 1024}
     return {"type": "text", "analyzer": "english", "fields": fields}
@@ -132,6 +135,8 @@ def _phrase_query(phrase: str, *, positive: bool) -> dict[str, Any]:
     zero = "all" if positive else "none"
     fields = [("title", TITLE_BOOST), ("text", 1.0),
               ("title.folded", TITLE_BOOST * FOLDED_BOOST), ("text.folded", FOLDED_BOOST)]
+    if has_cjk(phrase):  # English ranking stays as it was
+        fields += [("title.cjk", TITLE_BOOST), ("text.cjk", 1.0)]
     return {"bool": {"should": [
         {"match_phrase": {field: {"query": phrase, "boost": boost, "zero_terms_query": zero}}}
         for field, boost in fields
@@ -142,12 +147,14 @@ def text_query(parsed: ParsedQuery) -> dict[str, Any]:
     """A parsed query as an ES bool query (built from match_phrase only: no query parser)."""
     must = []
     for clause in parsed.clauses:
-        alternatives = [_phrase_query(phrase, positive=True) for phrase in clause]
+        alternatives = [_phrase_query(spelling, positive=True)
+                        for phrase in clause for spelling in query_variants(phrase)]
         must.append(alternatives[0] if len(alternatives) == 1 else
                     {"bool": {"should": alternatives, "minimum_should_match": 1}})
     body: dict[str, Any] = {"must": must}
     if parsed.excluded:
-        body["must_not"] = [_phrase_query(p, positive=False) for p in parsed.excluded]
+        body["must_not"] = [_phrase_query(spelling, positive=False)
+                            for p in parsed.excluded for spelling in query_variants(p)]
     return body
 
 
