@@ -14,8 +14,8 @@ from pipeline.search.sqlite_fts import SqliteSearch
 from pipeline.settings import SearchSettings
 
 DOCS = [
-    ("zh-1", "國防部：共機31架次逼近臺灣", "國防部今天表示，國軍在臺灣周邊偵獲共機31架次，已派遣兵力監控。",
-     "zh-Hant"),
+    ("zh-1", "國防部：共機31架次逼近臺灣",
+     "國防部今天表示，國軍在臺灣周邊偵獲共機31架次，已派遣兵力監控。", "zh-Hant"),
     ("zh-2", "国台办回应两岸交流", "国台办发言人表示，两岸交流应当继续推进。", "zh-Hans"),
     ("zh-3", "颱風凱米登陸 全台停班停課", "中度颱風凱米深夜登陸宜蘭，各縣市停班停課。", "zh-Hant"),
     ("en-1", "Taiwan tracks Chinese aircraft", "The defence ministry said 31 aircraft flew near "
