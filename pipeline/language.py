@@ -150,3 +150,19 @@ def detect_language(title: str | None, text: str | None, declared: str | None = 
     if declared_code and not (is_cjk(declared_code) and cjk < CJK_MINIMUM * max(letters, 1)):
         return declared_code
     return identify(sample)
+
+
+def original_headlines(articles: list[dict[str, Any]], limit: int = 3) -> list[tuple[str, str]]:
+    """(headline as published, language name) of the articles not in English, oldest first:
+    what an alert shows beside a story's English title."""
+    seen: list[tuple[str, str]] = []
+    for article in articles:
+        code = article.get("language")
+        title = " ".join(str(article.get("title") or "").split())
+        if not code or code == "en" or code.startswith("en-") or not title:
+            continue
+        if all(title != t for t, _ in seen):
+            seen.append((title, language_name(code)))
+        if len(seen) == limit:
+            break
+    return seen

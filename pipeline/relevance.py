@@ -120,6 +120,18 @@ class RelevanceScore:
         }
 
 
+# The Taiwan watch in Chinese, Traditional and Simplified (a CJK keyword matches inside words:
+# Chinese is written without spaces). Names and institutions that mean Taiwan; not 國軍 (it is
+# inside 美國軍艦) nor Simplified 国防部 (mostly the PRC's ministry).
+TAIWAN_KEYWORDS_ZH = (
+    "台灣", "臺灣", "台湾", "台海", "臺海", "兩岸", "两岸", "海峽中線",
+    "海峡中线", "國防部", "解放軍", "解放军", "共軍", "共機", "共机", "共艦",
+    "總統府", "陸委會", "陆委会", "國台辦", "国台办", "民進黨", "民进党", "國民黨",
+    "国民党", "民眾黨", "蔡英文", "賴清德", "赖清德", "柯文哲", "侯友宜", "馬英九",
+    "马英九", "台北", "臺北", "高雄", "台積電", "台积电", "立法院", "行政院",
+)
+
+
 def default_taiwan_watch() -> WatchConfig:
     """The shipped ``taiwan`` watch (also in config/newswatch.yaml)."""
     return WatchConfig(
@@ -141,6 +153,7 @@ def default_taiwan_watch() -> WatchConfig:
             "Taiwan", "Taiwanese", "Taipei", "Taiwan Strait", "cross-strait",
             "Tsai Ing-wen", "Lai Ching-te", "Ma Ying-jeou", "Chen Shui-bian", "Lee Teng-hui",
             "Kuomintang", "KMT", "DPP", "Democratic Progressive Party", "Kaohsiung",
+            *TAIWAN_KEYWORDS_ZH,
         ],
         exclude=[],
     )

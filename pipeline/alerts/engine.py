@@ -43,6 +43,7 @@ from pipeline.alerts.render import (
     render_message,
     shorten,
 )
+from pipeline.language import original_headlines
 from pipeline.settings import ChannelConfig, Settings, WatchConfig
 from pipeline.store import Store, utcnow
 from pipeline.urls import host_of
@@ -357,7 +358,8 @@ def _message(store: Store, watch: WatchConfig, kind: str, story: dict[str, Any],
         sources=list(sources.items()),
         first_seen=story.get("first_seen_at") or _when(articles[0]),
         summary=_summary_of(store, lead), reasons=reasons, article_count=len(articles),
-        score=round(score.score, 4), new_sources=new_sources or [], timezone=watch.timezone)
+        score=round(score.score, 4), new_sources=new_sources or [], timezone=watch.timezone,
+        originals=original_headlines(articles))
 
 
 def _basis(articles: list[dict[str, Any]]) -> dict[str, Any]:

@@ -46,6 +46,8 @@ class AlertMessage:
     new_sources: list[str] = field(default_factory=list)  # for updates: outlets since last
     timezone: str = "UTC"  # the watch's, for showing times
     alert_id: int | None = None
+    # (headline as published, language) of reports not in English (pipeline/language.py)
+    originals: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def link(self) -> str | None:
@@ -65,6 +67,7 @@ class AlertMessage:
             "article_count": self.article_count, "score": self.score,
             "new_sources": list(self.new_sources), "timezone": self.timezone,
             "alert_id": self.alert_id,
+            "originals": [{"title": t, "language": lang} for t, lang in self.originals],
         }
 
     @classmethod
@@ -81,6 +84,8 @@ class AlertMessage:
             article_count=int(data.get("article_count") or 0), score=data.get("score"),
             new_sources=list(data.get("new_sources") or []),
             timezone=data.get("timezone") or "UTC", alert_id=data.get("alert_id"),
+            originals=[(o.get("title") or "", o.get("language") or "")
+                       for o in data.get("originals") or []],
         )
 
 
@@ -195,6 +200,12 @@ def _reasons(message: AlertMessage) -> list[str]:
     return reasons
 
 
+def _originals(message: AlertMessage) -> list[str]:
+    """``Original headline (Chinese (Traditional)): …`` for each report not in English."""
+    return [f"Original headline ({one_line(language, 40)}): {one_line(title, 200)}"
+            for title, language in message.originals if one_line(title)]
+
+
 def _sources(message: AlertMessage) -> list[tuple[str, str | None]]:
     return [(one_line(name, 120) or "unknown", safe_url(url)) for name, url in message.sources]
 
@@ -213,6 +224,7 @@ def render_text(message: AlertMessage) -> str:
     link = message.link
     if link:
         lines.append(link)
+    lines += _originals(message)
     summary = _summary(message)
     if summary:
         lines += ["", summary]
@@ -236,6 +248,7 @@ def _html_item(message: AlertMessage, heading: str = "h2") -> str:
     if message.kind == "update" and message.new_sources:
         parts.append("<p><strong>New sources since the last alert:</strong> "
                      + h(", ".join(one_line(s, 120) for s in message.new_sources)) + "</p>")
+    parts += [f'<p style="margin:0 0 8px">{h(line)}</p>' for line in _originals(message)]
     summary = _summary(message)
     if summary:
         parts.append(f"<p>{h(summary)}</p>")
@@ -270,6 +283,8 @@ def _slack_item_blocks(message: AlertMessage, *, summary: bool = True) -> list[d
     if message.kind == "update" and message.new_sources:
         text += "\nNew sources: " + mrkdwn(", ".join(one_line(s, 80)
                                                       for s in message.new_sources))
+    for line in _originals(message):
+        text += "\n" + mrkdwn(line)
     body = _summary(message) if summary else ""
     if body:
         text += "\n" + mrkdwn(body)
