@@ -124,3 +124,24 @@ def test_a_chinese_first_story_keeps_its_id_when_the_english_reports_arrive(tmp_
     assert set(story["sources"]) == {r["source"] for r in (DRILL_ZH, *DRILL_EN)}
     assert assign_stories(store, settings) == {"embedded": 0, "embedded-multilingual": 0}
     store.close()
+
+
+@pytest.mark.slow
+def test_a_later_chinese_report_joins_the_stored_english_story(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
+    settings = Settings()
+    seen = datetime(2026, 3, 10, 6, tzinfo=UTC)
+    for n, record in enumerate(DRILL_EN):
+        _add(store, record, seen + timedelta(minutes=n))
+    assign_stories(store, settings)
+    english_story = store.get_article("en-drill-1")["story_id"]
+    _add(store, DRILL_ZH, seen + timedelta(hours=2))
+    counts = assign_stories(store, settings)
+    assert counts["cross-language-join"] == 1
+    assert store.get_article("zh-drill")["story_id"] == english_story
+    with store.engine.connect() as conn:
+        row = conn.execute(select(schema.stories)).mappings().one()
+    assert row["article_count"] == 3 and row["title"] == DRILL_EN[0]["title"]
+    assert row["first_seen_at"] == datetime(2026, 3, 10, 1, tzinfo=UTC)  # the Chinese report's
+    assert DRILL_ZH["source"] in row["sources"]
+    store.close()
