@@ -104,49 +104,72 @@ class Candidate:
             self.first <= end + window_s
 
 
-def mean_cosine(vectors: np.ndarray, candidate: Candidate) -> float:
-    """Average linkage: the mean cosine between ``vectors`` (rows) and the story's sample."""
-    return float(np.mean(np.atleast_2d(vectors) @ candidate.sample().T))
+def primary_language(code: str | None) -> str:
+    """``zh-Hant`` and ``zh-Hans`` are both Chinese; unknown counts as English."""
+    return "en" if uses_english_model(code) else str(code).split("-")[0]
 
 
-def best_story(member: Member, candidates: Iterable[Candidate], threshold: float,
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The multilingual cosine a pair needs: pairs in one language sit closer in the model's
+    space than translations do (unrelated Chinese reports of one topic reach 0.5, a Chinese
+    report and the English one of its event often only 0.35), so they need more."""
+
+    cross: float
+    same: float
+
+
+def margin(vectors: np.ndarray, languages: list[str], candidate: Candidate,
+           thresholds: Thresholds) -> float:
+    """Average linkage against the story's latest members, each pair's cosine less the
+    threshold of its language pair: >= 0 is close enough."""
+    sample = sorted(candidate.members, key=lambda m: (m.time, m.article_id))[-MEMBER_SAMPLE:]
+    cosines = np.atleast_2d(vectors) @ np.stack([m.vector for m in sample]).T
+    needed = np.array([[thresholds.same if lang == primary_language(m.language)
+                        else thresholds.cross for m in sample] for lang in languages])
+    return float(np.mean(cosines - needed))
+
+
+def best_story(member: Member, candidates: Iterable[Candidate], thresholds: Thresholds,
                window_s: float) -> tuple[Candidate | None, float]:
-    """The active story that ``member`` fits best, when it reaches ``threshold``."""
+    """The active story that ``member`` fits best, when it is close enough (margin >= 0)."""
     best, best_score = None, -math.inf
+    language = [primary_language(member.language)]
     for candidate in candidates:
         if not candidate.active_near(member.time, member.time, window_s):
             continue
-        score = mean_cosine(member.vector, candidate)
+        score = margin(member.vector, language, candidate, thresholds)
         if score > best_score or (score == best_score and best is not None
                                   and candidate.story_id < best.story_id):
             best, best_score = candidate, score
-    if best is None or best_score < threshold:
+    if best is None or best_score < 0:
         return None, best_score
     return best, best_score
 
 
-def match_stories(new: list[Candidate], others: list[Candidate], threshold: float,
+def match_stories(english: list[Candidate], others: list[Candidate], thresholds: Thresholds,
                   window_s: float) -> list[tuple[Candidate, Candidate, float]]:
-    """One-to-one links (new story, other story, score) at ``threshold`` or more, the best
-    pairs first, each story in at most one link."""
-    scored = []
-    for story in new:
-        if not story.members:
+    """(other-language story, English story, margin) for each story in ``others`` whose best
+    English story is close enough, best first: an English story may take several (its
+    Traditional and Simplified coverage), a story in another language goes to one."""
+    links = []
+    for other in others:
+        if not other.members:
             continue
-        vectors = np.stack([m.vector for m in story.members])
-        for other in others:
-            if other.story_id != story.story_id and other.active_near(
-                    story.first, story.last, window_s):
-                score = mean_cosine(vectors, other)
-                if score >= threshold:
-                    scored.append((score, story.story_id, other.story_id, story, other))
-    links, used = [], set()
-    for score, a, b, story, other in sorted(scored, key=lambda s: (-s[0], s[1], s[2])):
-        if a in used or b in used:
-            continue
-        used.update((a, b))
-        links.append((story, other, score))
-    return links
+        vectors = np.stack([m.vector for m in other.members])
+        languages = [primary_language(m.language) for m in other.members]
+        best, best_score = None, -math.inf
+        for story in english:
+            if story.story_id == other.story_id or not story.active_near(
+                    other.first, other.last, window_s):
+                continue
+            score = margin(vectors, languages, story, thresholds)
+            if score > best_score or (score == best_score and best is not None
+                                      and story.story_id < best.story_id):
+                best, best_score = story, score
+        if best is not None and best_score >= 0:
+            links.append((other, best, best_score))
+    return sorted(links, key=lambda link: (-link[2], link[0].story_id))
 
 
 # ---- embedding ------------------------------------------------------------------------------
@@ -232,7 +255,7 @@ def assign_other_languages(store: Store, settings: Settings
     times = [r.at if r.at.tzinfo else r.at.replace(tzinfo=UTC) for r in rows]
     candidates = _load_candidates(store, min(times) - window, max(times) + window)
     window_s = window.total_seconds()
-    threshold = settings.multilingual.threshold
+    thresholds = thresholds_of(settings)
     decisions: list[tuple[Any, str | None, str | None]] = []  # (row, story, duplicate_of)
     started: dict[str, Any] = {}  # new story id -> its first row
     joined: dict[str, list[Any]] = {}  # story id -> rows that joined it in this run
@@ -242,7 +265,7 @@ def assign_other_languages(store: Store, settings: Settings
             decisions.append((row, None, None))
             counts["kept-story"] = counts.get("kept-story", 0) + 1
             continue
-        story, _score = best_story(member, candidates.values(), threshold, window_s)
+        story, _score = best_story(member, candidates.values(), thresholds, window_s)
         duplicate_of = None
         if story is None:
             story = Candidate("s-" + row.article_id[:20])
@@ -335,14 +358,19 @@ def link_new_english_stories(store: Store, settings: Settings, article_ids: list
     new = [c for sid in story_ids if (c := candidates.get(sid)) is not None
            and all(m.article_id in fresh for m in c.members)]
     others = [c for c in candidates.values() if not c.has_english]
-    links = match_stories(new, others, settings.multilingual.threshold,
-                          window.total_seconds())
-    for english, other, _score in links:
-        # The older story keeps its id; a stored one always does.
-        keep, drop = (other, english) if other.story_id not in started or (
-            other.first, other.story_id) <= (english.first, english.story_id) else (english, other)
-        _merge(store, drop.story_id, keep.story_id)
-    return {"cross-language-merge": len(links)} if links else {}
+    merged: dict[str, str] = {}  # English story -> the stored story it went into
+    count = 0
+    for other, english, _score in match_stories(new, others, thresholds_of(settings),
+                                                window.total_seconds()):
+        if other.story_id in started:  # new in this run too: the English story keeps its id
+            _merge(store, other.story_id, merged.get(english.story_id, english.story_id))
+        elif english.story_id not in merged:  # a stored story is never renamed
+            _merge(store, english.story_id, other.story_id)
+            merged[english.story_id] = other.story_id
+        else:
+            continue  # already in another stored story: this one stays apart
+        count += 1
+    return {"cross-language-merge": count} if count else {}
 
 
 def _merge(store: Store, drop: str, keep: str) -> None:
@@ -390,6 +418,11 @@ class CrossLingualPass:
     def after_english(self) -> dict[str, int]:
         return link_new_english_stories(self.store, self.settings, self.english_pending,
                                         self.started)
+
+
+def thresholds_of(settings: Settings) -> Thresholds:
+    conf = settings.multilingual
+    return Thresholds(cross=conf.threshold, same=conf.same_language_threshold)
 
 
 def english_pass_filter(settings: Settings) -> ColumnElement[bool] | None:

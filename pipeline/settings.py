@@ -137,10 +137,12 @@ class MultilingualSettings(Section):
                           "in English is compared with every story by the multilingual model "
                           "(USE v3, packaged), English with English by embedding.model; off = "
                           "every article is grouped by embedding.model alone")
-    threshold: float = Field(0.30, ge=-1, le=1, description="min mean multilingual cosine "
-                             "with a story's latest members for a non-English article to join "
-                             "it, and for a run's new English story to merge into a story in "
-                             "another language")
+    threshold: float = Field(0.30, ge=-1, le=1, description="multilingual cosine an article "
+                             "needs with a story member in another language (a story's latest "
+                             "members are averaged, each against its own threshold)")
+    same_language_threshold: float = Field(0.5, ge=-1, le=1, description="the same for a "
+                                           "member in the article's own language (Chinese "
+                                           "with Chinese): one language sits closer")
     batch_size: int = Field(64, ge=1, description="texts per multilingual encode call")
 
 

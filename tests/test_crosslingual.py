@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from pipeline import schema
-from pipeline.crosslingual import Candidate, Member, best_story, match_stories
+from pipeline.crosslingual import Candidate, Member, Thresholds, best_story, match_stories
 from pipeline.settings import Settings
 from pipeline.store import open_store
 from pipeline.stories import assign_stories, cluster_records
@@ -38,24 +38,36 @@ def test_best_story_needs_the_threshold_and_the_window():
     near = _story("near", (0.0, _unit(1, 0.2), "en"))
     far = _story("far", (-10 * DAY, _unit(1, 0), "en"))
     item = Member("zh", 0.5 * DAY, _unit(1, 0.1), "zh-Hant")
-    story, score = best_story(item, [near, far], threshold=0.5, window_s=3 * DAY)
-    assert story is near and score > 0.9  # "far" is closer in meaning but out of the window
-    assert best_story(item, [near], threshold=0.999, window_s=3 * DAY)[0] is None
+    story, score = best_story(item, [near, far], Thresholds(0.5, 0.9), window_s=3 * DAY)
+    assert story is near and score > 0.4  # "far" is closer in meaning but out of the window
+    assert best_story(item, [near], Thresholds(0.999, 0.0), window_s=3 * DAY)[0] is None
 
 
-def test_match_stories_links_one_to_one_best_first():
-    chinese = _story("zh", (0.0, _unit(1, 0), "zh-Hant"))
+def test_members_in_the_same_language_need_the_higher_threshold():
+    chinese = _story("zh", (0.0, _unit(1, 0.6), "zh-Hans"))
+    english = _story("en", (0.0, _unit(1, 0.6), "en"))
+    item = Member("new", 0.0, _unit(1, 0), "zh-Hant")  # cosine 0.86 with both
+    thresholds = Thresholds(cross=0.8, same=0.9)
+    assert best_story(item, [chinese], thresholds, DAY)[0] is None  # Chinese with Chinese
+    assert best_story(item, [chinese, english], thresholds, DAY)[0] is english
+
+
+def test_match_stories_sends_each_story_to_its_best_english_story():
+    traditional = _story("zh-t", (0.0, _unit(1, 0), "zh-Hant"))
+    simplified = _story("zh-s", (0.0, _unit(1, 0.1), "zh-Hans"))
     english_a = _story("a", (0.0, _unit(1, 0.05), "en"))
     english_b = _story("b", (0.0, _unit(1, 0.5), "en"))
-    links = match_stories([english_b, english_a], [chinese], threshold=0.5, window_s=DAY)
-    assert [(a.story_id, b.story_id) for a, b, _ in links] == [("a", "zh")]
+    links = match_stories([english_b, english_a], [simplified, traditional],
+                          Thresholds(0.5, 0.9), window_s=DAY)
+    assert {(o.story_id, e.story_id) for o, e, _ in links} == {("zh-t", "a"), ("zh-s", "a")}
+    assert [link[2] for link in links] == sorted((link[2] for link in links), reverse=True)
 
 
 def test_match_stories_ignores_weak_and_distant_pairs():
     chinese = _story("zh", (0.0, _unit(1, 0), "zh-Hant"))
     weak = _story("weak", (0.0, _unit(0, 1), "en"))
     late = _story("late", (9 * DAY, _unit(1, 0), "en"))
-    assert match_stories([weak, late], [chinese], threshold=0.5, window_s=3 * DAY) == []
+    assert match_stories([weak, late], [chinese], Thresholds(0.5, 0.9), window_s=3 * DAY) == []
 
 
 # ---- the story stage, with the models --------------------------------------------------------
