@@ -117,6 +117,7 @@ class Thresholds:
 
     cross: float
     same: float
+    runner_up: float = 0.0  # how far the best story must be ahead of the next best
 
 
 def margin(vectors: np.ndarray, languages: list[str], candidate: Candidate,
@@ -132,17 +133,25 @@ def margin(vectors: np.ndarray, languages: list[str], candidate: Candidate,
 
 def best_story(member: Member, candidates: Iterable[Candidate], thresholds: Thresholds,
                window_s: float) -> tuple[Candidate | None, float]:
-    """The active story that ``member`` fits best, when it is close enough (margin >= 0)."""
-    best, best_score = None, -math.inf
+    """The active story that ``member`` fits best, when it is close enough (margin >= 0) and
+    ahead of the next best by ``thresholds.runner_up``."""
     language = [primary_language(member.language)]
-    for candidate in candidates:
-        if not candidate.active_near(member.time, member.time, window_s):
-            continue
-        score = margin(member.vector, language, candidate, thresholds)
-        if score > best_score or (score == best_score and best is not None
-                                  and candidate.story_id < best.story_id):
-            best, best_score = candidate, score
-    if best is None or best_score < 0:
+    scored = [(margin(member.vector, language, candidate, thresholds), candidate)
+              for candidate in candidates
+              if candidate.active_near(member.time, member.time, window_s)]
+    return _clear_best(scored, thresholds)
+
+
+def _clear_best(scored: list[tuple[float, Candidate]], thresholds: Thresholds
+                ) -> tuple[Candidate | None, float]:
+    """The best-scoring story when it is close enough and stands out from the rest: in a
+    crowded window some unrelated story always comes close (docs/decisions.md)."""
+    if not scored:
+        return None, -math.inf
+    scored.sort(key=lambda item: (-item[0], item[1].story_id))
+    best_score, best = scored[0]
+    runner_up = scored[1][0] if len(scored) > 1 else -math.inf
+    if best_score < 0 or best_score - runner_up < thresholds.runner_up:
         return None, best_score
     return best, best_score
 
@@ -158,16 +167,11 @@ def match_stories(english: list[Candidate], others: list[Candidate], thresholds:
             continue
         vectors = np.stack([m.vector for m in other.members])
         languages = [primary_language(m.language) for m in other.members]
-        best, best_score = None, -math.inf
-        for story in english:
-            if story.story_id == other.story_id or not story.active_near(
-                    other.first, other.last, window_s):
-                continue
-            score = margin(vectors, languages, story, thresholds)
-            if score > best_score or (score == best_score and best is not None
-                                      and story.story_id < best.story_id):
-                best, best_score = story, score
-        if best is not None and best_score >= 0:
+        best, best_score = _clear_best(
+            [(margin(vectors, languages, story, thresholds), story) for story in english
+             if story.story_id != other.story_id
+             and story.active_near(other.first, other.last, window_s)], thresholds)
+        if best is not None:
             links.append((other, best, best_score))
     return sorted(links, key=lambda link: (-link[2], link[0].story_id))
 
@@ -422,7 +426,8 @@ class CrossLingualPass:
 
 def thresholds_of(settings: Settings) -> Thresholds:
     conf = settings.multilingual
-    return Thresholds(cross=conf.threshold, same=conf.same_language_threshold)
+    return Thresholds(cross=conf.threshold, same=conf.same_language_threshold,
+                      runner_up=conf.runner_up_margin)
 
 
 def english_pass_filter(settings: Settings) -> ColumnElement[bool] | None:

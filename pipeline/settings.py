@@ -137,12 +137,15 @@ class MultilingualSettings(Section):
                           "in English is compared with every story by the multilingual model "
                           "(USE v3, packaged), English with English by embedding.model; off = "
                           "every article is grouped by embedding.model alone")
-    threshold: float = Field(0.25, ge=-1, le=1, description="multilingual cosine an article "
+    threshold: float = Field(0.40, ge=-1, le=1, description="multilingual cosine an article "
                              "needs with a story member in another language (a story's latest "
                              "members are averaged, each against its own threshold)")
     same_language_threshold: float = Field(0.55, ge=-1, le=1, description="the same for a "
                                            "member in the article's own language (Chinese "
                                            "with Chinese): one language sits closer")
+    runner_up_margin: float = Field(0.03, ge=0, le=1, description="a cross-language join "
+                                    "needs its best story ahead of the next best by this much "
+                                    "(in a busy window an unrelated story always comes close)")
     batch_size: int = Field(64, ge=1, description="texts per multilingual encode call")
 
 

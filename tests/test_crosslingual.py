@@ -52,6 +52,16 @@ def test_members_in_the_same_language_need_the_higher_threshold():
     assert best_story(item, [chinese, english], thresholds, DAY)[0] is english
 
 
+def test_a_join_needs_the_best_story_to_stand_out():
+    item = Member("zh", 0.0, _unit(1, 0), "zh-Hant")
+    first = _story("first", (0.0, _unit(1, 0.30), "en"))  # cosine 0.958
+    close = _story("close", (0.0, _unit(1, 0.32), "en"))  # cosine 0.952
+    far = _story("far", (0.0, _unit(1, 0.9), "en"))  # cosine 0.743
+    assert best_story(item, [first, close], Thresholds(0.5, 0.9, 0.03), DAY)[0] is None
+    assert best_story(item, [first, far], Thresholds(0.5, 0.9, 0.03), DAY)[0] is first
+    assert best_story(item, [first], Thresholds(0.5, 0.9, 0.03), DAY)[0] is first
+
+
 def test_match_stories_sends_each_story_to_its_best_english_story():
     traditional = _story("zh-t", (0.0, _unit(1, 0), "zh-Hant"))
     simplified = _story("zh-s", (0.0, _unit(1, 0.1), "zh-Hans"))
