@@ -72,6 +72,13 @@ class FetchSettings(Section):
     backoff_max_s: float = Field(86_400.0, ge=0)
     max_retry_after_s: float = Field(86_400.0, ge=0, description="cap on a server's Retry-After")
     min_interval_s: float = Field(0.0, ge=0, description="never fetch one feed more often")
+    stage_budget_s: float | None = Field(
+        600.0, gt=0, description="time budget of the fetch stage in one run; feeds not "
+        "started by then stay due for the next run (null = no budget)")
+    host_budget_s: float | None = Field(
+        180.0, gt=0, description="request time one host may use per stage and run (feeds "
+        "and pages counted separately); its remaining work waits for the next run, so one "
+        "slow host cannot hold a run (null = no budget)")
 
 
 class ExtractionSettings(Section):
@@ -79,6 +86,9 @@ class ExtractionSettings(Section):
     max_articles_per_run: int = Field(500, ge=0)
     min_text_chars: int = Field(200, ge=0, description="shorter page text counts as empty")
     fetch_pages: bool = True
+    stage_budget_s: float | None = Field(
+        900.0, gt=0, description="time budget of the extraction stage in one run; articles "
+        "not started by then stay pending for the next run (null = no budget)")
 
 
 class EmbeddingSettings(Section):

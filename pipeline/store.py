@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 
 from pipeline import schema
 from pipeline.models import FeedEntry
@@ -210,14 +211,15 @@ class Store:
             )
         return result.rowcount > 0
 
-    def count_feed_outcome(self, feed_id: int, outcome: str, at: datetime | None = None) -> None:
+    def count_feed_outcome(self, feed_id: int, outcome: str, at: datetime | None = None,
+                           n: int = 1) -> None:
         at = at or utcnow()
         with self.engine.begin() as conn:
             stmt = self._insert(schema.feed_outcomes).values(
-                feed_id=feed_id, outcome=outcome, count=1, last_at=at)
+                feed_id=feed_id, outcome=outcome, count=n, last_at=at)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["feed_id", "outcome"],
-                set_={"count": schema.feed_outcomes.c.count + 1, "last_at": at},
+                set_={"count": schema.feed_outcomes.c.count + n, "last_at": at},
             )
             conn.execute(stmt)
 
@@ -292,46 +294,77 @@ class Store:
         """
         if not entry.link and not entry.guid:
             return "no-link"
+        with self.engine.begin() as conn:
+            return self._upsert_entry(conn, feed_id, source, entry, utcnow())
+
+    def upsert_entries(self, feed_id: int, source: str | None,
+                       entries: Sequence[FeedEntry]) -> list[tuple[str, str | None]]:
+        """Record a feed's entries in one transaction: ``(outcome, error)`` per entry.
+
+        One transaction per feed, not per entry, is what lets a 50,000-entry feed be stored in
+        seconds. Should the batch fail, each entry is retried on its own so one bad entry
+        costs only itself (``item-error`` with its error); store-level errors still raise.
+        """
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                return [(self._upsert_entry(conn, feed_id, source, entry, now), None)
+                        if entry.link or entry.guid else ("no-link", None)
+                        for entry in entries]
+        except Exception:
+            pass  # find the entry at fault below, one transaction each
+        results: list[tuple[str, str | None]] = []
+        for entry in entries:
+            try:
+                results.append((self.upsert_entry(feed_id, source, entry), None))
+            except OperationalError:
+                raise  # the database itself is in trouble: the feed fails, not one entry
+            except Exception as exc:
+                results.append(("item-error", f"{type(exc).__name__}: {exc}"[:500]))
+        return results
+
+    def _upsert_entry(self, conn: Connection, feed_id: int, source: str | None,
+                      entry: FeedEntry, now: datetime) -> str:
+        if not entry.link and not entry.guid:
+            return "no-link"
         url = canonical_url(entry.link) if entry.link else None
         article_id = article_id_for(entry.link, entry.guid)
         fingerprint = entry_fingerprint(entry)
-        now = utcnow()
         a = schema.articles
-        with self.engine.begin() as conn:
-            known = select(a.c.entry_fingerprint).where(a.c.article_id == article_id)
-            row = conn.execute(known).first()
-            outcome: str
-            if row is None:
-                inserted = conn.execute(self._insert(a).values(
-                    article_id=article_id, url=url, link=entry.link, guid=entry.guid,
-                    source=source, title=entry.title, text="", authors=entry.authors,
-                    published_at=entry.published_at or entry.updated_at,
-                    language=entry.language, version=0, entry_title=entry.title,
-                    entry_summary=_entry_fallback_text(entry), entry_fingerprint=fingerprint,
-                    extraction_status="pending", extraction_attempts=0,
-                    first_seen_at=now, updated_at=now,
-                ).on_conflict_do_nothing(index_elements=["article_id"])
-                    .returning(a.c.article_id)).first()
-                if inserted is None:  # another worker recorded it since our read
-                    row = conn.execute(known).first()
-            if row is None:
-                outcome = "new"
-            elif row[0] != fingerprint:
-                conn.execute(update(a).where(a.c.article_id == article_id).values(
-                    entry_title=entry.title, entry_summary=_entry_fallback_text(entry),
-                    entry_fingerprint=fingerprint, extraction_status="pending",
-                    extraction_attempts=0, updated_at=now,
-                ))
-                outcome = "entry-updated"
-            else:
-                outcome = "unchanged"
-            link = self._insert(schema.article_feeds).values(
-                article_id=article_id, feed_id=feed_id, first_seen_at=now
-            ).on_conflict_do_nothing(index_elements=["article_id", "feed_id"])
-            # RETURNING, not rowcount: PostgreSQL drivers report -1 for INSERT ... ON CONFLICT.
-            linked = conn.execute(link.returning(schema.article_feeds.c.feed_id)).first()
-            if outcome == "unchanged" and linked:
-                outcome = "linked"  # already known from another feed
+        known = select(a.c.entry_fingerprint).where(a.c.article_id == article_id)
+        row = conn.execute(known).first()
+        outcome: str
+        if row is None:
+            inserted = conn.execute(self._insert(a).values(
+                article_id=article_id, url=url, link=entry.link, guid=entry.guid,
+                source=source, title=entry.title, text="", authors=entry.authors,
+                published_at=entry.published_at or entry.updated_at,
+                language=entry.language, version=0, entry_title=entry.title,
+                entry_summary=_entry_fallback_text(entry), entry_fingerprint=fingerprint,
+                extraction_status="pending", extraction_attempts=0,
+                first_seen_at=now, updated_at=now,
+            ).on_conflict_do_nothing(index_elements=["article_id"])
+                .returning(a.c.article_id)).first()
+            if inserted is None:  # another worker recorded it since our read
+                row = conn.execute(known).first()
+        if row is None:
+            outcome = "new"
+        elif row[0] != fingerprint:
+            conn.execute(update(a).where(a.c.article_id == article_id).values(
+                entry_title=entry.title, entry_summary=_entry_fallback_text(entry),
+                entry_fingerprint=fingerprint, extraction_status="pending",
+                extraction_attempts=0, updated_at=now,
+            ))
+            outcome = "entry-updated"
+        else:
+            outcome = "unchanged"
+        link = self._insert(schema.article_feeds).values(
+            article_id=article_id, feed_id=feed_id, first_seen_at=now
+        ).on_conflict_do_nothing(index_elements=["article_id", "feed_id"])
+        # RETURNING, not rowcount: PostgreSQL drivers report -1 for INSERT ... ON CONFLICT.
+        linked = conn.execute(link.returning(schema.article_feeds.c.feed_id)).first()
+        if outcome == "unchanged" and linked:
+            outcome = "linked"  # already known from another feed
         return outcome
 
     def articles_to_extract(self, limit: int, max_attempts: int = 3) -> list[dict[str, Any]]:
