@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.extract import extract_html, looks_paywalled
 from pipeline.fetcher import Fetcher, FetchResult, host_key
 from pipeline.hostqueue import Deferred, run_per_host
+from pipeline.sanitize import plausible_date
 from pipeline.settings import Settings
 from pipeline.store import Store
 
@@ -56,7 +57,7 @@ def extract_one(store: Store, fetcher: Fetcher, settings: Settings,
                 version = store.save_article_text(
                     article_id, title=page.title or article.get("entry_title"), text=page.text,
                     text_source="page", status="ok", outcome="ok", authors=page.authors,
-                    published_at=page.published_at, language=page.language)
+                    published_at=plausible_date(page.published_at), language=page.language)
                 return ExtractionOutcome(article_id, "ok", "page", version)
         else:
             outcome = _fetch_outcome_name(result)

@@ -369,13 +369,15 @@ def _without_control_bytes(content: bytes) -> bytes:
 
 def _with_plausible_dates(parsed: ParsedFeed) -> ParsedFeed:
     """Drop entry dates no news item can have (before 1990, more than a day ahead), counted
-    in ``implausible_dates``: a year-1 or year-9999 date would otherwise break date maths
-    (story windows) for every article."""
+    per entry in ``implausible_dates``: a year-1 or year-9999 date would otherwise break the
+    date maths (story windows) for every article."""
     now = datetime.now(UTC)
     for entry in parsed.entries:
+        dropped = False
         for name in ("published_at", "updated_at"):
             value = getattr(entry, name)
             if value is not None and plausible_date(value, now) is None:
                 setattr(entry, name, None)
-                parsed.implausible_dates += 1
+                dropped = True
+        parsed.implausible_dates += dropped
     return parsed
