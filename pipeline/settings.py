@@ -217,6 +217,15 @@ class ChannelConfig(Section):
     path: str | None = None
 
 
+class AlertSettings(Section):
+    """How the alert stage hands deliveries between runs and workers."""
+
+    stale_claim_s: float = Field(
+        600.0, gt=0, description="a delivery left 'sending' this long by another worker is "
+        "taken over and resent (one claimed by a process of this host that has died is "
+        "taken over at once)")
+
+
 class DemoSettings(Section):
     site_dir: str = "examples/sample_site"
     seeds_dir: str = Field("../shared/data/seeds", description="the user's two seed articles "
@@ -247,6 +256,7 @@ class Settings(BaseSettings):
     watches: list[WatchConfig] = Field(default_factory=list)
     channels: dict[str, ChannelConfig] = Field(
         default_factory=lambda: {"console": ChannelConfig(type="console")})
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 
     # Set by the loader, not by users: where the YAML came from (relative paths resolve there).
