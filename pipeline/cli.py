@@ -103,9 +103,16 @@ def since_option(value: str | None):
         raise fail(str(exc)) from exc
 
 
+# Libraries that log every retry with a traceback; the stage reports the outcome in one line.
+NOISY_LOGGERS = ("elastic_transport", "elasticsearch", "urllib3")
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 # ---- run ------------------------------------------------------------------------------------
@@ -197,6 +204,9 @@ def print_run_report(report) -> None:
     for stage, n in report.item_errors.items():
         err_console.print(safe(f"{stage}: {n} item(s) failed on their own (item-error); the "
                                "rest of the stage completed", "yellow"))
+    if report.stages.get("index", {}).get("unavailable"):
+        err_console.print(safe("index: the search backend is unavailable; the index catches "
+                               "up on the next run (records are kept)", "yellow"))
     for stage, n in report.left_pending.items():
         err_console.print(safe(f"{stage}: {n} item(s) left pending for the next run (time "
                                "budget spent)", "yellow"))

@@ -104,3 +104,44 @@ def test_search_url_with_an_unsupported_scheme(tmp_path, url):
     path.write_text(f"search: {{url: '{url}'}}\n", encoding="utf-8")
     one_line_exit_2(runner.invoke(app, ["feeds", "--config", str(path)]), "search.url",
                     "http://")
+
+
+# ---- Elasticsearch unreachable: one line, no client tracebacks ------------------------------
+
+def test_run_with_elasticsearch_unreachable_reports_one_line(tmp_path, http_server):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    http_server.route("/feed.xml", body='<?xml version="1.0"?><rss version="2.0"><channel>'
+                      "<title>Empty Gazette</title></channel></rss>")
+    db = tmp_path / "r.db"
+    store = open_store(f"sqlite:///{db}")
+    now = datetime.now(UTC)
+    with store.engine.begin() as conn:  # one article waiting for the index
+        conn.execute(schema.articles.insert().values(
+            article_id="a1", url="https://news.example/1", source="Gazette", title="Report",
+            text="A fictional report. " * 20, content_hash="h1", version=1,
+            extraction_status="ok", first_seen_at=now, updated_at=now, published_at=now))
+    store.close()
+    config = tmp_path / "es.yaml"
+    config.write_text(
+        f"store: {{url: 'sqlite:///{db}'}}\n"
+        f"search: {{url: 'http://127.0.0.1:{closed_port}'}}\n"
+        f"feeds:\n  - {{url: '{http_server.url('/feed.xml')}'}}\n"
+        "fetch: {allow_private_networks: true}\n", encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--config",
+                             str(config)], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Retrying" not in result.stderr
+    outage = [line for line in result.stderr.splitlines() if "unavailable" in line]
+    assert len(outage) == 2, result.stderr  # the log line and the run report's line
+    assert "elasticsearch unreachable" in outage[0]
+    assert "unavailable=1" in result.stdout
