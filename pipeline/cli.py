@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -464,7 +465,10 @@ def reindex(
 
     settings = get_settings(config)
     if search_url is not None:
-        settings.search.url = search_url
+        try:
+            settings.search.url = search_url
+        except ValidationError as exc:
+            raise fail(f"--search: {exc.errors()[0]['msg']}", code=2) from exc
     store = open_store(settings.store.url)
     backend = open_search(settings)
     try:

@@ -175,20 +175,42 @@ def test_strip_control_removes_escape_sequences_and_keeps_text():
 def test_one_entry_that_cannot_be_stored_costs_only_itself(http_server, store, monkeypatch):
     http_server.route("/feed.xml", body=rss(*(item(f"Item {n}", f"https://news.example/{n}")
                                               for n in range(5))))
-    original = store._upsert_entry
+    original = store._write_entries
 
-    def flaky(conn, feed_id, source, entry, now):
-        if entry.link.endswith("/3"):
+    def flaky(conn, feed_id, source, entries, now):
+        if any(entry.link.endswith("/3") for entry in entries):
             raise ValueError("cannot store this one")
-        return original(conn, feed_id, source, entry, now)
+        return original(conn, feed_id, source, entries, now)
 
-    monkeypatch.setattr(store, "_upsert_entry", flaky)
+    monkeypatch.setattr(store, "_write_entries", flaky)
     [report] = fetch(store, settings_for([http_server.url("/feed.xml")]))
     assert report.outcome == "ok" and report.new == 4 and report.item_errors == 1
     assert store.run_counts(RUN)["entries"] == {"new": 4, "item-error": 1}
     feed_id = store.list_feeds()[0].feed_id
     assert store.feed_outcome_counts()[feed_id]["item-error"] == 1
     assert store.get_article(article_id_for("https://news.example/3")) is None
+
+
+def test_batched_entries_have_the_outcomes_of_one_by_one(store):
+    store.sync_feeds([FeedConfig(url="https://a.example/f"), FeedConfig(url="https://b.example/f")])
+    a, b = (f.feed_id for f in store.list_feeds())
+
+    def entry(slug: str, summary: str = "Same.") -> FeedEntry:
+        return FeedEntry(link=f"https://news.example/{slug}", guid=None, title=slug.title(),
+                         summary=summary, content="", published_at=None, updated_at=None)
+
+    store.upsert_entries(a, "A", [entry("kept"), entry("edited")])
+    results = store.upsert_entries(b, "B", [
+        entry("kept"), entry("edited", "Changed."), entry("fresh"), entry("fresh"),
+        FeedEntry(link=None, guid=None, title="No link", summary="", content="",
+                  published_at=None, updated_at=None)])
+    assert [outcome for outcome, _ in results] == [
+        "linked", "entry-updated", "new", "unchanged", "no-link"]
+    assert store.upsert_entries(b, "B", [entry("kept")]) == [("unchanged", None)]
+    edited = store.get_article(article_id_for("https://news.example/edited"))
+    assert edited["entry_summary"] == "Changed." and edited["extraction_status"] == "pending"
+    assert sorted(store.get_article(article_id_for("https://news.example/kept"))["feeds"]) \
+        == [a, b]
 
 
 def test_a_feeds_entries_are_written_in_one_transaction(http_server, store):
