@@ -15,7 +15,7 @@ from typing import Any
 from pipeline.extract import extract_html, looks_paywalled
 from pipeline.fetcher import Fetcher, FetchResult, host_key
 from pipeline.hostqueue import Deferred, run_per_host
-from pipeline.sanitize import plausible_date
+from pipeline.sanitize import plausible_date, strip_control, strip_control_bytes
 from pipeline.settings import Settings
 from pipeline.store import Store
 
@@ -54,9 +54,12 @@ def extract_one(store: Store, fetcher: Fetcher, settings: Settings,
         if result.ok:
             outcome, page = _extract_page(result, conf.engine, conf.min_text_chars)
             if page is not None:
+                # Page text is display text too: no escape sequences or control characters.
                 version = store.save_article_text(
-                    article_id, title=page.title or article.get("entry_title"), text=page.text,
-                    text_source="page", status="ok", outcome="ok", authors=page.authors,
+                    article_id, title=strip_control(page.title or "", keep_newlines=False)
+                    or article.get("entry_title"), text=strip_control(page.text),
+                    text_source="page", status="ok", outcome="ok",
+                    authors=[strip_control(a, keep_newlines=False) for a in page.authors],
                     published_at=plausible_date(page.published_at), language=page.language)
                 return ExtractionOutcome(article_id, "ok", "page", version)
         else:
@@ -81,7 +84,8 @@ def _extract_page(result: FetchResult, engine: str, min_chars: int):
     if content_type and "html" not in content_type and "xml" not in content_type:
         return "not-html", None
     try:
-        page = extract_html(result.content, result.url, engine=engine, min_text_chars=min_chars)
+        page = extract_html(strip_control_bytes(result.content), result.url, engine=engine,
+                            min_text_chars=min_chars)
     except Exception as exc:  # an extractor bug must not stop the run
         log.warning("extraction failed for %s: %s", result.url, exc)
         return "extract-error", None

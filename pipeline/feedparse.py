@@ -21,7 +21,12 @@ import lxml.etree
 import lxml.html
 
 from pipeline.models import FeedEntry, ParsedFeed
-from pipeline.sanitize import plausible_date, strip_control, strip_control_refs
+from pipeline.sanitize import (
+    plausible_date,
+    strip_control,
+    strip_control_bytes,
+    strip_control_refs,
+)
 
 
 class FeedParseError(Exception):
@@ -45,9 +50,6 @@ _BLOCK_TAGS = frozenset({
 })
 _LINE_TAGS = frozenset({"br", "li", "dt", "dd", "td", "th", "caption"})
 _PRIVATE_MARKS = re.compile(f"[{_PARAGRAPH}{_LINE}]")
-# C0 control bytes (not tab/LF/CR) that make XML ill-formed; stripped from 8-bit bodies.
-_CONTROL_BYTES = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]?|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
-                            rb"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TAG = re.compile(r"<[^>]*>")
 _WHITESPACE = re.compile(r"\s+")
 _LOOKS_LIKE_MARKUP = re.compile(r"<[a-zA-Z/!?]|&(#?\w+);")
@@ -330,7 +332,7 @@ def parse_feed(content: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
     """
     if not content or not content.strip():
         raise FeedParseError("empty document")
-    content = _without_control_bytes(content)
+    content = strip_control_bytes(content)  # one NUL must not make the feed ill-formed
     response_headers = {k.lower(): v for k, v in headers.items()}
     if _looks_like_json(content, response_headers.get("content-type", "")):
         return _with_plausible_dates(_parse_json_feed(content, url, response_headers))
@@ -355,16 +357,6 @@ def parse_feed(content: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
     return _with_plausible_dates(ParsedFeed(
         title=title[:1000] if title else None, entries=entries,
         ttl_s=_ttl_seconds(feed.get("ttl")), bozo_reason=_bozo_reason(result)))
-
-
-def _without_control_bytes(content: bytes) -> bytes:
-    """The body without terminal escape sequences and C0 control bytes, which no XML or JSON
-    document may hold, so one NUL in an entry cannot make the whole feed ill-formed.
-    UTF-16/32 bodies (where NUL bytes are part of the characters) are left to the parser."""
-    head = content[:4]
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head:
-        return content
-    return _CONTROL_BYTES.sub(b"", content)
 
 
 def _with_plausible_dates(parsed: ParsedFeed) -> ParsedFeed:

@@ -47,6 +47,22 @@ def strip_control(text: str, *, keep_newlines: bool = True) -> str:
     return _CONTROL_ANY.sub(lambda m: " " if m.group() in "\t\n\r" else "", text)
 
 
+# The same in an undecoded body: CSI and OSC sequences, then C0 control bytes (not tab/LF/CR).
+_CONTROL_BYTES = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]?|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+                            rb"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def strip_control_bytes(content: bytes) -> bytes:
+    """A fetched body (feed or page) without escape sequences and C0 control bytes, which no
+    XML document may hold and which parsers would otherwise keep, drop or choke on, leaving
+    fragments of the sequence in the text. UTF-16/32 bodies, where NUL bytes are part of
+    the characters, are returned unchanged (their parser copes, strip_control cleans)."""
+    head = content[:4]
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head:
+        return content
+    return _CONTROL_BYTES.sub(b"", content)
+
+
 def strip_control_refs(markup: str) -> str:
     """Remove character references to control characters (``&#1;``) from markup, which an
     HTML parser would otherwise turn back into the characters strip_control removes (and

@@ -295,3 +295,17 @@ def test_run_per_host_is_fair_and_defers_by_budget():
     assert sum(1 for i, _ in done if i[0] == "fast") == 10
     assert deferred.counts() == {HOST_BUDGET: 10 - sum(1 for i, _ in done if i[0] == "slow")}
     assert order.index("fast") < 2 and order[:11].count("fast") == 10
+
+
+def test_page_text_with_escape_sequences_is_stored_clean(http_server, store):
+    page = ("<html><head><title>\x1b[31mRed\x1b[0m page</title></head><body><article><p>"
+            + "Body with \x1b]8;;https://evil.example/\x07a link\x1b]8;;\x07 inside. " * 10
+            + "</p></article></body></html>")
+    http_server.route("/page", body=page, headers={"Content-Type": "text/html"})
+    http_server.route("/feed.xml", body=rss(item("Entry", http_server.url("/page"))))
+    settings = settings_for([http_server.url("/feed.xml")])
+    fetch(store, settings)
+    assert extract_pending(store, settings, RUN).get("ok") == 1
+    article = store.get_article(article_id_for(http_server.url("/page")))
+    assert not has_control(article["title"]) and not has_control(article["text"])
+    assert "a link inside" in article["text"]
