@@ -49,11 +49,10 @@ PAGE = ("<html><head><title>Fictional report {n}</title></head><body><article><h
 
 
 def big_feed(entries: int) -> bytes:
+    """About 140 bytes an entry, as the 7 MB, 50,000-entry feed of the issue."""
     items = "".join(
-        f"<item><title>Fictional item {n}</title><link>https://big.example/item/{n}</link>"
-        f"<guid>https://big.example/item/{n}</guid><description>Summary of invented item {n}"
-        f" about a harbour bridge.</description><pubDate>Mon, 02 Jun 2025 10:00:00 GMT"
-        f"</pubDate></item>" for n in range(entries))
+        f"<item><title>Fictional item {n}</title><link>https://big.example/i/{n}</link>"
+        f"<description>Invented item {n}.</description></item>" for n in range(entries))
     return ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Big '
             f"Fictional Feed</title>{items}</channel></rss>").encode()
 
@@ -109,9 +108,10 @@ def run_big_feed(entries: int) -> dict[str, Any]:
     url = f"http://127.0.0.1:{server.server_address[1]}/feed.xml"
     result: dict[str, Any] = {"entries": entries, "feed_bytes": len(body)}
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         parsed = parse_feed(body, url, {"content-type": "application/rss+xml"})
         result["parse_s"] = round(time.perf_counter() - started, 2)
+        result["parse_cpu_s"] = round(time.process_time() - cpu, 2)
 
         def store_with(name: str, write) -> float:
             store = open_store(f"sqlite:///{Path(tmp) / name}.db")
