@@ -64,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *_args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         if self.path.startswith("/feed.xml"):
             self._send(self.feed, "application/rss+xml")
         elif self.path.startswith("/drip/"):
