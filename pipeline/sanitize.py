@@ -18,11 +18,12 @@ FUTURE_SLACK = timedelta(days=1)
 
 # ESC-introduced sequences: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), the other
 # string sequences (DCS, SOS, PM, APC), and two-character escapes; 8-bit CSI/OSC likewise.
+# A string sequence needs its terminator within 2,048 characters: an unterminated one loses
+# only its introducer (removed with the control characters), never the text after it.
 _ESCAPE_SEQUENCE = re.compile(
     r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c|$)"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]{0,2048}(?:\x07|\x1b\\|\x9c)"
     r"|\x1b[ -/]*[0-~]?",
-    re.DOTALL,
 )
 # C0 controls except tab/newline/carriage return, DEL, C1 controls, Unicode non-characters,
 # and the bidirectional overrides that can make a printed line read differently.
@@ -48,7 +49,7 @@ def strip_control(text: str, *, keep_newlines: bool = True) -> str:
 
 
 # The same in an undecoded body: CSI and OSC sequences, then C0 control bytes (not tab/LF/CR).
-_CONTROL_BYTES = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]?|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+_CONTROL_BYTES = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]?|\x1b\][^\x07\x1b]{0,2048}(?:\x07|\x1b\\)"
                             rb"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 

@@ -309,3 +309,13 @@ def test_page_text_with_escape_sequences_is_stored_clean(http_server, store):
     article = store.get_article(article_id_for(http_server.url("/page")))
     assert not has_control(article["title"]) and not has_control(article["text"])
     assert "a link inside" in article["text"]
+
+
+def test_an_unterminated_escape_sequence_loses_no_text():
+    from pipeline.sanitize import strip_control_bytes
+
+    assert strip_control("before \x1b]8;;http://x.example and after") == \
+        "before 8;;http://x.example and after"
+    assert strip_control("a\x9dstray C1 byte then text") == "astray C1 byte then text"
+    assert strip_control_bytes(b"<rss>\x1b]0;title never ends <item/></rss>") == \
+        b"<rss>]0;title never ends <item/></rss>"
