@@ -197,7 +197,7 @@ export const bad3: T.IndicesUpdateAliasesRequest = {body: {actions: [{swap: {ind
 def test_every_request_body_compiles_against_the_spec(types_ts, tmp_path):
     requests = capture()
     constants, used = typed_constants(requests)
-    assert REQUIRED <= used, f"not exercised: {sorted(REQUIRED - used)}"
+    assert used >= REQUIRED, f"not exercised: {sorted(REQUIRED - used)}"
     searches = [r.body for r in requests if r.path.endswith("/_search")]
     assert any("knn" in body for body in searches)
     assert any("knn" not in body and "highlight" in body for body in searches)

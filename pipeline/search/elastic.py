@@ -229,6 +229,13 @@ def _reason(exc: ApiError) -> str:
     return " ".join(str(reason or exc.message or exc.error).split())[:400]
 
 
+def _missing_target(error: Any) -> bool:
+    """A bulk item refused because the alias is gone (``require_alias``): set up again and
+    resend later, never let the write create an index of that name."""
+    return isinstance(error, dict) and error.get("type") in (
+        "aliases_not_found_exception", "index_not_found_exception")
+
+
 def _mapping_rejection(error: Any) -> bool:
     """A bulk item refused because the live mapping cannot hold the document."""
     if not isinstance(error, dict):
@@ -455,7 +462,7 @@ class ElasticSearch:
                 error = result.get("error")
                 if success or status in ignore:
                     ok += 1
-                elif status in TRANSIENT_STATUSES:
+                elif status in TRANSIENT_STATUSES or _missing_target(error):
                     transient.append(str(result.get("_id")))
                 elif status in ACCESS_STATUSES:
                     reason = error.get("reason") if isinstance(error, dict) else error
@@ -464,7 +471,7 @@ class ElasticSearch:
                     unmappable.append(f"{result.get('_id')}: {error.get('reason')}")
                 else:
                     rejected.append(f"{result.get('_id')}: {error}")
-            if self.refresh and actions:
+            if self.refresh and ok:
                 self.client.indices.refresh(index=index)
         if denied:
             raise self._access_denied(what, 403, denied[0])
@@ -473,6 +480,7 @@ class ElasticSearch:
                 f"elasticsearch index {index} refused {len(unmappable)} documents its mapping "
                 f"cannot hold (e.g. {unmappable[0][:300]}); {REINDEX_FIX}")
         if transient:
+            self._ready = False  # a vanished alias is set up again on the next call
             raise SearchUnavailable(f"elasticsearch {what}: {len(transient)} documents refused "
                                     f"after retries (e.g. {transient[0]})")
         if rejected:

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from elastic_transport import ApiResponseMeta, BaseNode, HttpHeaders
@@ -36,11 +36,13 @@ def recording_node_class() -> type:
     """A fresh node class with its own state (the client creates the node instances)."""
 
     class RecordingNode(BaseNode):
-        requests: list[RecordedRequest] = []
-        indices: dict[str, dict[str, Any]] = {}  # name -> {"mappings", "aliases", "docs"}
-        templates: dict[str, dict[str, Any]] = {}
-        search_handler: SearchHandler | None = None
-        deny: set[str] = set()  # endpoint keys ("GET _mapping") answered with 403
+        requests: ClassVar[list[RecordedRequest]] = []
+        # name -> {"mappings", "aliases", "docs"}
+        indices: ClassVar[dict[str, dict[str, Any]]] = {}
+        templates: ClassVar[dict[str, dict[str, Any]]] = {}
+        search_handler: ClassVar[SearchHandler | None] = None
+        # Refusals: endpoint key ("GET _mapping", "PUT _bulk"; "*" = every request) -> 401/403.
+        deny: ClassVar[dict[str, int]] = {}
 
         def perform_request(self, method: str, target: str, body: bytes | None = None,
                             headers: HttpHeaders | None = None, **kwargs: Any) -> Any:
@@ -101,9 +103,15 @@ def recording_node_class() -> type:
                     body: Any) -> tuple[int, Any]:
             segments = [s for s in path.split("/") if s]
             key = f"{method} {segments[-1] if segments else ''}"
-            if key in cls.deny:
+            status = cls.deny.get(key) or cls.deny.get("*")
+            if status == 401:
+                return cls._error(401, "security_exception", "unable to authenticate with "
+                                  "provided credentials and anonymous access is not allowed")
+            if status:
                 return cls._error(403, "security_exception",
-                                  f"action [{key}] is unauthorized for API key id [test]")
+                                  f"action [{key}] is unauthorized for API key id [test], "
+                                  "this action is granted by the index privileges "
+                                  "[view_index_metadata,manage,all]")
             if segments[:1] == ["_index_template"]:
                 name = segments[1]
                 if method == "PUT":
