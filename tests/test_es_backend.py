@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
+import elasticsearch
 import numpy as np
 import pytest
 
@@ -267,3 +270,15 @@ def test_es_hybrid_fuses_both_lists_client_side(node):
                                      vector=_vector(5)))
     assert "a6" not in {h.article_id for h in excluded.hits}
     es.close()
+
+
+def test_compose_stack_and_pinned_client_are_the_same_minor_version():
+    """The 9.x client speaks `compatible-with=9`; its minor version should be the stack's."""
+    root = Path(__file__).resolve().parents[1]
+    stack = re.search(r"^STACK_VERSION=(\d+)\.(\d+)\.\d+$",
+                      (root / ".env.example").read_text(), re.M)
+    client = re.search(r"^elasticsearch==(\d+)\.(\d+)\.\d+$",
+                       (root / "requirements.txt").read_text(), re.M)
+    assert stack and client
+    assert stack.groups() == client.groups()
+    assert ".".join(map(str, elasticsearch.__version__[:2])) == ".".join(client.groups())

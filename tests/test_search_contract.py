@@ -102,14 +102,18 @@ def _osmem(request) -> Iterator[ElasticSearch]:
     backend.close()
 
 
-def _es_real(dims: int | None = DIMS) -> Iterator[ElasticSearch]:
-    settings = SearchSettings(
-        url=os.environ[ES_URL_ENV], vectors=True, index_prefix=f"nwtest-{uuid.uuid4().hex[:8]}",
+def _es_real_settings(prefix: str) -> SearchSettings:
+    return SearchSettings(
+        url=os.environ[ES_URL_ENV], vectors=True, index_prefix=prefix,
         api_key=os.environ.get("NEWSWATCH_TEST_ES_API_KEY") or None,
         username=os.environ.get("NEWSWATCH_TEST_ES_USERNAME") or None,
         password=os.environ.get("NEWSWATCH_TEST_ES_PASSWORD") or None,
         verify_certs=os.environ.get("NEWSWATCH_TEST_ES_VERIFY_CERTS", "1") != "0",
         ca_certs=os.environ.get("NEWSWATCH_TEST_ES_CA_CERTS") or None)
+
+
+def _es_real(dims: int | None = DIMS) -> Iterator[ElasticSearch]:
+    settings = _es_real_settings(f"nwtest-{uuid.uuid4().hex[:8]}")
     backend = ElasticSearch(settings, dims=dims, max_retries=1, initial_backoff=0.5)
     yield backend
     backend.drop()
@@ -524,6 +528,96 @@ def test_es_real_vector_dims_come_from_the_first_embedding():
         assert [h.article_id for h in hits] == ["a6"]
     finally:
         next(fixture, None)  # drop the test indexes and close
+
+
+def _real_es_backend(**overrides) -> ElasticSearch:
+    """A second backend on the same real-cluster prefix (another process, other settings)."""
+    settings = SearchSettings(**{**_es_real_settings(f"nwtest-{uuid.uuid4().hex[:8]}")
+                                 .model_dump(), **overrides})
+    return ElasticSearch(settings, max_retries=1, initial_backoff=0.5)
+
+
+@pytest.mark.elasticsearch
+@pytest.mark.skipif(not os.environ.get(ES_URL_ENV), reason=NO_REAL_ES)
+def test_es_real_reindex_swaps_the_alias_while_search_keeps_answering():
+    backend = _real_es_backend(vectors=True)
+    try:
+        backend.index(list(CORPUS))
+        old = backend._backing(backend.articles_alias)
+        target = backend.begin_rebuild()
+        backend.index(CORPUS[:3], target=target)
+        # Mid-rebuild: the live index still answers in full, and a write through the alias
+        # lands in it (require_alias) instead of creating anything.
+        assert backend.count() == len(CORPUS)
+        assert set(ids(backend, "taiwan")) == TITLE_TAIWAN | BODY_ONLY_TAIWAN
+        assert backend.index([CORPUS[3]]) == 1
+        backend.finish_rebuild(target)
+        indices = backend.client.indices
+        assert backend._backing(backend.articles_alias) == [target]
+        assert not any(indices.exists(index=name) for name in old)
+        alias = indices.get_alias(name=backend.articles_alias).body[target]["aliases"]
+        assert alias[backend.articles_alias]["is_write_index"] is True
+        assert backend.count() == 3
+        assert ids(backend, "baseball") == ["a3"]
+        # Writes with require_alias never create a concrete index named like the alias.
+        backend.index([CORPUS[4]])
+        assert indices.get_alias(name=backend.articles_alias).body.keys() == {target}
+    finally:
+        backend.drop()
+        backend.close()
+
+
+@pytest.mark.elasticsearch
+@pytest.mark.skipif(not os.environ.get(ES_URL_ENV), reason=NO_REAL_ES)
+def test_es_real_vector_path_hybrid_and_semantic():
+    backend = _real_es_backend(vectors=True)
+    try:
+        assert backend.index(list(CORPUS)) == len(CORPUS)
+        hybrid_hits = backend.search(SearchQuery(text="taiwan", mode="hybrid",
+                                                 vector=_vector(5), limit=10))
+        assert {h.article_id for h in hybrid_hits.hits} == TITLE_TAIWAN | BODY_ONLY_TAIWAN | {
+            "a6"}
+        excluded = backend.search(SearchQuery(text="taiwan -emissions", mode="hybrid",
+                                              vector=_vector(5)))
+        assert "a6" not in {h.article_id for h in excluded.hits}
+        semantic = backend.search(SearchQuery(text="", mode="semantic", vector=_vector(3),
+                                              limit=1))
+        assert [h.article_id for h in semantic.hits] == ["a4"]
+        # One article over the highlighter's default limit must not fail the search.
+        huge = dataclasses.replace(CORPUS[0], article_id="huge",
+                                   text="Taiwan strait news. " * 60_000)
+        assert backend.index([huge]) == 1
+        assert "huge" in ids(backend, "taiwan", limit=20)
+    finally:
+        backend.drop()
+        backend.close()
+
+
+@pytest.mark.elasticsearch
+@pytest.mark.skipif(not os.environ.get(ES_URL_ENV), reason=NO_REAL_ES)
+def test_es_real_mapping_mismatch_is_a_clear_error_and_reindex_fixes_it():
+    from pipeline.search.base import SearchMappingMismatch
+
+    prefix = f"nwtest-{uuid.uuid4().hex[:8]}"
+    without = _real_es_backend(vectors=False, index_prefix=prefix)
+    with_vectors = _real_es_backend(vectors=True, index_prefix=prefix)
+    try:
+        without.index(list(CORPUS))
+        with pytest.raises(SearchMappingMismatch, match="newswatch reindex"):
+            with_vectors.index(list(CORPUS))
+        assert set(ids(with_vectors, "taiwan")) == TITLE_TAIWAN | BODY_ONLY_TAIWAN
+        with_vectors.clear()  # what reindex does: a new index with the current layout
+        assert with_vectors.index(list(CORPUS)) == len(CORPUS)
+        wider = [dataclasses.replace(d, embedding=[*d.embedding, *d.embedding])
+                 for d in CORPUS]
+        other_model = _real_es_backend(vectors=True, index_prefix=prefix)
+        with pytest.raises(SearchMappingMismatch, match=f"{DIMS}-dimension"):
+            other_model.index(wider)
+        other_model.close()
+    finally:
+        with_vectors.drop()
+        without.close()
+        with_vectors.close()
 
 
 def test_sqlite_two_connections_share_one_file(tmp_path):
