@@ -13,14 +13,17 @@ from pipeline.run import run_once
 from pipeline.sample_site import SampleSite
 from pipeline.settings import load_settings
 from pipeline.store import open_store
-from tests.support.seeds import seeds_dir
+from tests.support.seeds import requires_user_seeds, user_seeds_dir
 
 pytestmark = pytest.mark.slow
 SITE = Path("examples/sample_site")
 
 
-def test_default_mode_returns_only_matches_and_ignores_the_limit(tmp_path):
-    with SampleSite(SITE, seeds_dir=seeds_dir()) as site:
+@pytest.mark.parametrize("seed_pair", ["fictional",
+                                       pytest.param("user", marks=requires_user_seeds)])
+def test_default_mode_returns_only_matches_and_ignores_the_limit(tmp_path, seed_pair):
+    seeds_dir = user_seeds_dir() if seed_pair == "user" else None
+    with SampleSite(SITE, seeds_dir=seeds_dir) as site:
         settings = load_settings(
             "examples/demo.yaml", store={"url": f"sqlite:///{tmp_path / 'records.db'}"},
             feeds=[{"url": url} for url in site.feed_urls()], watches=[])
