@@ -282,3 +282,27 @@ def test_compose_stack_and_pinned_client_are_the_same_minor_version():
     assert stack and client
     assert stack.groups() == client.groups()
     assert ".".join(map(str, elasticsearch.__version__[:2])) == ".".join(client.groups())
+
+
+def test_the_index_stage_fails_with_the_one_line_reason(node, store, tmp_path, monkeypatch):
+    import pipeline.search
+    from pipeline.run import run_once
+    from pipeline.settings import Settings
+
+    opened = pipeline.search.open_search
+    monkeypatch.setattr(pipeline.search, "open_search",
+                        lambda settings: opened(settings, node_class=node, max_retries=0))
+    _articles(store, 2)
+    settings = Settings(data_dir=str(tmp_path), search={"url": "http://127.0.0.1:9",
+                                                        "index_prefix": "nw"})
+    node.deny = {"*": 401}
+    report = run_once(settings, stages=("index",), store=store)
+    error = report.errors["index"]
+    assert error.startswith("SearchAccessDenied: elasticsearch rejected the credentials")
+    assert "\n" not in error
+    node.deny = {}
+    _es(node, vectors=False).ensure_ready()  # an index made before vectors were on
+    report = run_once(settings, stages=("index",), store=store)
+    assert report.errors["index"].startswith("SearchMappingMismatch: ")
+    assert "newswatch reindex" in report.errors["index"]
+    assert len(store.articles_needing_index()) == 2

@@ -191,6 +191,10 @@ def index_pending(store: Store, backend: SearchBackend, run_id: str | None, *,
                   embeddings_lookup: EmbeddingsLookup | None = None) -> dict[str, int]:
     """Bring the index up to date with the records; never raises SearchUnavailable.
 
+    Raises SearchMisconfigured (refused credentials, a live mapping that cannot hold the
+    documents): retrying cannot fix those, so the stage fails with the reason, and the batch
+    stays un-marked for the run after the fix.
+
     Returns ``{"indexed", "rejected", "batches", "unavailable"}`` and counts the same outcomes
     under stage ``index`` for ``run_id``. When the backend is unavailable the current batch
     stays un-marked and the next call picks it up again (upserts make that harmless).
