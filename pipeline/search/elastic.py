@@ -358,12 +358,13 @@ class ElasticSearch:
         indices = self.client.indices
         if not indices.exists_alias(name=alias):
             if self._stray_index(alias):
-                self._layout_problem = (
-                    f"elasticsearch index {alias} is a concrete index, not newswatch's alias "
-                    f"(a write created it); {REINDEX_FIX}")
+                stray = (f"elasticsearch index {alias} is a concrete index, not newswatch's "
+                         "alias (a write created it)")
                 if alias == self.articles_alias:
+                    self._layout_problem = f"{stray}; {REINDEX_FIX}"
                     return
-                raise SearchMappingMismatch(self._layout_problem)
+                raise SearchMappingMismatch(
+                    f"{stray}: delete that index, then run `newswatch reindex`")
             self._put_template(alias, mappings)
             try:
                 indices.create(index=f"{alias}-000001", **self._index_body(mappings),
