@@ -866,3 +866,21 @@ def test_elasticsearch_connection_reaches_the_settings(tmp_path):
     assert out["backend"] == "ElasticSearch"
     assert out["missing"] and "nw_missing" in out["missing"]  # a named connection must exist
     assert out["from_settings"] == out["exported"]  # search.elasticsearch_conn_id in the YAML
+
+
+def test_fusion_puts_both_lists_on_one_scale():
+    from pipeline.search.base import HybridPolicy, fuse_hybrid
+
+    policy = HybridPolicy(similarity_floor=0.5, semantic_weight=0.5)
+    keyword = [("k1", 12.0), ("k2", 6.0), ("k3", 3.0)]
+    semantic = [("n1", 0.9), ("k2", 0.8), ("n2", 0.45), ("k3", 0.3)]
+    fused = fuse_hybrid(keyword, semantic, policy)
+    assert [h.article_id for h in fused] == ["k2", "k1", "n1", "k3"]  # n2: under the floor
+    assert {h.article_id for h in fused if not h.keyword_match} == {"n1"}
+    assert all(0.0 <= h.score <= 1.0 for h in fused)
+    # BM25 is unbounded and cosine is not: rescaling either list changes nothing.
+    scaled = fuse_hybrid([(d, s * 100) for d, s in keyword], semantic, policy)
+    assert [(h.article_id, round(h.score, 9)) for h in scaled] == [
+        (h.article_id, round(h.score, 9)) for h in fused]
+    assert fuse_hybrid(keyword, [], policy)[0].score == 0.5  # keyword alone: its half
+    assert [h.article_id for h in fuse_hybrid([], semantic, policy)] == ["n1", "k2"]
