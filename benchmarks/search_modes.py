@@ -5,8 +5,8 @@
 
 The articles go into a throwaway SQLite search index with the shipped embedding (title + lead,
 as the pipeline stores it) and the shipped defaults. For each query (fixed below, written
-before any run) it reports, for the keyword and the default (hybrid) mode: hits, how many
-hybrid hits do not contain every query word (neighbours), whether the top 10 is the same
+before any run) it reports, per mode: hits, how many of the top 10 are not keyword matches
+(semantic neighbours the mode added), whether the top 10 is the same
 for ``limit`` 10 and 40, precision@10 against the Guardian editors' "Taiwan" tag where the
 query is about Taiwan, and the query time of each mode as a ratio to keyword mode (the
 query embedding is computed once, outside the timing). Figures only, never article text,
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     from pipeline.embeddings import DEFAULT_MODEL, encode
-    from pipeline.search.base import SearchDocument, SearchQuery, parse_query_text
+    from pipeline.search.base import SearchDocument, SearchQuery
     from pipeline.search.sqlite_fts import SqliteSearch
     from pipeline.stories import article_text_for_embedding
 
@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     tagged = {r["id"] for r in rows if r.get("tag_taiwan", r.get("label"))}
     vectors = encode([article_text_for_embedding(r["title"], r.get("text")) for r in rows],
                      DEFAULT_MODEL)
-    text_of = {r["id"]: f"{r['title']} {r.get('text') or ''}".lower() for r in rows}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         search = SqliteSearch(Path(tmp) / "search.db")
@@ -62,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         query_vectors = dict(zip(QUERIES, encode(QUERIES, DEFAULT_MODEL), strict=True))
         for text in QUERIES:
             row: dict = {"query": text}
-            words = [w.lower() for clause in parse_query_text(text).clauses for w in clause]
+            matches = {h.article_id for h in search.search(
+                SearchQuery(text=text, mode="keyword", limit=1000)).hits}
             timings = {}
             for mode in ("keyword", "hybrid", "semantic"):
                 query = SearchQuery(text=text, mode=mode, limit=10,
@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                     SearchQuery(text=text, mode=mode, limit=40,
                                 vector=query_vectors[text].tolist())).hits]
                 entry = {"hits@10": len(ids), "same_top10_for_limit_40": deep[:10] == ids,
-                         "without_every_word": sum(
-                             1 for i in ids if not all(w in text_of[i] for w in words))}
+                         "not_keyword_matches": sum(i not in matches for i in ids)}
                 if text in TAIWAN_QUERIES and ids:
                     entry["precision@10_taiwan_tag"] = round(
                         sum(i in tagged for i in ids) / len(ids), 2)
