@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from pipeline.settings import SearchSettings
+
 SearchMode = Literal["keyword", "semantic", "hybrid"]
 
 
@@ -289,8 +291,8 @@ class HybridPolicy:
     containing every query word; ``semantic_weight``: its share of the combined score.
     """
 
-    similarity_floor: float = 0.55
-    semantic_weight: float = 0.5
+    similarity_floor: float = SearchSettings.model_fields["similarity_floor"].default
+    semantic_weight: float = SearchSettings.model_fields["semantic_weight"].default
 
 
 @dataclass(frozen=True, slots=True)
