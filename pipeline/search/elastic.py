@@ -370,8 +370,11 @@ class ElasticSearch:
                 indices.create(index=f"{alias}-000001", **self._index_body(mappings),
                                aliases={alias: {"is_write_index": True}})
             except BadRequestError as exc:
-                if exc.error != "resource_already_exists_exception":  # another process won
+                if exc.error != "resource_already_exists_exception":
                     raise
+                if alias == self.articles_alias:  # another process won: check its layout
+                    self._check_layout(mappings)
+                return
             if alias == self.articles_alias:
                 self._layout_problem = None
                 self._live_dims = self.dims
