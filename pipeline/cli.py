@@ -312,12 +312,15 @@ def _search_and_print(settings: Settings, query: str, *, since: str | None = Non
                       limit: int = 20, by_story: bool = False, mode: str = "hybrid",
                       as_json: bool = False) -> None:
     from pipeline.query import run_search
+    from pipeline.search.base import SearchMisconfigured, SearchUnavailable
 
     try:
         results = run_search(settings, query, since=since, until=until, sources=sources or [],
                              limit=limit, by_story=by_story, mode=mode)
     except ValueError as exc:
         raise fail(str(exc)) from exc
+    except (SearchUnavailable, SearchMisconfigured) as exc:
+        raise fail(f"search failed: {exc}") from exc
     if as_json:
         console.print_json(json.dumps(results.to_json(), default=str))
         return
@@ -467,7 +470,7 @@ def reindex(
     """Rebuild the search index from the SQL records (the records are the source of truth)."""
     from pipeline.search import open_search
     from pipeline.search import reindex as rebuild
-    from pipeline.search.base import SearchUnavailable
+    from pipeline.search.base import SearchMisconfigured, SearchUnavailable
     from pipeline.store import open_store
 
     settings = get_settings(config)
@@ -487,6 +490,8 @@ def reindex(
                              progress=lambda done, _total: bar.update(task, completed=done))
     except SearchUnavailable as exc:
         raise fail(f"search backend unavailable: {exc}") from exc
+    except SearchMisconfigured as exc:
+        raise fail(f"reindex failed: {exc}") from exc
     finally:
         backend.close()
         store.close()

@@ -124,6 +124,14 @@ class SearchSettings(Section):
     password: str | None = None
     verify_certs: bool = True
     ca_certs: str | None = None
+    similarity_floor: float = Field(0.55, ge=-1, le=1, description="default (hybrid) mode: the "
+                                    "query-to-article embedding cosine an article needs to be "
+                                    "added without containing every query word (it must still "
+                                    "contain the quoted phrases, none of the excluded terms, "
+                                    "and pass the filters)")
+    semantic_weight: float = Field(0.5, ge=0, le=1, description="default (hybrid) mode: share "
+                                   "of the embedding similarity in the combined score (the "
+                                   "rest is BM25; both normalised onto 0..1 first)")
     elasticsearch_conn_id: str | None = Field(None, description="Airflow connection whose "
                                               "host, login/password or api_key the DAGs use "
                                               "for url and credentials")

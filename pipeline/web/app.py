@@ -30,7 +30,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline import schema
 from pipeline.sanitize import EARLIEST_DATE, has_control, plausible_date
-from pipeline.search.base import MAX_LIMIT, SearchResults, SearchUnavailable, parse_since
+from pipeline.search.base import (
+    MAX_LIMIT,
+    SearchMisconfigured,
+    SearchResults,
+    SearchUnavailable,
+    parse_since,
+)
 from pipeline.settings import Settings
 from pipeline.store import FeedRow, Store, open_store
 
@@ -413,7 +419,8 @@ def create_app(settings: Settings, *, default_mode: str = "hybrid") -> FastAPI:
         return page(request, "error.html", 400, message=_one_line(exc), title="Bad request")
 
     @app.exception_handler(SearchUnavailable)
-    async def _unavailable(request: Request, exc: SearchUnavailable) -> Response:
+    @app.exception_handler(SearchMisconfigured)
+    async def _unavailable(request: Request, exc: Exception) -> Response:
         message = _one_line(f"search is unavailable: {exc}")
         if is_api(request):
             return JSONResponse({"error": message}, status_code=503)
