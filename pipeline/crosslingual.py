@@ -413,7 +413,9 @@ class CrossLingualPass:
         self.english_pending: list[str] = []
 
     def before_english(self, progress: Progress | None = None) -> dict[str, int]:
-        counts = {"embedded-multilingual": embed_pending(self.store, self.settings, progress)}
+        counts: dict[str, int] = {}
+        if embedded := embed_pending(self.store, self.settings, progress):
+            counts["embedded-multilingual"] = embedded
         step, self.started = assign_other_languages(self.store, self.settings)
         counts.update(step)
         self.english_pending = unassigned_english_articles(self.store)

@@ -144,7 +144,7 @@ def test_a_chinese_first_story_keeps_its_id_when_the_english_reports_arrive(tmp_
     assert story["title"] == DRILL_EN[0]["title"]  # the English headline names the story
     assert story["centroid"] is not None  # the English pass can now find it on its own
     assert set(story["sources"]) == {r["source"] for r in (DRILL_ZH, *DRILL_EN)}
-    assert assign_stories(store, settings) == {"embedded": 0, "embedded-multilingual": 0}
+    assert assign_stories(store, settings) == {"embedded": 0}
     store.close()
 
 
