@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-only", action="store_true", help="only the sweep")
     parser.add_argument("--crowd", type=Path, help="gzip JSONL feed items (see above)")
     parser.add_argument("--crowd-size", type=int, default=1000)
-    parser.add_argument("--output", type=Path,
+    parser.add_argument("--output", "--json", type=Path,
                         default=ROOT / "benchmarks" / "results" / "crosslingual.json")
     args = parser.parse_args(argv)
     if not args.data.is_file():
