@@ -6,16 +6,18 @@ embedding (USE v3, ``pipeline.multilingual``), and the stage runs in three steps
 
 1. ``assign_other_languages`` — before the English pass: each article that is not in English
    (``articles.language``; unknown counts as English) is compared, in time order, with every
-   story active within ``stories.window_days`` — in any language — by the mean multilingual
-   cosine with the story's latest members, and joins the best one at
-   ``multilingual.threshold`` or more, else starts a story. These articles get no MiniLM
-   embedding, so the English pass never sees them (nor do the stories they alone hold).
+   story active within ``stories.window_days``, in any language, and joins the one it fits
+   best, else starts a story. These articles get no MiniLM embedding, so the English pass
+   never sees them (nor the stories they alone hold).
 2. the English pass, unchanged: MiniLM + words + names, as measured on ECB+ and UCI.
-3. ``link_new_english_stories`` — after it: a story the English pass started in this run is
-   merged into the best-matching story that holds no English article yet (a Chinese-first
-   story), one to one, when their mean multilingual cosine reaches the threshold. The older
-   story keeps its id: a stored story is never renamed (its alerts are keyed on it).
+3. ``link_new_english_stories`` — after it: each story that holds no English article yet (a
+   Chinese-first story) goes into the English story of this run it fits best. A stored story
+   is never renamed (its alerts are keyed on it): the English articles move into it instead.
 
+"Fits": the mean, over the story's latest members, of the multilingual cosine less the
+threshold of the pair's languages (``multilingual.threshold`` across languages,
+``same_language_threshold`` within one) is >= 0, and the story leads the next best by
+``runner_up_margin`` (in a busy window some unrelated story always comes close).
 English-only input never reaches steps 1 and 3, so English grouping is exactly as before.
 """
 
@@ -90,9 +92,9 @@ class Candidate:
         self.members.append(member)
         self.first, self.last = min(self.first, member.time), max(self.last, member.time)
 
-    def sample(self) -> np.ndarray:
-        latest = sorted(self.members, key=lambda m: (m.time, m.article_id))[-MEMBER_SAMPLE:]
-        return np.stack([m.vector for m in latest])
+    def sample(self) -> list[Member]:
+        """The latest ``MEMBER_SAMPLE`` members, oldest first."""
+        return sorted(self.members, key=lambda m: (m.time, m.article_id))[-MEMBER_SAMPLE:]
 
     @property
     def has_english(self) -> bool:
@@ -124,7 +126,7 @@ def margin(vectors: np.ndarray, languages: list[str], candidate: Candidate,
            thresholds: Thresholds) -> float:
     """Average linkage against the story's latest members, each pair's cosine less the
     threshold of its language pair: >= 0 is close enough."""
-    sample = sorted(candidate.members, key=lambda m: (m.time, m.article_id))[-MEMBER_SAMPLE:]
+    sample = candidate.sample()
     cosines = np.atleast_2d(vectors) @ np.stack([m.vector for m in sample]).T
     needed = np.array([[thresholds.same if lang == primary_language(m.language)
                         else thresholds.cross for m in sample] for lang in languages])
