@@ -49,6 +49,8 @@ def parse_large_feed(content: bytes, url: str) -> dict[str, Any] | None:
         events = lxml.etree.iterparse(io.BytesIO(content), events=("start", "end"),
                                       **parser_options)
         _, root = next(events)
+        if root.getroottree().docinfo.doctype:
+            return None  # a DTD further down than the first 4 kB
         if root.tag == "rss" and root.get("version", "").startswith("2."):
             return _rss(events, root, url)
         if root.tag == f"{ATOM}feed":

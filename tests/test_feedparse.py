@@ -303,13 +303,16 @@ def test_fast_path_fields_of_an_atom_entry():
 @pytest.mark.parametrize("body", [
     b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY e "x">]><rss version="2.0"><channel>'
     b"<item><title>&e;</title><link>https://a.example/1</link></item></channel></rss>",
+    b'<?xml version="1.0"?><!--' + b"x" * 5000 + b'--><!DOCTYPE rss [<!ENTITY e "x">]>'
+    b'<rss version="2.0"><channel><item><title>&e;</title><link>https://a.example/4</link>'
+    b"</item></channel></rss>",
     b'<rss version="2.0"><channel><item><title>Unclosed</title></channel></rss>',
     b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
     b'xmlns="http://purl.org/rss/1.0/"><item><title>RSS 1.0</title>'
     b"<link>https://a.example/2</link></item></rdf:RDF>",
     b'<rss version="0.91"><channel><item><title>Old</title>'
     b"<link>https://a.example/3</link></item></channel></rss>",
-], ids=["dtd", "ill-formed", "rss1", "rss091"])
+], ids=["dtd", "dtd-after-a-long-comment", "ill-formed", "rss1", "rss091"])
 def test_fast_path_declines_what_only_feedparser_should_read(body):
     from pipeline.feedfast import parse_large_feed
 
