@@ -180,6 +180,7 @@ def score_all(watch: WatchConfig, rows: list[dict[str, Any]], model: str, device
 Params = tuple[float, np.ndarray]  # (intercept, weights)
 C = 10.0  # L2 strength, as for scorer version 2 (picked then by CV among 0.3 … 100)
 V2_COLUMNS = [0, 1, 2, 4]  # scorer version 2's features: title, share, early, semantic
+# (the ablation without the section and passage features)
 
 
 def features(scores: list[RelevanceScore]) -> tuple[np.ndarray, np.ndarray]:
@@ -343,8 +344,6 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
     x, mask = features(scores)
     keywords_only = x.copy()
     keywords_only[:, 4:] = 0.0  # ablation: the same model without the two semantic features
-    no_section = x.copy()
-    no_section[:, [3, 5]] = 0.0  # ablation: without the section and passage features
     threshold = watch.min_score
     view, other = second_view(rows)
     embedded = int(mask.sum())
@@ -363,7 +362,6 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
         "baselines": mention_baselines(rows, y, other),
         "cv": cross_validate(x, mask, y),
         "cv_keywords_only": cross_validate(keywords_only, mask, y),
-        "cv_without_section_and_passage": cross_validate(no_section, mask, y),
         "cv_scorer_v2_features": cross_validate(x[:, V2_COLUMNS], mask, y),
         "time_split": time_split(x, mask, y, years),
         "per_year": {str(yr): {"rows": int((years == yr).sum()),
@@ -422,8 +420,7 @@ def print_report(out: dict[str, Any]) -> None:
     print(_row(f"shipped, min_score {w['min_score']:.2f}", out["shipped"]))
     print(_cv_row(f"CV {FOLDS}-fold × {REPEATS}, refitted", out["cv"]))
     print(_cv_row("  same, keywords only", out["cv_keywords_only"]))
-    print(_cv_row("  same, no section/passage", out["cv_without_section_and_passage"]))
-    print(_cv_row("  scorer v2 features", out["cv_scorer_v2_features"]))
+    print(_cv_row("  scorer v2 features (no section, passage)", out["cv_scorer_v2_features"]))
     for name, m in out["time_split"].items():
         print(_row(f"{name} (t {m['threshold']:.2f})", m))
     if out["shipped_per_kind"]:

@@ -67,13 +67,13 @@ PASSAGE_SENTENCES = 3  # the passage embedded and quoted: the keyword sentence a
 # The intercept is shifted so that 0.5 is the threshold picked on the same rows by the
 # benchmark's rule (best F1), so ``min_score`` keeps its default; reproduce with
 # `benchmarks/relevance.py --data FILE --fit`. Cross-validated figures: docs/decisions.md.
-INTERCEPT = -10.27
-W_TITLE = 0.18
-W_SHARE = 3.89
-W_EARLY = 2.33
-W_SECTION = 5.67
-W_SEMANTIC = 5.94
-W_PASSAGE_SEMANTIC = 4.60
+INTERCEPT = -10.95
+W_TITLE = 0.14
+W_SHARE = 3.84
+W_EARLY = 2.25
+W_SECTION = 5.64
+W_SEMANTIC = 6.03
+W_PASSAGE_SEMANTIC = 4.71
 FEATURES = ("title", "share", "early", "section", "semantic", "passage_semantic")
 
 _SEPARATORS = re.compile(r"[\s\-\u2010\u2011\u2013]+")
@@ -97,6 +97,7 @@ class KeywordEvidence:
     passage: str = ""  # the PASSAGE_SENTENCES in a row that name the keywords most
     passage_quote: str = ""  # its first keyword sentence, shortened around the keyword
     passage_in_lead: bool = False  # that sentence starts within the lead
+    lead_quote: str = ""  # the first keyword sentence, when it starts within the lead
     title_terms: dict[str, int] = field(default_factory=dict)
     lead_terms: dict[str, int] = field(default_factory=dict)
     body_terms: dict[str, int] = field(default_factory=dict)
@@ -280,6 +281,9 @@ def _add_text_shape(evidence: KeywordEvidence, matcher: _Matcher | None, text: s
     quoted = next(i for i in range(start, start + len(passage)) if hits[i])
     evidence.passage_quote = _quote(sentences[quoted], matcher)
     evidence.passage_in_lead = sum(len(s.split()) for s in sentences[:quoted]) < lead_words
+    first_quoted = hits.index(True)
+    if sum(len(s.split()) for s in sentences[:first_quoted]) < lead_words:
+        evidence.lead_quote = _quote(sentences[first_quoted], matcher)
 
 
 def keyword_evidence(watch: WatchConfig, title: str, text: str) -> KeywordEvidence:
@@ -374,7 +378,9 @@ def _combine(watch: WatchConfig, evidence: KeywordEvidence,
     reasons: list[str] = []
     if evidence.title_terms:
         reasons.append(f"{_terms(evidence.title_terms)} in title")
-    if evidence.passage_quote:
+    if evidence.lead_quote:  # what the top of the article says, then its densest passage
+        reasons.append(f"lead: \u201c{evidence.lead_quote}\u201d")
+    if evidence.passage_quote and evidence.passage_quote != evidence.lead_quote:
         where = "lead" if evidence.passage_in_lead else "body"
         reasons.append(f"{where}: \u201c{evidence.passage_quote}\u201d")
     if evidence.lead_terms:
