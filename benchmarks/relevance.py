@@ -150,9 +150,9 @@ def pick_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def score_all(watch: WatchConfig, rows: list[dict[str, Any]], model: str, device: str,
-              cache: Path | None) -> tuple[list[RelevanceScore], float]:
-    """Shipped scores; with ``cache``, article embeddings (lead and passage) are reused
-    between runs (the timing then excludes embedding)."""
+              cache: Path | None) -> tuple[list[RelevanceScore], float | None]:
+    """Shipped scores and the seconds they took; with ``cache``, article embeddings (lead and
+    passage) are reused between runs, and a run that reused them reports no time."""
     start = time.perf_counter()
     if cache is None:
         scores = score_records(watch, rows, model=model, device=device)
@@ -166,6 +166,7 @@ def score_all(watch: WatchConfig, rows: list[dict[str, Any]], model: str, device
         with np.load(cache) as stored:
             if str(stored["key"]) == key:
                 vectors = stored["vectors"]
+    cached = vectors is not None
     if vectors is None:
         vectors = encode(leads + passages, model, device)
         with cache.open("wb") as handle:
@@ -174,7 +175,7 @@ def score_all(watch: WatchConfig, rows: list[dict[str, Any]], model: str, device
     scores = [score_text(watch, row["title"], row["text"], embedding=vectors[i],
                          passage_embedding=vectors[n + i], model=model, device=device)
               for i, row in enumerate(rows)]
-    return scores, time.perf_counter() - start
+    return scores, None if cached else time.perf_counter() - start
 
 
 Params = tuple[float, np.ndarray]  # (intercept, weights)
@@ -335,8 +336,8 @@ def shipped_constants(x: np.ndarray, mask: np.ndarray, y: np.ndarray) -> dict[st
 
 
 def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: WatchConfig,
-           scores: list[RelevanceScore], summary_scores: list[RelevanceScore], seconds: float,
-           refit: bool) -> dict[str, Any]:
+           scores: list[RelevanceScore], summary_scores: list[RelevanceScore],
+           seconds: float | None, refit: bool) -> dict[str, Any]:
     y = np.array([int(r["label"]) for r in rows])
     years = np.array([int(str(r.get("published_at", "0000"))[:4] or 0) for r in rows])
     s = np.array([sc.score for sc in scores])
@@ -379,7 +380,8 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
                                 if p and not t],
             "false_negatives": [r["id"] for r, p, t in zip(rows, s >= threshold, y, strict=True)
                                 if t and not p]},
-        "speed": {"articles": len(rows), "embedded": embedded, "seconds": round(seconds, 1),
+        "speed": {"articles": len(rows), "embedded": embedded,
+                  "seconds": None if seconds is None else round(seconds, 1),
                   "articles_per_s": round(len(rows) / seconds, 1) if seconds else None},
         "platform": platform.platform(),
     }
@@ -449,6 +451,9 @@ def print_report(out: dict[str, Any]) -> None:
         print("coefficients shipped:", out["coefficients"])
         print("refitted, whole set: ", out["refit_whole_set"])
     sp = out["speed"]
+    if sp["seconds"] is None:
+        print(f"scoring: {sp['articles']} articles, embeddings from --cache (no speed figure)")
+        return
     print(f"scoring: {sp['articles']} articles ({sp['embedded']} with keyword evidence, "
           f"embedded) in {sp['seconds']} s ({sp['articles_per_s']}/s, includes model load)")
 

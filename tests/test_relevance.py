@@ -129,7 +129,7 @@ def test_share_of_sentences_and_position_of_the_first_mention() -> None:
     ev = keyword_evidence(watch, "Storm", text)
     assert (ev.sentences, ev.keyword_sentences) == (4, 2)
     assert ev.first_hit == pytest.approx(2 / 9)  # the third of nine words
-    assert ev.features() == (0.0, 0.5, pytest.approx(7 / 9), 2 / SECTION_SENTENCES)
+    assert ev.features() == (0.0, 0.5, pytest.approx(7 / 9), 2 / 4)  # four sentences: one section
     none = keyword_evidence(watch, "Storm", "Rain fell. Trains stopped.")
     assert none.features() == (0.0, 0.0, 0.0, 0.0) and logit_parts(none, None)[1] == 0.0
     assert none.passage == "" and none.passage_quote == ""
@@ -146,6 +146,8 @@ def test_headline_only_item_is_scored_on_its_title() -> None:
     watch = WatchConfig(name="t", keywords=["Taiwan"])
     ev = keyword_evidence(watch, "Taiwan elects a president", "")
     assert ev.title_hits == 1 and ev.keyword_sentences == 1 and ev.first_hit == 0.0
+    assert ev.features()[3] == pytest.approx(1 / 3)  # its own section, at least 3 sentences
+    assert ev.passage == "Taiwan elects a president" and ev.passage_in_lead
 
 
 def test_keyword_evidence_raises_the_logit_in_order_of_strength() -> None:
