@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.embeddings import DEFAULT_MODEL, encode
+from pipeline.embeddings import DEFAULT_BACKEND, DEFAULT_MODEL, encode
 from pipeline.settings import Settings, WatchConfig
 
 if TYPE_CHECKING:
@@ -248,9 +248,11 @@ def description_sentences(watch: WatchConfig) -> list[str]:
 
 
 @lru_cache(maxsize=64)
-def _description_vectors(sentences: tuple[str, ...], model: str, device: str) -> np.ndarray:
+def _description_vectors(sentences: tuple[str, ...], model: str, device: str,
+                         backend: str = DEFAULT_BACKEND, cache_dir: str | None = None
+                         ) -> np.ndarray:
     """Cached per description text and model: a watch's description is embedded once."""
-    vectors = encode(list(sentences), model, device)
+    vectors = encode(list(sentences), model, device, backend=backend, cache_dir=cache_dir)
     vectors.setflags(write=False)
     return vectors
 
@@ -319,16 +321,18 @@ def _needs_semantic(evidence: KeywordEvidence) -> bool:
 
 def score_text(watch: WatchConfig, title: str, text: str, *,
                embedding: Sequence[float] | np.ndarray | None = None,
-               model: str = DEFAULT_MODEL, device: str = "cpu") -> RelevanceScore:
+               model: str = DEFAULT_MODEL, device: str = "cpu",
+               backend: str = DEFAULT_BACKEND, cache_dir: str | None = None) -> RelevanceScore:
     """Score one text. ``embedding``: a precomputed, L2-normalised embedding of
     ``semantic_text(title, text)`` (then the model is only needed for the description)."""
     evidence = keyword_evidence(watch, title, text)
     if embedding is None and not _needs_semantic(evidence):
         return _combine(watch, evidence, None, None)
     sentences = description_sentences(watch)
-    vectors = _description_vectors(tuple(sentences), model, device)
+    vectors = _description_vectors(tuple(sentences), model, device, backend, cache_dir)
     if embedding is None:
-        embedding = encode([semantic_text(title, text)], model, device)[0]
+        embedding = encode([semantic_text(title, text)], model, device, backend=backend,
+                           cache_dir=cache_dir)[0]
     semantic, best = _semantic(vectors, np.asarray(embedding, dtype=np.float32))
     return _combine(watch, evidence, semantic, sentences[best] if best else None)
 
@@ -340,7 +344,9 @@ def _record_text(record: dict[str, Any]) -> tuple[str, str]:
 
 
 def score_records(watch: WatchConfig, records: list[dict[str, Any]], *, batch_size: int = 32,
-                  model: str = DEFAULT_MODEL, device: str = "cpu") -> list[RelevanceScore]:
+                  model: str = DEFAULT_MODEL, device: str = "cpu",
+                  backend: str = DEFAULT_BACKEND, cache_dir: str | None = None
+                  ) -> list[RelevanceScore]:
     """Score many records (``title`` and ``text`` keys) with one encode call for all the
     texts that have keyword evidence; same results as ``score_text`` one by one."""
     texts = [_record_text(record) for record in records]
@@ -349,9 +355,9 @@ def score_records(watch: WatchConfig, records: list[dict[str, Any]], *, batch_si
     results: list[RelevanceScore | None] = [None] * len(records)
     if todo:
         sentences = description_sentences(watch)
-        vectors = _description_vectors(tuple(sentences), model, device)
+        vectors = _description_vectors(tuple(sentences), model, device, backend, cache_dir)
         embedded = encode([semantic_text(*texts[i]) for i in todo], model, device,
-                          batch_size=batch_size)
+                          batch_size=batch_size, backend=backend, cache_dir=cache_dir)
         for row, i in enumerate(todo):
             semantic, best = _semantic(vectors, embedded[row])
             results[i] = _combine(watch, evidence[i], semantic,
@@ -375,11 +381,13 @@ def scorer_id(model: str = DEFAULT_MODEL) -> str:
 
 def scorer_for(settings: Settings) -> Callable[[WatchConfig, list[dict[str, Any]]],
                                                 list[RelevanceScore]]:
-    """``score_records`` bound to the configured embedding model, device and batch size."""
+    """``score_records`` bound to the configured embedding model, backend, device and batch
+    size."""
     conf = settings.embedding
 
     def scorer(watch: WatchConfig, records: list[dict[str, Any]]) -> list[RelevanceScore]:
         return score_records(watch, records, batch_size=conf.batch_size, model=conf.model,
-                             device=conf.device)
+                             device=conf.device, backend=conf.backend,
+                             cache_dir=conf.cache_dir(settings.data_dir))
 
     return scorer

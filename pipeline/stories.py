@@ -30,7 +30,13 @@ from scipy import sparse
 from sqlalchemy import and_, func, or_, select, update
 
 from pipeline import schema
-from pipeline.embeddings import encode, pack_vector, unpack_vector
+from pipeline.embeddings import (
+    embedding_key,
+    encode_for,
+    legacy_keys,
+    pack_vector,
+    unpack_vector,
+)
 from pipeline.settings import Settings, StoriesSettings
 from pipeline.store import Store, open_store, utcnow
 
@@ -664,27 +670,40 @@ class StoryAssigner:
 
 def embed_pending(store: Store, settings: Settings, run_id: str | None = None,
                   progress: Progress | None = None, batch: int = 256) -> int:
-    """Embed every current article version that has no embedding yet (never twice)."""
+    """Embed every current article version without an embedding from the configured model
+    and backend (never twice; a backend or model switch re-embeds, so spaces never mix).
+    Works in batches of ``batch`` rows, so memory does not grow with the backlog."""
     a, v = schema.articles, schema.article_versions
     conf = settings.embedding
-    query = (select(v.c.article_id, v.c.version, v.c.title, v.c.text)
-             .join(a, and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version))
-             .where(v.c.embedding.is_(None)).order_by(v.c.article_id))
+    key = embedding_key(conf.model, conf.backend)
+    current = or_(v.c.embedding_model == key, *(v.c.embedding_model == k
+                                                for k in legacy_keys(conf.model, conf.backend)))
+    todo = (and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version),
+            or_(v.c.embedding.is_(None), v.c.embedding_model.is_(None), ~current))
     with store.engine.connect() as conn:
-        rows = conn.execute(query).all()
+        total = conn.execute(select(func.count()).select_from(v.join(a, todo[0]))
+                             .where(todo[1])).scalar_one()
     if progress:
-        progress(0, len(rows))
+        progress(0, total)
     done = 0
-    for start in range(0, len(rows), batch):
-        chunk = rows[start:start + batch]
+    after = ""
+    while done < total:
+        with store.engine.connect() as conn:
+            chunk = conn.execute(select(v.c.article_id, v.c.version, v.c.title, v.c.text)
+                                 .join(a, todo[0]).where(todo[1])
+                                 .where(v.c.article_id > after)
+                                 .order_by(v.c.article_id).limit(batch)).all()
+        if not chunk:
+            break
         texts = [article_text_for_embedding(r.title or derive_title(r.text), r.text)
                  for r in chunk]
-        vectors = encode(texts, conf.model, conf.device, conf.batch_size)
+        vectors = encode_for(settings, texts)
         with store.engine.begin() as conn:
             for row, vector in zip(chunk, vectors, strict=True):
                 conn.execute(update(v).where(and_(v.c.article_id == row.article_id,
                                                   v.c.version == row.version))
-                             .values(embedding=pack_vector(vector), embedding_model=conf.model))
+                             .values(embedding=pack_vector(vector), embedding_model=key))
+        after = chunk[-1].article_id
         done += len(chunk)
         if progress:
             progress(len(chunk), None)
