@@ -9,7 +9,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run demo test lint bench airflow freeze clean
+.PHONY: install run demo test lint docs gate bench airflow freeze clean
 
 install: $(STAMP)
 
@@ -32,7 +32,15 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check pipeline dags plugins tests benchmarks
+	$(BIN)/ruff check pipeline dags plugins tests benchmarks docs
+
+# Rewrite the generated parts of README.md and docs/cli.md (tests/test_docs.py checks them).
+docs: install
+	$(BIN)/cog -r README.md docs/cli.md
+
+# The evaluation gate: quality benchmarks on ../shared/data against benchmarks/baseline.json.
+gate: install
+	$(BIN)/python benchmarks/gate.py --data ../shared/data
 
 bench: install
 	$(BIN)/python benchmarks/extraction.py --data ../shared/data/extraction/aeb-dev

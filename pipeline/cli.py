@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,7 +43,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 DEFAULT_CONFIG = "config/newswatch.yaml"
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML config file [default: $NEWSWATCH_CONFIG or "
+    typer.Option("--config", "-c", help="YAML config file \\[default: $NEWSWATCH_CONFIG or "
                  f"{DEFAULT_CONFIG}]", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -157,7 +157,9 @@ def run(
 ) -> None:
     """Run the pipeline once: fetch feeds, extract articles, stories, index, alerts.
 
-    Exits 1 only when no feed at all could be fetched.
+    Exits 1 when a stage failed or no feed at all could be fetched (single feeds failing is
+    normal and only reported). With --json, stdout holds only the run summary: console-channel
+    alerts and progress go to stderr.
     """
     from pipeline.run import run_once
 
@@ -165,12 +167,17 @@ def run(
     settings = get_settings(config)
     if not settings.enabled_feeds():
         raise fail("no feeds configured (add some under 'feeds:' in the config)")
-    with stage_progress(not json_out) as progress:
+    with stage_progress(not json_out) as progress, \
+            redirect_stdout(sys.stderr if json_out else sys.stdout):
         report = run_once(settings, force=force, progress=progress)
     if json_out:
-        console.print_json(json.dumps(report.summary(), default=str))
+        sys.stdout.write(json.dumps(report.summary(), default=str, indent=2) + "\n")
     else:
         print_run_report(report)
+    if report.errors:
+        failed = ", ".join(sorted(report.errors))
+        raise fail(f"stage {failed} failed: {next(iter(report.errors.values()))}"
+                   if len(report.errors) == 1 else f"stages {failed} failed (see above)")
     if report.all_feeds_failed:
         raise fail(f"no feed could be fetched ({len(report.feeds)} tried; see the table above)")
 
@@ -229,9 +236,9 @@ def demo(
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
     if site.missing_seeds:
-        console.print(f"[yellow]The seed articles ({', '.join(site.missing_seeds)}) are not in "
-                      f"{settings.demo.seeds_dir}: their two pages are served without text "
-                      "(set demo.seeds_dir).[/yellow]")
+        console.print(f"The user's seed articles are not in {settings.demo.seeds_dir}: the two "
+                      "Qin Gang pages carry the sample site's fictional pair "
+                      "(set demo.seeds_dir to serve the real ones).", markup=False)
     with site:
         if port is not None or not settings.feeds:
             settings.feeds = [{"url": u} for u in site.feed_urls()]  # type: ignore[assignment]

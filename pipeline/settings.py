@@ -221,7 +221,7 @@ class DemoSettings(Section):
     site_dir: str = "examples/sample_site"
     seeds_dir: str = Field("../shared/data/seeds", description="the user's two seed articles "
                            "(publishers' text, not in the repository); the sample site serves "
-                           "their pages from here")
+                           "their pages from here, or its fictional pair when they are absent")
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
 
