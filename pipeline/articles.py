@@ -96,14 +96,23 @@ def extract_pending(
     *,
     fetcher: Fetcher | None = None,
     limit: int | None = None,
+    page_budget: int | None = None,
     on_article_done: Callable[[ExtractionOutcome], None] | None = None,
 ) -> dict[str, int]:
-    """Extract every article waiting for text (new, changed in its feed, or to retry)."""
-    pending = store.articles_to_extract(
-        settings.extraction.max_articles_per_run if limit is None else limit)
+    """Extract up to ``limit`` articles waiting for text (new, changed in its feed, or to
+    retry), downloading at most ``page_budget`` pages (None: no cap); articles whose page
+    would exceed it stay pending for the next run. Counts ``downloaded`` pages too."""
+    if limit is None:  # one call per stage (Airflow task): the per-run cap is the limit
+        limit = page_budget = settings.extraction.max_articles_per_run
+    pending = store.articles_to_extract(limit)
     counts: dict[str, int] = {}
+    if settings.extraction.fetch_pages and page_budget is not None:
+        downloads = [a for a in pending if a.get("link") or a.get("url")]
+        deferred = {a["article_id"] for a in downloads[max(page_budget, 0):]}
+        pending = [a for a in pending if a["article_id"] not in deferred]
+        counts["downloaded"] = len(downloads) - len(deferred)
     if not pending:
-        return counts
+        return {}
     own_fetcher = fetcher is None
     fetcher = fetcher or Fetcher(settings.fetch)
     try:

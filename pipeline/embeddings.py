@@ -169,14 +169,13 @@ def load_encoder(model: str = DEFAULT_MODEL, backend: str = DEFAULT_BACKEND,
         if device != "cpu":
             raise ValueError(f"embedding.backend {backend!r} runs on the CPU only; use "
                              "backend 'torch' for device {device!r}")
-        from pipeline.onnx_export import exported_model
+        from pipeline.onnx_export import export_spec, exported_model
 
-        exported = exported_model(resolve_model_path(model), Path(cache_dir or
-                                                                  DEFAULT_CACHE_DIR))
-        graph = exported.int8 if backend == "onnx-int8" else (
-            exported.optimised if backend == "onnx" else exported.fp32)
-        return GraphEncoder(graph, exported.tokenizer, exported.max_length, exported.dim,
-                            backend, threads)
+        path, folder = resolve_model_path(model), Path(cache_dir or DEFAULT_CACHE_DIR)
+        variant = {"onnx": "optimised", "onnx-int8": "int8"}.get(backend, "fp32")
+        graph = exported_model(path, folder, variant)
+        spec = export_spec(path, folder)
+        return GraphEncoder(graph, spec.tokenizer, spec.max_length, spec.dim, backend, threads)
 
 
 def load_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> SentenceTransformer:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,7 +105,8 @@ def _export_fp32(model_dir: Path, target: Path, max_length: int) -> None:
     bert = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager")
     wrapped = MeanPooled(bert).eval()
     sample = torch.ones((2, min(16, max_length)), dtype=torch.long)
-    with _atomic(target) as tmp, torch.no_grad():
+    with _atomic(target) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shape checks that do not apply here
         torch.onnx.export(
             wrapped, (sample, sample, torch.zeros_like(sample)), str(tmp), dynamo=False,
             opset_version=OPSET, input_names=["input_ids", "attention_mask", "token_type_ids"],
@@ -130,29 +132,37 @@ def _quantise(source: Path, target: Path) -> None:
         quantize_dynamic(str(source), str(tmp), per_channel=True, weight_type=QuantType.QInt8)
 
 
-def exported_model(model_dir: str | Path, cache_dir: Path) -> ExportedModel:
-    """The cached export of ``model_dir`` under ``cache_dir``, made now if missing."""
+def exported_model(model_dir: str | Path, cache_dir: Path, variant: str = "fp32") -> Path:
+    """The cached ``variant`` (fp32, optimised or int8) of ``model_dir``'s ONNX export under
+    ``cache_dir``, made now if missing (only what that variant needs)."""
+    spec = export_spec(model_dir, cache_dir)
+    target = {"fp32": spec.fp32, "optimised": spec.optimised, "int8": spec.int8}[variant]
+    if target.is_file():
+        return target
+    model_dir = Path(model_dir)
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    log.info("exporting %s (%s) to ONNX under %s, once", model_dir, variant, spec.folder)
+    if not spec.fp32.is_file():
+        _export_fp32(model_dir, spec.fp32, spec.max_length)
+    if variant == "optimised":
+        heads = int(json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+                    .get("num_attention_heads", 0))
+        _optimise(spec.fp32, spec.optimised, spec.dim, heads)
+    elif variant == "int8":
+        _quantise(spec.fp32, spec.int8)
+    return target
+
+
+def export_spec(model_dir: str | Path, cache_dir: Path) -> ExportedModel:
+    """Where the export of ``model_dir`` lives (nothing is written)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ValueError(f"{model_dir}: not a local model folder (the ONNX backends export "
                          "local models only; use embedding.backend 'torch' for hub names)")
     max_length, dim = _model_config(model_dir)
     folder = cache_dir / f"{model_dir.name}-{_fingerprint(model_dir)}"
-    exported = ExportedModel(folder=folder, fp32=folder / "model.onnx",
-                             optimised=folder / "model-optimised.onnx",
-                             int8=folder / "model-int8.onnx",
-                             tokenizer=model_dir / "tokenizer.json",
-                             max_length=max_length, dim=dim)
-    if exported.fp32.is_file() and exported.optimised.is_file() and exported.int8.is_file():
-        return exported
-    folder.mkdir(parents=True, exist_ok=True)
-    heads = int(json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-                .get("num_attention_heads", 0))
-    log.info("exporting %s to ONNX under %s (once)", model_dir, folder)
-    if not exported.fp32.is_file():
-        _export_fp32(model_dir, exported.fp32, max_length)
-    if not exported.optimised.is_file():
-        _optimise(exported.fp32, exported.optimised, dim, heads)
-    if not exported.int8.is_file():
-        _quantise(exported.fp32, exported.int8)
-    return exported
+    return ExportedModel(folder=folder, fp32=folder / "model.onnx",
+                         optimised=folder / "model-optimised.onnx",
+                         int8=folder / "model-int8.onnx",
+                         tokenizer=model_dir / "tokenizer.json",
+                         max_length=max_length, dim=dim)

@@ -97,9 +97,12 @@ class EmbeddingSettings(Section):
     threads: int = Field(0, ge=0, description="CPU threads for onnx/openvino inference "
                          "(0 = the library's default, all cores)")
 
+    model_cache: str = Field("", description="folder for the exported onnx/openvino model "
+                             "files (empty = <data_dir>/models); deployments may share one")
+
     def cache_dir(self, data_dir: str) -> str:
         """Where exported models are kept: beside the other data of this deployment."""
-        return str(Path(data_dir) / "models")
+        return self.model_cache or str(Path(data_dir) / "models")
 
 
 class RunSettings(Section):

@@ -276,6 +276,23 @@ class Store:
                 finished_at=utcnow(), status=status,
                 summary=json.loads(json.dumps(summary or {}, default=str))))
 
+    def update_run_summary(self, run_id: str, values: dict[str, Any]) -> None:
+        """Merge ``values`` into a running run's summary (its heartbeat and owner)."""
+        r = schema.runs
+        with self.engine.begin() as conn:
+            row = conn.execute(select(r.c.summary).where(r.c.run_id == run_id)).first()
+            if row is None:
+                return
+            summary = {**(row.summary or {}), **json.loads(json.dumps(values, default=str))}
+            conn.execute(update(r).where(r.c.run_id == run_id).values(summary=summary))
+
+    def running_runs(self) -> list[dict[str, Any]]:
+        """Runs still marked ``running`` (alive, or left behind by a process that died)."""
+        r = schema.runs
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(r).where(r.c.status == "running")).mappings().all()
+        return [dict(row) for row in rows]
+
     def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(schema.runs).order_by(schema.runs.c.started_at.desc())
@@ -334,6 +351,17 @@ class Store:
                 outcome = "linked"  # already known from another feed
         return outcome
 
+    @staticmethod
+    def _waiting_for_text(max_attempts: int) -> Any:
+        a = schema.articles
+        return or_(a.c.extraction_status == "pending",
+                   and_(a.c.extraction_status == "retry", a.c.extraction_attempts < max_attempts))
+
+    def count_articles_to_extract(self, max_attempts: int = 3) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(schema.articles)
+                                .where(self._waiting_for_text(max_attempts))).scalar_one()
+
     def articles_to_extract(self, limit: int, max_attempts: int = 3) -> list[dict[str, Any]]:
         a = schema.articles
         with self.engine.connect() as conn:
@@ -341,9 +369,7 @@ class Store:
                 select(a.c.article_id, a.c.url, a.c.link, a.c.entry_title, a.c.entry_summary,
                        a.c.published_at, a.c.source, a.c.extraction_attempts,
                        a.c.text_source)
-                .where(or_(a.c.extraction_status == "pending",
-                           and_(a.c.extraction_status == "retry",
-                                a.c.extraction_attempts < max_attempts)))
+                .where(self._waiting_for_text(max_attempts))
                 .order_by(a.c.first_seen_at, a.c.article_id)
                 .limit(limit)
             ).mappings().all()
