@@ -218,8 +218,9 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
             progress("chunk", 1, max(planned, chunk))
         if download_budget is not None:
             download_budget -= extracted.get("downloaded", 0)
-        # A failed stage ends the loop: the next run retries rather than repeating the error.
-        if (not healthy or "extract" not in stages or processed == 0
+        # A short chunk means the backlog is drained. A failed stage ends the loop: the next
+        # run retries rather than repeating the error.
+        if (not healthy or "extract" not in stages or processed < settings.run.chunk_size
                 or (download_budget is not None and download_budget <= 0)):
             return chunk
 
