@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +38,7 @@ class RunReport:
     feeds: list[Any] = field(default_factory=list)  # FeedReport per feed
     stages: dict[str, dict[str, int]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # stage -> one-line reason
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, all chunks
 
     @property
     def feeds_ok(self) -> int:
@@ -59,6 +61,7 @@ class RunReport:
             "feeds": {"ok": self.feeds_ok, "failed": self.feeds_failed, "total": len(self.feeds)},
             "stages": self.stages,
             "errors": self.errors,
+            "timings": {stage: round(s, 3) for stage, s in self.timings.items()},
         }
 
 
@@ -164,7 +167,8 @@ def run_once(settings: Settings, *, run_id: str | None = None, stages: tuple[str
 
 
 def _guarded(report: RunReport, store: Store, stage: str, work: Callable[[], Any]) -> bool:
-    """Run one stage; a failure is logged, counted and reported, never raised."""
+    """Run one stage (timed); a failure is logged, counted and reported, never raised."""
+    started = time.perf_counter()
     try:
         work()
         return True
@@ -173,6 +177,8 @@ def _guarded(report: RunReport, store: Store, stage: str, work: Callable[[], Any
         report.errors[stage] = f"{type(exc).__name__}: {exc}"
         store.count(report.run_id, stage, "stage-error")
         return False
+    finally:
+        report.timings[stage] = report.timings.get(stage, 0.0) + time.perf_counter() - started
 
 
 def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str, ...],
