@@ -112,6 +112,8 @@ class GraphEncoder:
             import openvino as ov
 
             core = ov.Core()
+            # The compiled blob is cached beside the graph: later loads skip compilation.
+            core.set_property({"CACHE_DIR": str(graph.parent / "openvino-cache")})
             config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
             if threads:
                 config["INFERENCE_NUM_THREADS"] = str(threads)
@@ -140,7 +142,9 @@ class GraphEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            width = max(len(encodings[i].ids) for i in rows)
+            # Widths rounded up to a multiple of 8: a few shapes, so the engines' per-shape
+            # kernel caches stay small over a long run (padding is masked out).
+            width = -(-max(len(encodings[i].ids) for i in rows) // 8) * 8
             ids = np.zeros((len(rows), width), dtype=np.int64)
             mask = np.zeros((len(rows), width), dtype=np.int64)
             types = np.zeros((len(rows), width), dtype=np.int64)
