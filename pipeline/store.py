@@ -363,6 +363,9 @@ class Store:
                                 .where(self._waiting_for_text(max_attempts))).scalar_one()
 
     def articles_to_extract(self, limit: int, max_attempts: int = 3) -> list[dict[str, Any]]:
+        """The next ``limit`` articles waiting for text, in publication order: a backlog's
+        chunks then cover consecutive spans of time, so the stories each chunk compares with
+        (its time window) stay few however long the backlog is."""
         a = schema.articles
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -370,7 +373,7 @@ class Store:
                        a.c.published_at, a.c.source, a.c.extraction_attempts,
                        a.c.text_source)
                 .where(self._waiting_for_text(max_attempts))
-                .order_by(a.c.first_seen_at, a.c.article_id)
+                .order_by(func.coalesce(a.c.published_at, a.c.first_seen_at), a.c.article_id)
                 .limit(limit)
             ).mappings().all()
         return [dict(r) for r in rows]

@@ -219,3 +219,19 @@ def test_a_run_killed_between_chunks_loses_and_repeats_nothing(tmp_path, feeds_s
         backend.close()
     ids = [hit.article_id for hit in hits.hits]
     assert len(ids) == len(set(ids)) == 120  # indexed once each
+
+
+def test_chunks_follow_publication_time(tmp_path, feeds_server):
+    """Feeds are read one after another, but a backlog's chunks are cut in publication
+    order, so each chunk spans a short stretch of time (and few stories in its window)."""
+    settings = load_settings(**config_for(tmp_path, feeds_server))
+    run_once(settings, stages=("fetch",))
+    store = open_store(settings.store.url)
+    try:
+        first_chunk = store.articles_to_extract(settings.run.chunk_size)
+    finally:
+        store.close()
+    times = [row["published_at"] for row in first_chunk]
+    assert times == sorted(times)
+    assert len(first_chunk) == 25
+    assert len({row["source"] for row in first_chunk}) == 3  # all three feeds interleave
