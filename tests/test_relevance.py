@@ -184,18 +184,23 @@ def test_scorer_for_uses_the_configured_model(monkeypatch: Any) -> None:
     import numpy as np
 
     calls: list[tuple[str, str, int]] = []
+    backends: set[str] = set()
 
-    def fake_encode(texts: list[str], model: str, device: str, batch_size: int = 32) -> Any:
+    def fake_encode(texts: list[str], model: str, device: str, batch_size: int = 32,
+                    **options: Any) -> Any:
         calls.append((model, device, batch_size))
+        backends.add(options.get("backend"))
         return np.ones((len(texts), 4), dtype=np.float32) / 2.0
 
     monkeypatch.setattr(relevance, "encode", fake_encode)
-    settings = Settings(embedding={"model": "/models/other", "device": "cpu", "batch_size": 7})
+    settings = Settings(embedding={"model": "/models/other", "device": "cpu", "batch_size": 7,
+                                   "backend": "onnx"})
     [result] = scorer_for(settings)(default_taiwan_watch(), [{"title": PLA_TITLE,
                                                              "text": PLA_TEXT}])
     assert result.semantic is not None
     assert {model for model, _, _ in calls} == {"/models/other"} and (
         "/models/other", "cpu", 7) in calls
+    assert backends == {"onnx"}  # the description and the articles: one vector space
 
 
 def test_watch_fingerprint_follows_scorer_version_and_model(monkeypatch: Any) -> None:
