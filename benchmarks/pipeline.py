@@ -317,7 +317,7 @@ def main() -> int:
                   at=datetime.now(UTC).isoformat(timespec="seconds"))
     out = args.out or ROOT / "benchmarks" / "results" / f"pipeline-{args.mode}.json"
     existing = json.loads(out.read_text()) if out.is_file() else {}
-    key = str(result.get("articles") or result.get("feeds") or result.get("items"))
+    key = str(result.get("articles") or result.get("items") or result.get("feeds"))
     existing[key] = result
     out.write_text(json.dumps(existing, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=2,

@@ -153,7 +153,6 @@ def run_once(settings: Settings, *, run_id: str | None = None, stages: tuple[str
         if "fetch" in stages:
             _guarded(report, store, "fetch", lambda: setattr(report, "feeds", stage_fetch(
                 store, settings, run_id, force=force, progress=progress)))
-        release_freed_memory()  # parsed feeds are gone; keep their pages from the peak
         chunked = tuple(stage for stage in stages if stage != "fetch")
         if chunked:
             run_chunks(store, settings, run_id, chunked, report, progress)
@@ -221,7 +220,6 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
             healthy = _guarded(report, store, stage, work) and healthy
         heartbeat(store, run_id, chunk)
         store.count(run_id, "run", "chunks")
-        release_freed_memory()
         if progress:
             progress("chunk", 1, max(planned, chunk))
         if download_budget is not None:
@@ -240,21 +238,6 @@ def _extract_into(counts: dict[str, int], store: Store, settings: Settings, run_
 
     counts.update(extract_pending(store, settings, run_id, limit=settings.run.chunk_size,
                                   page_budget=page_budget, on_article_done=on_done))
-
-
-def release_freed_memory() -> None:
-    """Hand memory Python has freed back to the OS (glibc keeps it otherwise), so a long run's
-    resident size follows what it holds now rather than its largest stage so far."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-    except OSError:  # not glibc: nothing to do
-        pass
 
 
 def heartbeat(store: Store, run_id: str, chunk: int = 0) -> None:
