@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from pipeline.settings import ConfigError, Settings, load_settings
+from pipeline.terminal import clean, safe
 
 app = typer.Typer(
     name="newswatch",
@@ -54,7 +56,7 @@ class CommandError(Exception):
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]newswatch: {message}[/red]", highlight=False, soft_wrap=True)
+    err_console.print(safe(f"newswatch: {message}", "red"), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -115,9 +117,16 @@ def since_option(value: str | None):
         raise fail(str(exc)) from exc
 
 
+# Libraries that log every retry with a traceback; the stage reports the outcome in one line.
+NOISY_LOGGERS = ("elastic_transport", "elasticsearch", "urllib3")
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 # ---- run ------------------------------------------------------------------------------------
@@ -158,7 +167,7 @@ def _write_jsonl(rows: list[dict[str, Any]], output: Path | None, summary: str) 
         sys.stdout.write(lines)
     else:
         output.write_text(lines, encoding="utf-8")
-        err_console.print(f"{summary} → {output}")
+        err_console.print(safe(f"{summary} → {output}"))
 
 
 @app.command()
@@ -202,8 +211,8 @@ def print_run_report(report) -> None:
     for f in report.feeds:
         style = "green" if f.outcome in ("ok", "not-modified") else (
             "dim" if str(f.outcome).startswith("skipped") else "red")
-        table.add_row(f.name or f.url, f"[{style}]{f.outcome}[/{style}]",
-                      str(f.status or ""), str(f.entries), str(f.new), (f.error or "")[:120])
+        table.add_row(safe(f.name or f.url), safe(f.outcome, style),
+                      str(f.status or ""), str(f.entries), str(f.new), safe((f.error or "")[:120]))
     console.print(table)
     stages = Table(title="Outcomes", title_justify="left")
     stages.add_column("stage")
@@ -212,7 +221,16 @@ def print_run_report(report) -> None:
         stages.add_row(stage, ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     console.print(stages)
     for stage, error in report.errors.items():
-        err_console.print(f"[red]stage {stage} failed: {error}[/red]")
+        err_console.print(safe(f"stage {stage} failed: {error}", "red"))
+    for stage, n in report.item_errors.items():
+        err_console.print(safe(f"{stage}: {n} item(s) failed on their own (item-error); the "
+                               "rest of the stage completed", "yellow"))
+    if report.stages.get("index", {}).get("unavailable"):
+        err_console.print(safe("index: the search backend is unavailable; the index catches "
+                               "up on the next run (records are kept)", "yellow"))
+    for stage, n in report.left_pending.items():
+        err_console.print(safe(f"{stage}: {n} item(s) left pending for the next run (time "
+                               "budget spent)", "yellow"))
     console.print(f"feeds ok: {report.feeds_ok}, failed: {report.feeds_failed}, "
                   f"total: {len(report.feeds)}")
 
@@ -249,9 +267,9 @@ def demo(
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
     if site.missing_seeds:
-        console.print(f"The user's seed articles are not in {settings.demo.seeds_dir}: the two "
-                      "Qin Gang pages carry the sample site's fictional pair "
-                      "(set demo.seeds_dir to serve the real ones).", markup=False)
+        console.print(safe(f"The user's seed articles are not in {settings.demo.seeds_dir}: "
+                           "the two Qin Gang pages carry the sample site's fictional pair "
+                           "(set demo.seeds_dir to serve the real ones).", "yellow"))
     with site:
         if port is not None or not settings.feeds:
             settings.feeds = [{"url": u} for u in site.feed_urls()]  # type: ignore[assignment]
@@ -307,20 +325,23 @@ def _search_and_print(settings: Settings, query: str, *, since: str | None = Non
                       limit: int = 20, by_story: bool = False, mode: str = "hybrid",
                       as_json: bool = False) -> None:
     from pipeline.query import run_search
+    from pipeline.search.base import SearchMisconfigured, SearchUnavailable
 
     try:
         results = run_search(settings, query, since=since, until=until, sources=sources or [],
                              limit=limit, by_story=by_story, mode=mode)
     except ValueError as exc:
         raise fail(str(exc)) from exc
+    except (SearchUnavailable, SearchMisconfigured) as exc:
+        raise fail(f"search failed: {exc}") from exc
     if as_json:
         console.print_json(json.dumps(results.to_json(), default=str))
         return
     if not results.hits:
-        console.print(f"No results for {query!r}.")
+        console.print(safe(f"No results for {query!r}."))
         return
     groups = results.groups if by_story and results.groups else None
-    table = Table(title=f"{results.total} result(s) for {query!r}", title_justify="left")
+    table = Table(title=safe(f"{results.total} result(s) for {query!r}"), title_justify="left")
     for col in ("published", "source", "title", "snippet"):
         table.add_column(col, overflow="fold")
     if groups:
@@ -328,10 +349,10 @@ def _search_and_print(settings: Settings, query: str, *, since: str | None = Non
     rows = [(g.story_id, h) for g in groups for h in g.hits] if groups else \
         [(None, h) for h in results.hits]
     for story_id, hit in rows:
-        row = [_fmt_time(hit.published_at), Text(hit.source or ""), Text(hit.title),
+        row = [_fmt_time(hit.published_at), safe(hit.source), safe(hit.title),
                highlight_snippet(hit.snippet)]
         if groups:
-            row.append(story_id or "")
+            row.append(safe(story_id))
         table.add_row(*row)
     console.print(table)
 
@@ -438,15 +459,15 @@ def match(
         console.print_json(json.dumps([s.to_json() for s in stories]))
         return
     relevant = sum(s.relevant for s in stories)
-    table = Table(title=f"watch {chosen.name!r}: {relevant} stor{'y' if relevant == 1 else 'ies'}"
-                  f" would alert (min_score {chosen.min_score:.2f}); nothing sent",
-                  title_justify="left")
+    table = Table(title=safe(f"watch {chosen.name!r}: {relevant} "
+                             f"stor{'y' if relevant == 1 else 'ies'} would alert (min_score "
+                             f"{chosen.min_score:.2f}); nothing sent"), title_justify="left")
     for col in ("score", "alert", "title", "sources", "why"):
         table.add_column(col, overflow="fold")
     for story in stories:
         table.add_row(f"{story.score:.2f}", "yes" if story.relevant else "no",
-                      Text(story.title), Text(", ".join(story.sources)),
-                      Text("; ".join(story.reasons)))
+                      safe(story.title), safe(", ".join(story.sources)),
+                      safe("; ".join(story.reasons)))
     console.print(table)
 
 
@@ -462,12 +483,15 @@ def reindex(
     """Rebuild the search index from the SQL records (the records are the source of truth)."""
     from pipeline.search import open_search
     from pipeline.search import reindex as rebuild
-    from pipeline.search.base import SearchUnavailable
+    from pipeline.search.base import SearchMisconfigured, SearchUnavailable
     from pipeline.store import open_store
 
     settings = get_settings(config)
     if search_url is not None:
-        settings.search.url = search_url
+        try:
+            settings.search.url = search_url
+        except ValidationError as exc:
+            raise fail(f"--search: {exc.errors()[0]['msg']}", code=2) from exc
     store = open_store(settings.store.url)
     backend = open_search(settings)
     try:
@@ -479,6 +503,8 @@ def reindex(
                              progress=lambda done, _total: bar.update(task, completed=done))
     except SearchUnavailable as exc:
         raise fail(f"search backend unavailable: {exc}") from exc
+    except SearchMisconfigured as exc:
+        raise fail(f"reindex failed: {exc}") from exc
     finally:
         backend.close()
         store.close()
@@ -524,11 +550,11 @@ def feeds_list(
     for col in ("feed", "state", "last", "fetched", "fails", "articles", "outcomes"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], r["state"], str(r["last_outcome"] or "-"),
+        table.add_row(safe(r["name"]), r["state"], safe(r["last_outcome"] or "-"),
                       r["last_fetched_at"].strftime("%Y-%m-%d %H:%M")
                       if r["last_fetched_at"] else "never",
                       str(r["failures"]), str(r["articles"]),
-                      ", ".join(f"{k}={v}" for k, v in sorted(r["outcomes"].items())))
+                      safe(", ".join(f"{k}={v}" for k, v in sorted(r["outcomes"].items()))))
     console.print(table)
 
 
@@ -548,7 +574,7 @@ def feeds_enable(
             raise fail(f"unknown feed: {url}")
     finally:
         store.close()
-    console.print(f"enabled: {url}")
+    console.print(safe(f"enabled: {url}"))
 
 
 # ---- extract --------------------------------------------------------------------------------
@@ -585,7 +611,7 @@ def extract(
                     article = extract_path(path, engine=engine)
             except Exception as exc:
                 failures += 1
-                err_console.print(f"[red]newswatch: {source}: {exc}[/red]", highlight=False)
+                err_console.print(safe(f"newswatch: {source}: {exc}", "red"), highlight=False)
                 continue
             record = {"source": source, "title": article.title, "text": article.text,
                       "authors": article.authors,
@@ -632,8 +658,8 @@ def alerts_list(
         table.add_column(col, overflow="fold")
     for row in rows:
         deliveries = ", ".join(f"{d['channel']}={d['status']}" for d in row.get("deliveries", []))
-        table.add_row(_fmt_time(row.get("created_at")), row["watch"], row["kind"],
-                      row["status"], deliveries, Text(row.get("title") or ""))
+        table.add_row(_fmt_time(row.get("created_at")), safe(row["watch"]), row["kind"],
+                      row["status"], safe(deliveries), safe(row.get("title")))
     console.print(table)
 
 
@@ -719,17 +745,17 @@ def _print_stories(stories: list[dict[str, Any]], title: str) -> None:
     for col in ("story", "articles", "sources", "first seen", "last seen", "title"):
         table.add_column(col, overflow="fold")
     for s in stories:
-        table.add_row(str(s["story_id"]), str(s["article_count"]),
-                      ", ".join(s.get("sources") or []),
+        table.add_row(safe(s["story_id"]), str(s["article_count"]),
+                      safe(", ".join(s.get("sources") or [])),
                       _fmt_time(s.get("first_seen_at")), _fmt_time(s.get("last_seen_at")),
-                      s.get("title") or "")
+                      safe(s.get("title")))
     console.print(table)
 
 
 def highlight_snippet(snippet: str) -> Text:
     """Render [[match]] markers as bold without interpreting feed text as Rich markup."""
     text = Text()
-    for i, part in enumerate(snippet.replace("]]", "[[").split("[[")):
+    for i, part in enumerate(clean(snippet).replace("]]", "[[").split("[[")):
         text.append(part, style="bold yellow" if i % 2 else "")
     return text
 
@@ -743,13 +769,14 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        err_console.print(f"[red]newswatch: {exc}[/red]", highlight=False)
+        err_console.print(safe(f"newswatch: {exc}", "red"), highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[red]newswatch: interrupted[/red]")
         sys.exit(130)
     except Exception as exc:  # last resort: one line, not a traceback
-        err_console.print(f"[red]newswatch: {type(exc).__name__}: {exc}[/red]", highlight=False)
+        err_console.print(safe(f"newswatch: {type(exc).__name__}: {exc}", "red"),
+                          highlight=False)
         sys.exit(1)
 
 
