@@ -96,7 +96,8 @@ def fake_encode(texts, *_args, **_kwargs):
 
 def test_stories_stage_survives_a_stored_year_one_date(store, monkeypatch):
     """Records written before dates were checked still hold year 1: the stage must cope."""
-    monkeypatch.setattr(stories_module, "encode", fake_encode)
+    monkeypatch.setattr(stories_module, "encode_for",
+                        lambda _settings, texts: fake_encode(texts))
     entries = [FeedEntry(link=f"https://news.example/{n}", guid=None, title=f"Report {n}",
                          summary="", content="", published_at=None, updated_at=None)
                for n in ("old", "new")]
@@ -118,7 +119,8 @@ def test_stories_stage_survives_a_stored_year_one_date(store, monkeypatch):
 
 
 def test_stories_stage_isolates_an_article_that_raises(store, monkeypatch):
-    monkeypatch.setattr(stories_module, "encode", fake_encode)
+    monkeypatch.setattr(stories_module, "encode_for",
+                        lambda _settings, texts: fake_encode(texts))
     original = stories_module.story_terms
 
     def exploding(title, text):

@@ -65,7 +65,7 @@ def fake_encode(settings: Any, texts: list[str]) -> np.ndarray:
 
 @pytest.fixture
 def feeds_server() -> Any:
-    start = datetime(2031, 3, 1, 8, 0, tzinfo=UTC)
+    start = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)  # a plausible past date
     with LocalHTTPServer() as server:
         for n, name in enumerate(("gazette", "courier", "ledger")):
             server.route(f"/{name}.xml", body=fictional_feed(
