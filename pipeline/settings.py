@@ -208,8 +208,9 @@ class WatchConfig(Section):
     exclude: list[str] = Field(default_factory=list, description="a term in an article's title "
                                "or lead sets its score to 0")
     min_score: float = Field(0.5, ge=0, le=1, description="alert when the relevance score "
-                             "(pipeline/relevance.py) reaches this; 0.5 = the threshold picked by "
-                             "cross-validation (docs/decisions.md, Watch relevance)")
+                             "(pipeline/relevance.py) reaches this; 0.5 = the threshold picked "
+                             "with the shipped coefficients on the labelled Taiwan file "
+                             "(docs/decisions.md, Watch relevance)")
     channels: list[str] = Field(default_factory=lambda: ["console"])
     mode: Literal["immediate", "digest"] = "immediate"
     digest_at: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")

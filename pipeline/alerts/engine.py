@@ -494,7 +494,8 @@ def _detect(ctx: _Context, watch: WatchConfig, scorer: Scorer, run_id: str | Non
                 continue
             ctx.counts["relevant-stories"] += 1
             best = max(relevant, key=lambda a: scores[a["article_id"]].score)
-            best_score = scores[best["article_id"]]
+            best_score = _story_score(scores[best["article_id"]], best, len(relevant),
+                                      len(arts))
             basis = _basis(arts)
             last = last_alert.get(story["story_id"])
             if last is None:  # a story re-identified under a new id continues its old alerts
@@ -547,6 +548,18 @@ def _detect(ctx: _Context, watch: WatchConfig, scorer: Scorer, run_id: str | Non
             message = _message(ctx.store, watch, "update", story, arts, newest[-1], best_score,
                                [reason, *best_score.reasons], new_sources)
             _create(ctx, watch, message, basis, window_key, channels, immediate, run_id)
+
+
+def _story_score(best: _Score, article: dict[str, Any], relevant: int, total: int) -> _Score:
+    """The story's verdict: its most relevant member decides (one article that makes the
+    topic a point of its own is enough; mentions elsewhere do not add up). A story of several
+    articles says which one and how many agree; the member's own reasons (its passage) follow.
+    """
+    if total < 2:
+        return best
+    count = f"{relevant} of {total} articles relevant"
+    return _Score(best.score, best.relevant,
+                  [f"{count}, quoted: {_source(article)}", *best.reasons])
 
 
 def _create(ctx: _Context, watch: WatchConfig, message: AlertMessage, basis: dict[str, Any],
