@@ -329,7 +329,13 @@ class StoryAssigner:
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._first = np.zeros(0)
         self._last = np.zeros(0)
+        # Time index: bucket number -> rows whose span touches that stretch of time, so an
+        # article's candidates are found without looking at stories outside its window.
+        self._bucket_s = self.window_s / 2
+        self._buckets: dict[int, set[int]] = {}
+        self._indexed: dict[int, tuple[int, int]] = {}  # row -> bucket range in the index
         self._new = 0
+        self.scanned = 0  # centroids looked at to find candidates (over this assigner's life)
         self.splits = 0  # stories split in two by the cohesion check (over this assigner's life)
         for story in stories:
             self._adopt(story)
@@ -375,8 +381,34 @@ class StoryAssigner:
         self._matrix[row] = centroid
         if cluster.members:
             self._first[row], self._last[row] = cluster.first, cluster.last
+            self._index(row, cluster.first, cluster.last)
         else:  # emptied by refinement: never a candidate again
             self._first[row], self._last[row] = math.inf, -math.inf
+
+    def _bucket(self, when: float) -> int:
+        return math.floor(when / self._bucket_s)
+
+    def _index(self, row: int, first: float, last: float) -> None:
+        """Add ``row`` to the time buckets its span [first, last] touches. Spans only grow
+        while a story gains members; a span that shrank leaves stale entries, which the exact
+        window test in ``_candidates`` drops."""
+        low, high = self._bucket(first), self._bucket(last)
+        known = self._indexed.get(row)
+        if known is not None and known[0] <= low and high <= known[1]:
+            return
+        for bucket in range(low, high + 1):
+            if known is None or not known[0] <= bucket <= known[1]:
+                self._buckets.setdefault(bucket, set()).add(row)
+        self._indexed[row] = (low, high) if known is None else (min(low, known[0]),
+                                                                max(high, known[1]))
+
+    def _rows_near(self, when: float) -> np.ndarray:
+        """Rows of the stories whose span may overlap [when - window, when + window]."""
+        low, high = self._bucket(when - self.window_s), self._bucket(when + self.window_s)
+        rows: set[int] = set()
+        for bucket in range(low, high + 1):
+            rows.update(self._buckets.get(bucket, ()))
+        return np.fromiter(rows, dtype=np.int64, count=len(rows))
 
     @property
     def active_count(self) -> int:
@@ -429,18 +461,22 @@ class StoryAssigner:
                                    item.names), cluster, exclude=item.article_id)
 
     def _candidates(self, member: _Member, current: str | None = None) -> list[str]:
-        """The best few active stories by centroid cosine (plus the current one)."""
-        n = len(self._ids)
+        """The best few stories active within the window of the article's time, by centroid
+        cosine (plus its current story). The window is applied first, through the time index:
+        the cost depends on the stories active around the article, not on how many the
+        assigner holds."""
+        rows = self._rows_near(member.time)
+        self.scanned += rows.size
+        active = (self._last[rows] >= member.time - self.window_s) & (
+            self._first[rows] <= member.time + self.window_s)
+        rows = np.sort(rows[active])
         labels: list[str] = []
-        if n:
-            cosines = self._matrix[:n] @ member.vector
-            active = (self._last[:n] >= member.time - self.window_s) & (
-                self._first[:n] <= member.time + self.window_s)
-            cosines = np.where(active, cosines, -np.inf)
-            k = min(TOP_K, n)
-            top = np.argpartition(-cosines, k - 1)[:k] if k < n else np.arange(n)
-            labels = [self._ids[i] for i in sorted(top.tolist(), key=lambda i: (-cosines[i], i))
-                      if np.isfinite(cosines[i])]
+        if rows.size:
+            cosines = self._matrix[rows] @ member.vector
+            k = min(TOP_K, rows.size)
+            top = np.argpartition(-cosines, k - 1)[:k] if k < rows.size else np.arange(rows.size)
+            labels = [self._ids[rows[i]]
+                      for i in sorted(top.tolist(), key=lambda i: (-cosines[i], rows[i]))]
         if current is not None and current not in labels:
             labels.append(current)
         return labels

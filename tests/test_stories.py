@@ -138,6 +138,50 @@ def test_assigner_only_compares_with_stories_in_the_window():
     assert late.new_story and set(assigner.stories) == {"s-a1", "s-a2"}
 
 
+def test_a_run_spanning_more_than_the_window_never_compares_across_it(monkeypatch):
+    """One batch over 12 days, window 1 day: identical articles every day would all join one
+    story if the window were applied after scoring; instead each article is only ever scored
+    against stories active within a day of its own time."""
+    conf = StoriesSettings(threshold=0.5, term_weight=0.0, name_weight=0.0, window_days=1)
+    assigner = StoryAssigner(conf)
+    compared: list[tuple[float, float, float]] = []
+    score = StoryAssigner._score
+
+    def recording(self, member, cluster, exclude=None):
+        compared.append((member.time, cluster.first, cluster.last))
+        return score(self, member, cluster, exclude)
+
+    monkeypatch.setattr(StoryAssigner, "_score", recording)
+    # three articles at 09:00, 10:00, 11:00 on every third day: groups 72 h apart
+    items = [item(f"d{day:02d}h{hour}", unit(1, 0, 0), 24 * day + hour)
+             for day in range(0, 12, 3) for hour in range(3)]
+    results = assigner.assign_batch(items)
+    window = 86_400.0
+    assert compared and all(last >= when - window and first <= when + window
+                            for when, first, last in compared)
+    story_of = {i.article_id: r.story_id for i, r in zip(items, results, strict=True)}
+    assert sorted(set(story_of.values())) == ["s-d00h0", "s-d03h0", "s-d06h0", "s-d09h0"]
+
+
+def test_candidate_lookup_does_not_grow_with_the_run():
+    """Stories far outside an article's window are never even looked at: the centroids
+    scanned per article stay the same whether the run spans 10 or 100 days of stories."""
+    conf = StoriesSettings(threshold=0.99, term_weight=0.0, name_weight=0.0, window_days=1,
+                           refine_passes=0)
+    rng = np.random.default_rng(3)
+
+    def scanned_per_article(days: int) -> float:
+        assigner = StoryAssigner(conf)
+        items = [item(f"x{n:05d}", unit(*rng.normal(size=8)), n * 6)
+                 for n in range(days * 4)]  # four stories a day
+        assigner.assign_batch(items)
+        assert assigner.active_count == len(items)
+        return assigner.scanned / len(items)
+
+    short, long = scanned_per_article(10), scanned_per_article(100)
+    assert 0 < long <= 1.1 * short and long <= 4 * 4
+
+
 def test_rare_shared_terms_decide_between_two_same_type_stories():
     conf = StoriesSettings(threshold=0.5, term_weight=0.5, name_weight=0.0)
     assigner = StoryAssigner(conf)
