@@ -53,7 +53,8 @@ def extract_one(store: Store, fetcher: Fetcher, settings: Settings,
     if url and conf.fetch_pages:
         result = fetcher.get(url, accept="text/html,application/xhtml+xml;q=0.9,*/*;q=0.5")
         if result.ok:
-            outcome, page = _extract_page(result, conf.engine, conf.min_text_chars)
+            outcome, page = _extract_page(result, conf.engine, conf.min_text_chars,
+                                          article.get("source"))
             if page is not None:
                 version = store.save_article_text(
                     article_id, title=page.title or article.get("entry_title"), text=page.text,
@@ -80,12 +81,13 @@ def extract_one(store: Store, fetcher: Fetcher, settings: Settings,
     return ExtractionOutcome(article_id, outcome, text_source, version)
 
 
-def _extract_page(result: FetchResult, engine: str, min_chars: int):
+def _extract_page(result: FetchResult, engine: str, min_chars: int, source: str | None):
     content_type = result.headers.get("content-type", "")
     if content_type and "html" not in content_type and "xml" not in content_type:
         return "not-html", None
     try:
-        page = extract_html(result.content, result.url, engine=engine, min_text_chars=min_chars)
+        page = extract_html(result.content, result.url, engine=engine, min_text_chars=min_chars,
+                            known_site_names=(source,))
     except Exception as exc:  # an extractor bug must not stop the run
         log.warning("extraction failed for %s: %s", result.url, exc)
         return "extract-error", None
