@@ -288,7 +288,10 @@ class Store:
         """Record a feed entry. Returns its outcome: new, linked, unchanged or entry-updated.
 
         The same article linked from two feeds is stored once with both feeds recorded; an
-        entry whose feed text changed is queued for re-extraction.
+        entry whose feed text changed is queued for re-extraction. Only one of the feeds that
+        list the article speaks for its feed text (``_feed_owns``): two feeds with different
+        headlines for one URL would otherwise rewrite it in turn, re-downloading and
+        re-versioning an unchanged article on every run.
         """
         if not entry.link and not entry.guid:
             return "no-link"
@@ -316,7 +319,7 @@ class Store:
                     row = conn.execute(known).first()
             if row is None:
                 outcome = "new"
-            elif row[0] != fingerprint:
+            elif row[0] != fingerprint and self._feed_owns(conn, article_id, feed_id):
                 conn.execute(update(a).where(a.c.article_id == article_id).values(
                     entry_title=entry.title, entry_summary=_entry_fallback_text(entry),
                     entry_fingerprint=fingerprint, extraction_status="pending",
@@ -333,6 +336,16 @@ class Store:
             if outcome == "unchanged" and linked:
                 outcome = "linked"  # already known from another feed
         return outcome
+
+    @staticmethod
+    def _feed_owns(conn: Connection, article_id: str, feed_id: int) -> bool:
+        """Does ``feed_id`` speak for the article's feed text? The lowest-numbered feed that
+        lists it does (feeds are numbered in the order they were configured): a fixed rule,
+        so concurrent fetches of the two feeds cannot swap the role between runs."""
+        af = schema.article_feeds
+        owner = conn.execute(select(func.min(af.c.feed_id))
+                             .where(af.c.article_id == article_id)).scalar()
+        return owner is None or feed_id <= owner
 
     def articles_to_extract(self, limit: int, max_attempts: int = 3) -> list[dict[str, Any]]:
         a = schema.articles
