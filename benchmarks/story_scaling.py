@@ -125,27 +125,29 @@ def read_stream(path: Path) -> list[dict[str, Any]]:
 
 
 def stream_vectors(items: list[dict[str, Any]], cache: Path | None) -> np.ndarray:
-    """MiniLM vectors of the items' embedding texts; cached under ``cache`` (keyed by a hash of
-    the texts) so repeated runs do not re-embed ~26k items (~10 min on two shared cores)."""
+    """MiniLM vectors of the items' embedding texts, in item order. With ``cache`` each block
+    of 1,024 is kept on disk (keyed by a hash of its texts) as it is done, so an interrupted
+    or repeated run does not re-embed ~26k items (10+ minutes on two shared cores)."""
     import hashlib
 
     from pipeline.embeddings import encode
     from pipeline.stories import article_text_for_embedding
 
     texts = [article_text_for_embedding(i["title"], i["text"]) for i in items]
-    key = hashlib.sha256("\x1e".join(texts).encode("utf-8")).hexdigest()[:16]
-    cached = cache / f"stream-{key}.npy" if cache else None
-    if cached and cached.exists():
-        return np.load(cached)
-    vectors = []
+    blocks = []
     for start in range(0, len(texts), 1024):
-        vectors.append(encode(texts[start:start + 1024]))
-        print(f"  embedded {start + len(vectors[-1]):,} / {len(texts):,}", flush=True)
-    matrix = np.concatenate(vectors)
-    if cached:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cached, matrix)
-    return matrix
+        chunk = texts[start:start + 1024]
+        key = hashlib.sha256("\x1e".join(chunk).encode("utf-8")).hexdigest()[:16]
+        cached = cache / f"block-{key}.npy" if cache else None
+        if cached and cached.exists():
+            blocks.append(np.load(cached))
+            continue
+        blocks.append(encode(chunk))
+        if cached:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cached, blocks[-1])
+        print(f"  embedded {start + len(chunk):,} / {len(texts):,}", flush=True)
+    return np.concatenate(blocks) if blocks else np.zeros((0, DIM), np.float32)
 
 
 def stream_run_cost(items: list[dict[str, Any]], vectors: np.ndarray,

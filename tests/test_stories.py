@@ -24,9 +24,11 @@ from pipeline.stories import (
     cluster_records,
     derive_title,
     list_stories,
+    shingle_overlap,
     split_is_clear,
     story_names,
     story_terms,
+    text_shingles,
 )
 from pipeline.urls import content_hash
 from tests.support.seeds import seed_files
@@ -108,9 +110,10 @@ def unit(*values: float) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def item(aid: str, vector: np.ndarray, hours: float, terms: str = "", source: str = "S"):
-    return StoryItem(aid, f"title {aid}", source, T0 + timedelta(hours=hours), vector,
-                     frozenset(terms.split()))
+def item(aid: str, vector: np.ndarray, hours: float, terms: str = "", source: str = "S",
+         text: str = "", title: str | None = None):
+    return StoryItem(aid, title or f"title {aid}", source, T0 + timedelta(hours=hours), vector,
+                     frozenset(terms.split()), shingles=text_shingles(text or f"text of {aid}"))
 
 
 def test_assigner_joins_close_items_and_starts_stories_for_others():
@@ -119,15 +122,43 @@ def test_assigner_joins_close_items_and_starts_stories_for_others():
     assigner = StoryAssigner(conf)
     first = assigner.assign(item("a1", unit(1, 0, 0), 0, source="A"))
     assert first.new_story and first.story_id == "s-a1"
-    joined = assigner.assign(item("a2", unit(1, 0.3, 0), 1, source="B"))
+    joined = assigner.assign(item("a2", unit(1, 0.3, 0), 1, source="B", text=QUAKE_PERU[1]))
     assert (joined.story_id, joined.new_story, joined.duplicate_of) == ("s-a1", False, None)
-    copy = assigner.assign(item("a3", unit(1, 0.3, 0), 2, source="C"))
+    copy = assigner.assign(item("a3", unit(1, 0.3, 0), 2, source="C", text=QUAKE_PERU_WIRE[1]))
     assert copy.duplicate_of == "a2" and copy.story_id == "s-a1"
     other = assigner.assign(item("b1", unit(0, 1, 0), 3))
     assert other.new_story and other.story_id == "s-b1"
     story = assigner.stories["s-a1"]
     assert story.count == 3 and story.sources == ["A", "B", "C"]
-    assert story.title == "title a1" and story.last_seen == T0 + timedelta(hours=2)
+    assert story.first_seen == T0 and story.last_seen == T0 + timedelta(hours=2)
+
+
+def test_duplicate_needs_the_same_text_not_only_a_close_embedding():
+    conf = StoriesSettings(threshold=0.5, term_weight=0.0, name_weight=0.0,
+                           duplicate_threshold=0.95)
+    assigner = StoryAssigner(conf)
+    assigner.assign(item("death", unit(1, 0.1, 0), 0, text=QUAKE_PERU[1]))
+    profile = assigner.assign(item("profile", unit(1, 0.1, 0), 1, text=QUAKE_TURKEY[1]))
+    assert profile.story_id == "s-death" and profile.duplicate_of is None
+    resave = assigner.assign(item("resave", unit(1, 0.12, 0), 2, text=QUAKE_PERU_WIRE[1],
+                                  title="A new headline for the same text"))
+    assert resave.duplicate_of == "death"
+    assert shingle_overlap(text_shingles(QUAKE_PERU[1]), text_shingles(QUAKE_PERU_WIRE[1])) > 0.9
+    assert shingle_overlap(text_shingles(QUAKE_PERU[1]), text_shingles(QUAKE_TURKEY[1])) < 0.1
+
+
+def test_story_is_named_after_its_most_representative_member_and_keeps_its_id():
+    conf = StoriesSettings(threshold=0.3, term_weight=0.0, name_weight=0.0, refine_passes=0,
+                           split_ratio=0.0)
+    assigner = StoryAssigner(conf)
+    # an early outlier, then three reports close to each other
+    assigner.assign(item("odd", unit(1, 0.8, 0), 0, title="Wildfire near Ridgeton"))
+    assert assigner.stories["s-odd"].title == "Wildfire near Ridgeton"
+    for n, y in enumerate((0.1, 0.12, 0.14)):
+        assigner.assign(item(f"park{n}", unit(1, y, 0), 1 + n, title=f"Park Fire report {n}"))
+    story = assigner.stories["s-odd"]
+    assert set(assigner.stories) == {"s-odd"} and story.count == 4
+    assert story.title.startswith("Park Fire report")
 
 
 def test_assigner_only_compares_with_stories_in_the_window():
