@@ -448,6 +448,26 @@ def test_stage_groups_seeds_splits_hard_negatives_and_marks_wire_copies(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("headline_first", [True, False])
+def test_a_headline_and_a_full_text_report_of_one_event_share_a_story(
+        model, make_store, settings, headline_first):
+    """Texts of every length in one window: a headline-only item (its title is its text) joins
+    the full-text story of its event, and the other way round; other events stay apart."""
+    store = make_store()
+    headline = "Strong 6.4 quake hits northern Peru's Piura region, homes damaged"
+    first, second = (T0, T0 + timedelta(hours=1))[:: 1 if headline_first else -1]
+    put(store, "headline", headline, headline, first, "Wire headlines")
+    put(store, "quake-peru", *QUAKE_PERU, second, "Andes Herald")
+    put(store, "quake-turkey", *QUAKE_TURKEY, T0 + timedelta(hours=2), "Anatolia Times")
+    put(store, "bakery", *BAKERY, T0 + timedelta(hours=3), "Harbour Gazette")
+    assign_stories(store, settings)
+    got = stories_of(store)
+    assert got["headline"]["story_id"] == got["quake-peru"]["story_id"]
+    assert got["headline"]["duplicate_of"] is None  # one event, not one text
+    assert len({got[k]["story_id"] for k in ("quake-peru", "quake-turkey", "bakery")}) == 3
+
+
+@pytest.mark.slow
 def test_story_ids_are_the_same_in_one_run_or_two(model, make_store, settings):
     articles = corpus()
     once = make_store("once")
