@@ -243,6 +243,8 @@ def main() -> int:
                         help="run sizes for --stream (capped at the items in the file)")
     parser.add_argument("--cache", type=Path, help="folder to keep the stream's embeddings "
                         "in between runs")
+    parser.add_argument("--max-items", type=int, help="only the stream's first N items (by "
+                        "time)")
     parser.add_argument("--skip-synthetic", action="store_true",
                         help="only the --stream part")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process mode
@@ -263,7 +265,7 @@ def main() -> int:
             print(f"error: {args.stream} not found", file=sys.stderr)
             return 2
         print(f"Stream runs ({args.stream.name}):", flush=True)
-        items = read_stream(args.stream)
+        items = read_stream(args.stream)[:args.max_items]
         vectors = stream_vectors(items, args.cache)
         sizes = sorted({min(int(s), len(items)) for s in args.stream_sizes.split(",")})
         result["stream_runs"] = {"file": args.stream.name, "runs": stream_run_cost(
