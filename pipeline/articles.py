@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.extract import extract_html, looks_paywalled
-from pipeline.fetcher import Fetcher, FetchResult
+from pipeline.fetcher import Fetcher, FetchResult, host_key
+from pipeline.hostqueue import Deferred, run_per_host
+from pipeline.sanitize import plausible_date, strip_control, strip_control_bytes
 from pipeline.settings import Settings
 from pipeline.store import Store
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 STAGE = "extract"
 # Fetch outcomes worth another try on a later run; anything else falls back for good.
 TRANSIENT_OUTCOMES = {"timeout", "connection-error", "rate-limited"}
+ITEM_ERROR = "item-error"  # an unexpected error with this article; the others went on
 
 
 @dataclass(slots=True)
@@ -56,10 +58,13 @@ def extract_one(store: Store, fetcher: Fetcher, settings: Settings,
             outcome, page = _extract_page(result, conf.engine, conf.min_text_chars,
                                           article.get("source"))
             if page is not None:
+                # Page text is display text too: no escape sequences or control characters.
                 version = store.save_article_text(
-                    article_id, title=page.title or article.get("entry_title"), text=page.text,
-                    text_source="page", status="ok", outcome="ok", authors=page.authors,
-                    published_at=page.published_at, language=page.language)
+                    article_id, title=strip_control(page.title or "", keep_newlines=False)
+                    or article.get("entry_title"), text=strip_control(page.text),
+                    text_source="page", status="ok", outcome="ok",
+                    authors=[strip_control(a, keep_newlines=False) for a in page.authors],
+                    published_at=plausible_date(page.published_at), language=page.language)
                 return ExtractionOutcome(article_id, "ok", "page", version)
         else:
             outcome = _fetch_outcome_name(result)
@@ -86,8 +91,8 @@ def _extract_page(result: FetchResult, engine: str, min_chars: int, source: str 
     if content_type and "html" not in content_type and "xml" not in content_type:
         return "not-html", None
     try:
-        page = extract_html(result.content, result.url, engine=engine, min_text_chars=min_chars,
-                            known_site_names=(source,))
+        page = extract_html(strip_control_bytes(result.content), result.url, engine=engine,
+                            min_text_chars=min_chars, known_site_names=(source,))
     except Exception as exc:  # an extractor bug must not stop the run
         log.warning("extraction failed for %s: %s", result.url, exc)
         return "extract-error", None
@@ -106,7 +111,10 @@ def extract_pending(
     limit: int | None = None,
     on_article_done: Callable[[ExtractionOutcome], None] | None = None,
 ) -> dict[str, int]:
-    """Extract every article waiting for text (new, changed in its feed, or to retry)."""
+    """Extract every article waiting for text (new, changed in its feed, or to retry).
+
+    Pages are fetched fairly per host within the stage and host time budgets; articles a
+    budget leaves unstarted are counted (``deferred-*``) and stay pending."""
     pending = store.articles_to_extract(
         settings.extraction.max_articles_per_run if limit is None else limit)
     counts: dict[str, int] = {}
@@ -114,20 +122,29 @@ def extract_pending(
         return counts
     own_fetcher = fetcher is None
     fetcher = fetcher or Fetcher(settings.fetch)
+    deferred: Deferred[dict[str, Any]] = Deferred()
     try:
-        with ThreadPoolExecutor(max_workers=settings.fetch.concurrency) as pool:
-            futures = [pool.submit(_safe_extract_one, store, fetcher, settings, a)
-                       for a in pending]
-            for future in futures:
-                result = future.result()
-                counts[result.outcome] = counts.get(result.outcome, 0) + 1
-                if result.version == "new-version":
-                    counts["new-version"] = counts.get("new-version", 0) + 1
-                if on_article_done:
-                    on_article_done(result)
+        done = run_per_host(
+            pending, lambda a: host_key(a.get("link") or a.get("url") or ""),
+            lambda a: _safe_extract_one(store, fetcher, settings, a),
+            concurrency=settings.fetch.concurrency,
+            per_host=settings.fetch.per_host_concurrency,
+            stage_budget_s=settings.extraction.stage_budget_s,
+            host_budget_s=settings.fetch.host_budget_s, deferred=deferred,
+            thread_name_prefix="extract")
+        for _article, result in done:
+            counts[result.outcome] = counts.get(result.outcome, 0) + 1
+            if result.version == "new-version":
+                counts["new-version"] = counts.get("new-version", 0) + 1
+            if on_article_done:
+                on_article_done(result)
     finally:
         if own_fetcher:
             fetcher.close()
+    counts.update(deferred.counts())  # untouched, so still pending for the next run
+    if deferred:
+        log.warning("extract: %d article(s) left for the next run (%s)", len(deferred),
+                    ", ".join(f"{k}={v}" for k, v in deferred.counts().items()))
     for outcome, n in counts.items():
         store.count(run_id, STAGE, outcome, n)
     return counts
@@ -139,4 +156,9 @@ def _safe_extract_one(store: Store, fetcher: Fetcher, settings: Settings,
         return extract_one(store, fetcher, settings, article)
     except Exception as exc:  # one bad article never stops a run
         log.exception("article %s failed: %s", article["article_id"], exc)
-        return ExtractionOutcome(article["article_id"], "error", None, "unchanged")
+        try:  # retried on a later run, up to the attempt limit
+            store.record_extraction_attempt(article["article_id"], status="retry",
+                                            outcome=ITEM_ERROR)
+        except Exception:
+            log.exception("article %s: cannot record the failure", article["article_id"])
+        return ExtractionOutcome(article["article_id"], ITEM_ERROR, None, "unchanged")

@@ -11,17 +11,19 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from pipeline.settings import ConfigError, Settings, load_settings
+from pipeline.terminal import clean, safe
 
 app = typer.Typer(
     name="newswatch",
@@ -43,7 +45,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 DEFAULT_CONFIG = "config/newswatch.yaml"
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML config file [default: $NEWSWATCH_CONFIG or "
+    typer.Option("--config", "-c", help="YAML config file \\[default: $NEWSWATCH_CONFIG or "
                  f"{DEFAULT_CONFIG}]", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -54,7 +56,7 @@ class CommandError(Exception):
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]newswatch: {message}[/red]", highlight=False, soft_wrap=True)
+    err_console.print(safe(f"newswatch: {message}", "red"), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -102,9 +104,16 @@ def since_option(value: str | None):
         raise fail(str(exc)) from exc
 
 
+# Libraries that log every retry with a traceback; the stage reports the outcome in one line.
+NOISY_LOGGERS = ("elastic_transport", "elasticsearch", "urllib3")
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 # ---- run ------------------------------------------------------------------------------------
@@ -145,7 +154,7 @@ def _write_jsonl(rows: list[dict[str, Any]], output: Path | None, summary: str) 
         sys.stdout.write(lines)
     else:
         output.write_text(lines, encoding="utf-8")
-        err_console.print(f"{summary} → {output}")
+        err_console.print(safe(f"{summary} → {output}"))
 
 
 @app.command()
@@ -157,7 +166,9 @@ def run(
 ) -> None:
     """Run the pipeline once: fetch feeds, extract articles, stories, index, alerts.
 
-    Exits 1 only when no feed at all could be fetched.
+    Exits 1 when a stage failed or no feed at all could be fetched (single feeds failing is
+    normal and only reported). With --json, stdout holds only the run summary: console-channel
+    alerts and progress go to stderr.
     """
     from pipeline.run import run_once
 
@@ -165,12 +176,17 @@ def run(
     settings = get_settings(config)
     if not settings.enabled_feeds():
         raise fail("no feeds configured (add some under 'feeds:' in the config)")
-    with stage_progress(not json_out) as progress:
+    with stage_progress(not json_out) as progress, \
+            redirect_stdout(sys.stderr if json_out else sys.stdout):
         report = run_once(settings, force=force, progress=progress)
     if json_out:
-        console.print_json(json.dumps(report.summary(), default=str))
+        sys.stdout.write(json.dumps(report.summary(), default=str, indent=2) + "\n")
     else:
         print_run_report(report)
+    if report.errors:
+        failed = ", ".join(sorted(report.errors))
+        raise fail(f"stage {failed} failed: {next(iter(report.errors.values()))}"
+                   if len(report.errors) == 1 else f"stages {failed} failed (see above)")
     if report.all_feeds_failed:
         raise fail(f"no feed could be fetched ({len(report.feeds)} tried; see the table above)")
 
@@ -182,8 +198,8 @@ def print_run_report(report) -> None:
     for f in report.feeds:
         style = "green" if f.outcome in ("ok", "not-modified") else (
             "dim" if str(f.outcome).startswith("skipped") else "red")
-        table.add_row(f.name or f.url, f"[{style}]{f.outcome}[/{style}]",
-                      str(f.status or ""), str(f.entries), str(f.new), (f.error or "")[:120])
+        table.add_row(safe(f.name or f.url), safe(f.outcome, style),
+                      str(f.status or ""), str(f.entries), str(f.new), safe((f.error or "")[:120]))
     console.print(table)
     stages = Table(title="Outcomes", title_justify="left")
     stages.add_column("stage")
@@ -192,7 +208,16 @@ def print_run_report(report) -> None:
         stages.add_row(stage, ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     console.print(stages)
     for stage, error in report.errors.items():
-        err_console.print(f"[red]stage {stage} failed: {error}[/red]")
+        err_console.print(safe(f"stage {stage} failed: {error}", "red"))
+    for stage, n in report.item_errors.items():
+        err_console.print(safe(f"{stage}: {n} item(s) failed on their own (item-error); the "
+                               "rest of the stage completed", "yellow"))
+    if report.stages.get("index", {}).get("unavailable"):
+        err_console.print(safe("index: the search backend is unavailable; the index catches "
+                               "up on the next run (records are kept)", "yellow"))
+    for stage, n in report.left_pending.items():
+        err_console.print(safe(f"{stage}: {n} item(s) left pending for the next run (time "
+                               "budget spent)", "yellow"))
     console.print(f"feeds ok: {report.feeds_ok}, failed: {report.feeds_failed}, "
                   f"total: {len(report.feeds)}")
 
@@ -229,9 +254,9 @@ def demo(
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
     if site.missing_seeds:
-        console.print(f"[yellow]The seed articles ({', '.join(site.missing_seeds)}) are not in "
-                      f"{settings.demo.seeds_dir}: their two pages are served without text "
-                      "(set demo.seeds_dir).[/yellow]")
+        console.print(safe(f"The user's seed articles are not in {settings.demo.seeds_dir}: "
+                           "the two Qin Gang pages carry the sample site's fictional pair "
+                           "(set demo.seeds_dir to serve the real ones).", "yellow"))
     with site:
         if port is not None or not settings.feeds:
             settings.feeds = [{"url": u} for u in site.feed_urls()]  # type: ignore[assignment]
@@ -287,20 +312,23 @@ def _search_and_print(settings: Settings, query: str, *, since: str | None = Non
                       limit: int = 20, by_story: bool = False, mode: str = "hybrid",
                       as_json: bool = False) -> None:
     from pipeline.query import run_search
+    from pipeline.search.base import SearchMisconfigured, SearchUnavailable
 
     try:
         results = run_search(settings, query, since=since, until=until, sources=sources or [],
                              limit=limit, by_story=by_story, mode=mode)
     except ValueError as exc:
         raise fail(str(exc)) from exc
+    except (SearchUnavailable, SearchMisconfigured) as exc:
+        raise fail(f"search failed: {exc}") from exc
     if as_json:
         console.print_json(json.dumps(results.to_json(), default=str))
         return
     if not results.hits:
-        console.print(f"No results for {query!r}.")
+        console.print(safe(f"No results for {query!r}."))
         return
     groups = results.groups if by_story and results.groups else None
-    table = Table(title=f"{results.total} result(s) for {query!r}", title_justify="left")
+    table = Table(title=safe(f"{results.total} result(s) for {query!r}"), title_justify="left")
     for col in ("published", "source", "title", "snippet"):
         table.add_column(col, overflow="fold")
     if groups:
@@ -308,10 +336,10 @@ def _search_and_print(settings: Settings, query: str, *, since: str | None = Non
     rows = [(g.story_id, h) for g in groups for h in g.hits] if groups else \
         [(None, h) for h in results.hits]
     for story_id, hit in rows:
-        row = [_fmt_time(hit.published_at), Text(hit.source or ""), Text(hit.title),
+        row = [_fmt_time(hit.published_at), safe(hit.source), safe(hit.title),
                highlight_snippet(hit.snippet)]
         if groups:
-            row.append(story_id or "")
+            row.append(safe(story_id))
         table.add_row(*row)
     console.print(table)
 
@@ -418,15 +446,15 @@ def match(
         console.print_json(json.dumps([s.to_json() for s in stories]))
         return
     relevant = sum(s.relevant for s in stories)
-    table = Table(title=f"watch {chosen.name!r}: {relevant} stor{'y' if relevant == 1 else 'ies'}"
-                  f" would alert (min_score {chosen.min_score:.2f}); nothing sent",
-                  title_justify="left")
+    table = Table(title=safe(f"watch {chosen.name!r}: {relevant} "
+                             f"stor{'y' if relevant == 1 else 'ies'} would alert (min_score "
+                             f"{chosen.min_score:.2f}); nothing sent"), title_justify="left")
     for col in ("score", "alert", "title", "sources", "why"):
         table.add_column(col, overflow="fold")
     for story in stories:
         table.add_row(f"{story.score:.2f}", "yes" if story.relevant else "no",
-                      Text(story.title), Text(", ".join(story.sources)),
-                      Text("; ".join(story.reasons)))
+                      safe(story.title), safe(", ".join(story.sources)),
+                      safe("; ".join(story.reasons)))
     console.print(table)
 
 
@@ -442,12 +470,15 @@ def reindex(
     """Rebuild the search index from the SQL records (the records are the source of truth)."""
     from pipeline.search import open_search
     from pipeline.search import reindex as rebuild
-    from pipeline.search.base import SearchUnavailable
+    from pipeline.search.base import SearchMisconfigured, SearchUnavailable
     from pipeline.store import open_store
 
     settings = get_settings(config)
     if search_url is not None:
-        settings.search.url = search_url
+        try:
+            settings.search.url = search_url
+        except ValidationError as exc:
+            raise fail(f"--search: {exc.errors()[0]['msg']}", code=2) from exc
     store = open_store(settings.store.url)
     backend = open_search(settings)
     try:
@@ -459,6 +490,8 @@ def reindex(
                              progress=lambda done, _total: bar.update(task, completed=done))
     except SearchUnavailable as exc:
         raise fail(f"search backend unavailable: {exc}") from exc
+    except SearchMisconfigured as exc:
+        raise fail(f"reindex failed: {exc}") from exc
     finally:
         backend.close()
         store.close()
@@ -504,11 +537,11 @@ def feeds_list(
     for col in ("feed", "state", "last", "fetched", "fails", "articles", "outcomes"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], r["state"], str(r["last_outcome"] or "-"),
+        table.add_row(safe(r["name"]), r["state"], safe(r["last_outcome"] or "-"),
                       r["last_fetched_at"].strftime("%Y-%m-%d %H:%M")
                       if r["last_fetched_at"] else "never",
                       str(r["failures"]), str(r["articles"]),
-                      ", ".join(f"{k}={v}" for k, v in sorted(r["outcomes"].items())))
+                      safe(", ".join(f"{k}={v}" for k, v in sorted(r["outcomes"].items()))))
     console.print(table)
 
 
@@ -528,7 +561,7 @@ def feeds_enable(
             raise fail(f"unknown feed: {url}")
     finally:
         store.close()
-    console.print(f"enabled: {url}")
+    console.print(safe(f"enabled: {url}"))
 
 
 # ---- extract --------------------------------------------------------------------------------
@@ -565,7 +598,7 @@ def extract(
                     article = extract_path(path, engine=engine)
             except Exception as exc:
                 failures += 1
-                err_console.print(f"[red]newswatch: {source}: {exc}[/red]", highlight=False)
+                err_console.print(safe(f"newswatch: {source}: {exc}", "red"), highlight=False)
                 continue
             record = {"source": source, "title": article.title, "text": article.text,
                       "authors": article.authors,
@@ -612,8 +645,8 @@ def alerts_list(
         table.add_column(col, overflow="fold")
     for row in rows:
         deliveries = ", ".join(f"{d['channel']}={d['status']}" for d in row.get("deliveries", []))
-        table.add_row(_fmt_time(row.get("created_at")), row["watch"], row["kind"],
-                      row["status"], deliveries, Text(row.get("title") or ""))
+        table.add_row(_fmt_time(row.get("created_at")), safe(row["watch"]), row["kind"],
+                      row["status"], safe(deliveries), safe(row.get("title")))
     console.print(table)
 
 
@@ -699,17 +732,17 @@ def _print_stories(stories: list[dict[str, Any]], title: str) -> None:
     for col in ("story", "articles", "sources", "first seen", "last seen", "title"):
         table.add_column(col, overflow="fold")
     for s in stories:
-        table.add_row(str(s["story_id"]), str(s["article_count"]),
-                      ", ".join(s.get("sources") or []),
+        table.add_row(safe(s["story_id"]), str(s["article_count"]),
+                      safe(", ".join(s.get("sources") or [])),
                       _fmt_time(s.get("first_seen_at")), _fmt_time(s.get("last_seen_at")),
-                      s.get("title") or "")
+                      safe(s.get("title")))
     console.print(table)
 
 
 def highlight_snippet(snippet: str) -> Text:
     """Render [[match]] markers as bold without interpreting feed text as Rich markup."""
     text = Text()
-    for i, part in enumerate(snippet.replace("]]", "[[").split("[[")):
+    for i, part in enumerate(clean(snippet).replace("]]", "[[").split("[[")):
         text.append(part, style="bold yellow" if i % 2 else "")
     return text
 
@@ -723,13 +756,14 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        err_console.print(f"[red]newswatch: {exc}[/red]", highlight=False)
+        err_console.print(safe(f"newswatch: {exc}", "red"), highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[red]newswatch: interrupted[/red]")
         sys.exit(130)
     except Exception as exc:  # last resort: one line, not a traceback
-        err_console.print(f"[red]newswatch: {type(exc).__name__}: {exc}[/red]", highlight=False)
+        err_console.print(safe(f"newswatch: {type(exc).__name__}: {exc}", "red"),
+                          highlight=False)
         sys.exit(1)
 
 

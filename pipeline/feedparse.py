@@ -21,6 +21,12 @@ import lxml.etree
 import lxml.html
 
 from pipeline.models import FeedEntry, ParsedFeed
+from pipeline.sanitize import (
+    plausible_date,
+    strip_control,
+    strip_control_bytes,
+    strip_control_refs,
+)
 
 
 class FeedParseError(Exception):
@@ -43,7 +49,7 @@ _BLOCK_TAGS = frozenset({
     "h5", "h6", "hr", "address", "details", "summary", "form", "fieldset",
 })
 _LINE_TAGS = frozenset({"br", "li", "dt", "dd", "td", "th", "caption"})
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ue000\ue001]")
+_PRIVATE_MARKS = re.compile(f"[{_PARAGRAPH}{_LINE}]")
 _TAG = re.compile(r"<[^>]*>")
 _WHITESPACE = re.compile(r"\s+")
 _LOOKS_LIKE_MARKUP = re.compile(r"<[a-zA-Z/!?]|&(#?\w+);")
@@ -57,7 +63,7 @@ def html_to_text(markup: str | None) -> str:
     whitespace collapsed, paragraphs separated by a blank line and line breaks kept."""
     if not markup:
         return ""
-    markup = _CONTROL_CHARS.sub("", markup)
+    markup = _clean(strip_control_refs(markup))
     if not _LOOKS_LIKE_MARKUP.search(markup):
         return _normalise(markup)
     try:
@@ -81,9 +87,14 @@ def plain_to_text(text: str | None) -> str:
     """Normalise plain text the way html_to_text does: blank lines separate paragraphs."""
     if not text:
         return ""
-    text = _CONTROL_CHARS.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _clean(text).replace("\r\n", "\n").replace("\r", "\n")
     text = re.sub(r"\n[ \t]*\n\s*", _PARAGRAPH, text).replace("\n", _LINE)
     return _normalise(text)
+
+
+def _clean(text: str) -> str:
+    """Feed text without escape sequences, control characters or our private marks."""
+    return _PRIVATE_MARKS.sub("", strip_control(text))
 
 
 def _normalise(text: str) -> str:
@@ -111,11 +122,21 @@ def _utc(parsed: time.struct_time | None) -> datetime | None:
         return None
 
 
+def _guid(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = strip_control(value, keep_newlines=False).strip()
+    return value[:2000] or None
+
+
 def _http_link(value: Any, base: str) -> str | None:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
+        return None
+    value = strip_control(value, keep_newlines=False).strip()
+    if not value:
         return None
     try:
-        link = urljoin(base, value.strip())
+        link = urljoin(base, value)
         scheme = urlsplit(link).scheme.lower()
     except ValueError:
         return None
@@ -190,7 +211,7 @@ def _entry(entry: Any, base: str, feed_language: str | None) -> FeedEntry:
     guid = entry.get("id")
     return FeedEntry(
         link=_entry_link(entry, base),
-        guid=guid.strip()[:2000] if isinstance(guid, str) and guid.strip() else None,
+        guid=_guid(guid),
         title=_text_of(entry.get("title_detail"), entry.get("title")),
         summary=_text_of(entry.get("summary_detail"), entry.get("summary")),
         content=_content(entry),
@@ -286,7 +307,7 @@ def _parse_json_feed(content: bytes, url: str, headers: dict[str, str]) -> Parse
         content_text = item.get("content_text")
         entries.append(FeedEntry(
             link=_http_link(item.get("url"), url) or _http_link(item.get("external_url"), url),
-            guid=str(guid).strip()[:2000] if guid not in (None, "") else None,
+            guid=_guid(str(guid) if guid is not None else None),
             title=_json_text(item.get("title")),
             summary=_json_text(item.get("summary")),
             content=content_html or (plain_to_text(content_text)
@@ -311,9 +332,10 @@ def parse_feed(content: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
     """
     if not content or not content.strip():
         raise FeedParseError("empty document")
+    content = strip_control_bytes(content)  # one NUL must not make the feed ill-formed
     response_headers = {k.lower(): v for k, v in headers.items()}
     if _looks_like_json(content, response_headers.get("content-type", "")):
-        return _parse_json_feed(content, url, response_headers)
+        return _with_plausible_dates(_parse_json_feed(content, url, response_headers))
     response_headers["content-location"] = url
     response_headers.pop("content-encoding", None)  # the fetcher already decoded the body
     try:
@@ -332,5 +354,22 @@ def parse_feed(content: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
     base = url  # feedparser already applied xml:base; what is left is relative to the feed
     feed_language = _language(feed.get("language"), response_headers.get("content-language"))
     entries = [_entry(entry, base, feed_language) for entry in raw_entries]
-    return ParsedFeed(title=title[:1000] if title else None, entries=entries,
-                      ttl_s=_ttl_seconds(feed.get("ttl")), bozo_reason=_bozo_reason(result))
+    return _with_plausible_dates(ParsedFeed(
+        title=title[:1000] if title else None, entries=entries,
+        ttl_s=_ttl_seconds(feed.get("ttl")), bozo_reason=_bozo_reason(result)))
+
+
+def _with_plausible_dates(parsed: ParsedFeed) -> ParsedFeed:
+    """Drop entry dates no news item can have (before 1990, more than a day ahead), counted
+    per entry in ``implausible_dates``: a year-1 or year-9999 date would otherwise break the
+    date maths (story windows) for every article."""
+    now = datetime.now(UTC)
+    for entry in parsed.entries:
+        dropped = False
+        for name in ("published_at", "updated_at"):
+            value = getattr(entry, name)
+            if value is not None and plausible_date(value, now) is None:
+                setattr(entry, name, None)
+                dropped = True
+        parsed.implausible_dates += dropped
+    return parsed

@@ -24,15 +24,13 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from pipeline.feedparse import FeedParseError, parse_feed
 from pipeline.fetcher import Fetcher, host_key
+from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET, Deferred, run_per_host
 from pipeline.models import ParsedFeed
 from pipeline.settings import FetchSettings, Settings
 from pipeline.store import FeedRow, Store
@@ -44,6 +42,8 @@ FEED_ACCEPT = ("application/rss+xml, application/atom+xml, application/feed+json
                "application/json;q=0.8, */*;q=0.5")
 SUCCESS_OUTCOMES = frozenset({"ok", "not-modified"})
 SKIP_OUTCOMES = frozenset({"skipped-dead", "skipped-disabled", "skipped-not-due"})
+# Not fetched this run because a time budget was spent: due again on the next run.
+DEFERRED_OUTCOMES = frozenset({STAGE_BUDGET, HOST_BUDGET})
 _MAX_ERROR_CHARS = 1000
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 
@@ -63,6 +63,7 @@ class FeedReport:
     updated: int = 0  # articles whose feed text changed
     next_fetch_at: datetime | None = None
     died: bool = False  # this fetch made the feed dead
+    item_errors: int = 0  # entries that could not be stored (the others were)
 
 
 # ---- scheduling helpers --------------------------------------------------------------------
@@ -200,19 +201,23 @@ def _store_entries(store: Store, feed: FeedRow, parsed: ParsedFeed, run_id: str,
     # As FeedRow.source_name, but the title just parsed beats a stored one (first fetch).
     source = feed.source or feed.name or parsed.title or feed.source_name
     outcomes: Counter[str] = Counter()
-    for entry in parsed.entries:
-        try:
-            outcomes[store.upsert_entry(feed.feed_id, source, entry)] += 1
-        except SQLAlchemyError:
-            raise  # the store is in trouble: a feed-level error, not one bad entry
-        except Exception:
-            logger.exception("feed %s: cannot store entry %r", feed.url, entry.link or entry.guid)
-            outcomes["error"] += 1
+    for entry, (outcome, error) in zip(parsed.entries,
+                                       store.upsert_entries(feed.feed_id, source, parsed.entries),
+                                       strict=True):
+        outcomes[outcome] += 1
+        if error:
+            logger.warning("feed %s: cannot store entry %r: %s", feed.url,
+                           entry.link or entry.guid, error)
+    if parsed.implausible_dates:
+        outcomes["date-dropped"] += parsed.implausible_dates
     for outcome, count in outcomes.items():
         store.count(run_id, "entries", outcome, count)
+    if outcomes["item-error"]:
+        store.count_feed_outcome(feed.feed_id, "item-error", n=outcomes["item-error"])
     report.entries = len(parsed.entries)
     report.new = outcomes["new"]
     report.updated = outcomes["entry-updated"]
+    report.item_errors = outcomes["item-error"]
 
 
 def _record_unexpected(store: Store, feed: FeedRow, settings: Settings, run_id: str,
@@ -249,10 +254,11 @@ def fetch_feeds(
     fetcher: Fetcher | None = None,
     on_feed_done: Callable[[FeedReport], None] | None = None,
 ) -> list[FeedReport]:
-    """Fetch the configured feeds (or ``feed_ids`` among them) concurrently.
+    """Fetch the configured feeds (or ``feed_ids`` among them) concurrently, fairly per host.
 
     The caller has run ``store.sync_feeds(settings.enabled_feeds())``. Reports come back in
-    feed order; ``on_feed_done`` is called from this thread as each feed finishes.
+    feed order; ``on_feed_done`` is called from this thread as each feed finishes. Feeds the
+    stage or host time budget left unstarted report a DEFERRED_OUTCOMES outcome and stay due.
     """
     now = now or datetime.now(UTC)
     configured = {f.url for f in settings.feeds}
@@ -263,25 +269,42 @@ def fetch_feeds(
         return []
     own_fetcher = fetcher is None
     active = fetcher if fetcher is not None else Fetcher(settings.fetch)
+    order = {feed.feed_id: index for index, feed in enumerate(feeds)}
     reports: list[FeedReport | None] = [None] * len(feeds)
+    deferred: Deferred[FeedRow] = Deferred()
+    fetch = settings.fetch
     try:
-        workers = min(settings.fetch.concurrency, len(feeds))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feed") as pool:
-            futures = {pool.submit(fetch_feed, store, active, feed, settings, run_id, now, force):
-                       index for index, feed in enumerate(feeds)}
-            for future in as_completed(futures):
-                index = futures[future]
-                report = future.result()  # fetch_feed never raises
-                reports[index] = report
-                if on_feed_done is not None:
-                    try:
-                        on_feed_done(report)
-                    except Exception:
-                        logger.exception("on_feed_done callback failed")
+        done = run_per_host(
+            feeds, lambda feed: host_key(feed.url),
+            lambda feed: fetch_feed(store, active, feed, settings, run_id, now, force),
+            concurrency=min(fetch.concurrency, len(feeds)), per_host=fetch.per_host_concurrency,
+            stage_budget_s=fetch.stage_budget_s, host_budget_s=fetch.host_budget_s,
+            deferred=deferred, thread_name_prefix="feed")
+        for feed, report in done:  # fetch_feed never raises
+            reports[order[feed.feed_id]] = report
+            _notify(on_feed_done, report)
     finally:
         if own_fetcher:
             active.close()
+    for reason, left in deferred.items.items():
+        store.count(run_id, "fetch", reason, len(left))
+        for feed in left:  # not fetched, not failed: still due on the next run
+            report = FeedReport(feed_id=feed.feed_id, url=feed.url, name=feed.display_name,
+                                outcome=reason, next_fetch_at=feed.next_fetch_at)
+            reports[order[feed.feed_id]] = report
+            _notify(on_feed_done, report)
+    if deferred:
+        logger.warning("fetch: %d feed(s) left for the next run (%s)", len(deferred),
+                       ", ".join(f"{k}={v}" for k, v in deferred.counts().items()))
     return [r for r in reports if r is not None]
+
+
+def _notify(callback: Callable[[FeedReport], None] | None, report: FeedReport) -> None:
+    if callback is not None:
+        try:
+            callback(report)
+        except Exception:
+            logger.exception("on_feed_done callback failed")
 
 
 def group_feeds_by_host(feeds: list[FeedRow], max_batches: int) -> list[list[int]]:
@@ -305,6 +328,7 @@ def group_feeds_by_host(feeds: list[FeedRow], max_batches: int) -> list[list[int
 
 
 __all__ = [
+    "DEFERRED_OUTCOMES",
     "FEED_ACCEPT",
     "FeedReport",
     "backoff_delay_s",

@@ -58,6 +58,7 @@ OUTCOMES = (
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RATE_LIMIT_STATUSES = frozenset({429, 503})
 _DECODE_STEP = 64 * 1024  # most bytes one decompression step may produce
+_BAD_LOCATION = "Invalid URL in location header"  # httpx's message for an unparsable Location
 
 
 @dataclass(slots=True)
@@ -400,6 +401,14 @@ class Fetcher:
             return self._result(current, None, "timeout", started, redirects, error=error)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             return self._result(current, None, "invalid-url", started, redirects,
+                                error=f"{type(exc).__name__}: {exc}")
+        except httpx.RemoteProtocolError as exc:
+            # httpx parses a redirect's Location while receiving the response; one it cannot
+            # parse (http://[::1) is the server's bad URL, not a transient network problem.
+            if str(exc).startswith(_BAD_LOCATION):
+                return self._result(current, None, "invalid-url", started, redirects,
+                                    error=f"bad redirect Location: {exc}")
+            return self._result(current, None, "connection-error", started, redirects,
                                 error=f"{type(exc).__name__}: {exc}")
         except (httpx.TransportError, httpx.DecodingError, httpx.StreamError, OSError) as exc:
             return self._result(current, None, "connection-error", started, redirects,

@@ -27,6 +27,7 @@ class ParsedFeed:
     entries: list[FeedEntry]
     ttl_s: float | None = None  # RSS <ttl>, a minimum refetch interval
     bozo_reason: str | None = None  # feedparser's complaint on a feed it could still read
+    implausible_dates: int = 0  # entries whose impossible dates were dropped (sanitize)
 
 
 @dataclass(slots=True)

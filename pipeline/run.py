@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET
 from pipeline.settings import Settings
 from pipeline.store import Store, open_store, utcnow
 
@@ -21,7 +22,10 @@ log = logging.getLogger(__name__)
 STAGES = ("fetch", "extract", "stories", "index", "alerts")
 # Fetch outcomes that mean "this feed was read" (or deliberately not needed now).
 FEED_SUCCESS = {"ok", "not-modified"}
-FEED_SKIPPED = {"skipped-not-due", "skipped-dead", "skipped-disabled"}
+FEED_SKIPPED = {"skipped-not-due", "skipped-dead", "skipped-disabled", STAGE_BUDGET,
+                HOST_BUDGET}
+DEFERRED = (STAGE_BUDGET, HOST_BUDGET)  # work a time budget left for the next run
+ITEM_ERROR = "item-error"  # one item failed; the rest of its stage went on
 
 ProgressCallback = Callable[[str, int, int | None], None]  # (stage, advance, total)
 
@@ -50,12 +54,26 @@ class RunReport:
         attempted = [f for f in self.feeds if f.outcome not in FEED_SKIPPED]
         return bool(attempted) and self.feeds_ok == 0
 
+    @property
+    def left_pending(self) -> dict[str, int]:
+        """Per stage, the items a time budget left for the next run."""
+        return {stage: n for stage, counts in self.stages.items()
+                if (n := sum(counts.get(reason, 0) for reason in DEFERRED))}
+
+    @property
+    def item_errors(self) -> dict[str, int]:
+        """Per stage, the items that failed on their own (the rest of the stage completed)."""
+        return {stage: counts[ITEM_ERROR] for stage, counts in self.stages.items()
+                if counts.get(ITEM_ERROR)}
+
     def summary(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "feeds": {"ok": self.feeds_ok, "failed": self.feeds_failed, "total": len(self.feeds)},
             "stages": self.stages,
             "errors": self.errors,
+            "left_pending": self.left_pending,
+            "item_errors": self.item_errors,
         }
 
 

@@ -5,11 +5,14 @@ own address. Pages whose manifest entry says ``serve_status: 403`` answer 403 (a
 :meth:`SampleSite.publish_edit` swaps an article for its edited version and marks its feed
 item as updated, as a publisher would.
 
-The two ``kind: "seed"`` pages are the user's own example articles. Their text belongs to its
-publishers and is not in the repository: the pages hold ``{{SEED file=NAME [paragraphs=A-B]
-[class=CSS]}}`` markers, filled at serving time from ``seeds_dir`` (``demo.seeds_dir``,
-``../shared/data/seeds`` beside a checkout). Without it the marker becomes a one-paragraph
-notice and :attr:`SampleSite.missing_seeds` names what is missing.
+The two ``kind: "seed"`` pages carry the user's own example articles (Qin Gang, China–US
+relations, Taiwan). Their text belongs to its publishers and is not in the repository: the
+pages hold ``{{SEED file=NAME fictional=PATH [paragraphs=A-B] [class=CSS]}}`` markers, filled
+at serving time from ``seeds_dir`` (``demo.seeds_dir``, ``../shared/data/seeds`` beside a
+checkout) when it holds ``NAME``, and otherwise from the site's own fictional pair
+(``fictional-seeds/``, written for newswatch in the same spirit: two outlets, one China–US
+meeting, Taiwan a substantive point). :attr:`SampleSite.missing_seeds` names the user's files
+that were not found, so a caller can say which pair is being served.
 """
 
 from __future__ import annotations
@@ -27,9 +30,6 @@ from urllib.parse import urlsplit
 
 PLACEHOLDER = "{{BASE_URL}}"
 _SEED_MARKER = re.compile(r"\{\{SEED ([^}]*)\}\}")
-SEED_NOTICE = ("The text of this example article is not bundled with newswatch (it belongs to "
-               "its publisher); set demo.seeds_dir to the folder that holds the user's seed "
-               "articles.")
 
 
 class SampleSite:
@@ -57,6 +57,16 @@ class SampleSite:
         wanted = [m["seed_file"] for m in self.manifest if m.get("seed_file")]
         return [name for name in wanted
                 if self.seeds_dir is None or not (self.seeds_dir / name).is_file()]
+
+    def seed_source(self, options: dict[str, str]) -> Path:
+        """The text file a seed marker is filled from (the user's, else the fictional one)."""
+        name = Path(options.get("file", "")).name
+        if self.seeds_dir is not None and name and (self.seeds_dir / name).is_file():
+            return self.seeds_dir / name
+        fictional = (self.site_dir / options.get("fictional", "")).resolve()
+        if self.site_dir not in fictional.parents or not fictional.is_file():
+            raise FileNotFoundError(f"seed marker without a fictional stand-in: {options}")
+        return fictional
 
     @property
     def base_url(self) -> str:
@@ -117,17 +127,13 @@ class SampleSite:
         return 200, body.encode("utf-8"), f"{ctype}; charset=utf-8"
 
     def _seed_html(self, spec: str) -> str:
-        """The paragraphs a ``{{SEED ...}}`` marker asks for, as ``<p>`` elements (the notice
-        in place of the first ones when the seed file is missing)."""
+        """The paragraphs a ``{{SEED ...}}`` marker asks for, as ``<p>`` elements: from the
+        user's seed file when ``seeds_dir`` holds it, else from the fictional stand-in."""
         options = dict(part.split("=", 1) for part in spec.split() if "=" in part)
-        name = Path(options.get("file", "")).name
         first, _, last = options.get("paragraphs", "0-").partition("-")
         start, stop = int(first or 0), int(last) if last else None
-        source = self.seeds_dir / name if self.seeds_dir and name else None
-        if source is not None and source.is_file():
-            paragraphs = seed_paragraphs(source.read_text(encoding="utf-8"))[start:stop]
-        else:
-            paragraphs = [SEED_NOTICE] if start == 0 else []
+        source = self.seed_source(options)
+        paragraphs = seed_paragraphs(source.read_text(encoding="utf-8"))[start:stop]
         attrs = f' class="{html.escape(options["class"])}"' if options.get("class") else ""
         return "\n        ".join(f"<p{attrs}>{html.escape(p, quote=False)}</p>"
                                    for p in paragraphs)

@@ -7,12 +7,14 @@ overridden from the environment as ``NEWSWATCH_<SECTION>__<KEY>`` (lists/dicts a
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 DEFAULT_CONFIG_ENV = "NEWSWATCH_CONFIG"
 DEFAULT_USER_AGENT = "newswatch/0.1 (+https://github.com/newswatch/newswatch; news monitoring)"
@@ -72,6 +74,13 @@ class FetchSettings(Section):
     backoff_max_s: float = Field(86_400.0, ge=0)
     max_retry_after_s: float = Field(86_400.0, ge=0, description="cap on a server's Retry-After")
     min_interval_s: float = Field(0.0, ge=0, description="never fetch one feed more often")
+    stage_budget_s: float | None = Field(
+        600.0, gt=0, description="time budget of the fetch stage in one run; feeds not "
+        "started by then stay due for the next run (null = no budget)")
+    host_budget_s: float | None = Field(
+        180.0, gt=0, description="request time one host may use per stage and run (feeds "
+        "and pages counted separately); its remaining work waits for the next run, so one "
+        "slow host cannot hold a run (null = no budget)")
 
 
 class ExtractionSettings(Section):
@@ -79,6 +88,9 @@ class ExtractionSettings(Section):
     max_articles_per_run: int = Field(500, ge=0)
     min_text_chars: int = Field(200, ge=0, description="shorter page text counts as empty")
     fetch_pages: bool = True
+    stage_budget_s: float | None = Field(
+        900.0, gt=0, description="time budget of the extraction stage in one run; articles "
+        "not started by then stay pending for the next run (null = no budget)")
 
 
 class EmbeddingSettings(Section):
@@ -91,6 +103,19 @@ class EmbeddingSettings(Section):
 class SearchSettings(Section):
     url: str = Field("", description="empty = SQLite FTS5 beside the records; http(s):// = "
                      "Elasticsearch")
+
+    @field_validator("url")
+    @classmethod
+    def _search_scheme(cls, value: str) -> str:
+        """Checked at load time: otherwise a typo surfaces as a traceback in the index stage."""
+        value = value.strip()
+        if value and not value.lower().startswith(("http://", "https://")):
+            raise ValueError(f"must be empty (SQLite FTS5) or an http:// or https:// "
+                             f"Elasticsearch URL (got {value.split('://')[0]}://…)"
+                             if "://" in value else
+                             "must be empty (SQLite FTS5) or an http:// or https:// "
+                             "Elasticsearch URL")
+        return value
     sqlite_path: str | None = Field(None, description="FTS5 file when the records are not SQLite")
     index_prefix: str = "newswatch"
     vectors: bool = True
@@ -99,6 +124,14 @@ class SearchSettings(Section):
     password: str | None = None
     verify_certs: bool = True
     ca_certs: str | None = None
+    similarity_floor: float = Field(0.55, ge=-1, le=1, description="default (hybrid) mode: the "
+                                    "query-to-article embedding cosine an article needs to be "
+                                    "added without containing every query word (it must still "
+                                    "contain the quoted phrases, none of the excluded terms, "
+                                    "and pass the filters)")
+    semantic_weight: float = Field(0.5, ge=0, le=1, description="default (hybrid) mode: share "
+                                   "of the embedding similarity in the combined score (the "
+                                   "rest is BM25; both normalised onto 0..1 first)")
     elasticsearch_conn_id: str | None = Field(None, description="Airflow connection whose "
                                               "host, login/password or api_key the DAGs use "
                                               "for url and credentials")
@@ -205,11 +238,20 @@ class ChannelConfig(Section):
     path: str | None = None
 
 
+class AlertSettings(Section):
+    """How the alert stage hands deliveries between runs and workers."""
+
+    stale_claim_s: float = Field(
+        600.0, gt=0, description="a delivery left 'sending' this long by another worker is "
+        "taken over and resent (one claimed by a process of this host that has died is "
+        "taken over at once)")
+
+
 class DemoSettings(Section):
     site_dir: str = "examples/sample_site"
     seeds_dir: str = Field("../shared/data/seeds", description="the user's two seed articles "
                            "(publishers' text, not in the repository); the sample site serves "
-                           "their pages from here")
+                           "their pages from here, or its fictional pair when they are absent")
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
 
@@ -235,6 +277,7 @@ class Settings(BaseSettings):
     watches: list[WatchConfig] = Field(default_factory=list)
     channels: dict[str, ChannelConfig] = Field(
         default_factory=lambda: {"console": ChannelConfig(type="console")})
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 
     # Set by the loader, not by users: where the YAML came from (relative paths resolve there).
@@ -266,20 +309,59 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     return f"{source}: {key}: {message}{more}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (``fetch:`` twice would
+    otherwise silently keep only the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path}: is a directory, not a config file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})"
+                          ) from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})"
+                          ) from exc
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{path}:{where} invalid YAML: {problem}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     return data
+
+
+_ENV_FIELD = re.compile(r'field "([^"]+)"')
+
+
+def _environment_error(error: SettingsError) -> ConfigError:
+    """One line naming the environment variable whose value could not be parsed."""
+    match = _ENV_FIELD.search(str(error))
+    field_name = match.group(1) if match else ""
+    variable = f"NEWSWATCH_{field_name.upper()}" if field_name else "a NEWSWATCH_ variable"
+    cause = error.__cause__
+    detail = f" ({' '.join(str(cause).split())})" if cause else ""
+    return ConfigError(f"environment: {variable}: not valid JSON{detail}")
 
 
 def _resolve_feeds_reference(data: dict[str, Any], base: Path) -> None:
@@ -313,3 +395,5 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from exc
+    except SettingsError as exc:  # an environment override that is not valid JSON
+        raise _environment_error(exc) from exc

@@ -15,6 +15,7 @@ starts one. Story ids derive from the first article's id, so reruns are stable a
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import re
 import tempfile
@@ -31,9 +32,11 @@ from sqlalchemy import and_, func, or_, select, update
 
 from pipeline import schema
 from pipeline.embeddings import encode, pack_vector, unpack_vector
+from pipeline.sanitize import plausible_date
 from pipeline.settings import Settings, StoriesSettings
 from pipeline.store import Store, open_store, utcnow
 
+log = logging.getLogger(__name__)
 STAGE = "stories"
 # MiniLM reads 256 word pieces. Title + ~600 characters of lead (~130 pieces) scored as well as
 # title + everything it can read, and a chunked mean over the whole body scored worse (the
@@ -889,7 +892,8 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
             .order_by(when, a.c.article_id)).mappings().all()
     if not rows:
         return _finish(store, run_id, counts)
-    times = [r["published_at"] or r["first_seen_at"] for r in rows]
+    # A stored date no news item can have (year 1, 9999) would overflow the window maths.
+    times = [plausible_date(r["published_at"]) or r["first_seen_at"] for r in rows]
     window = timedelta(days=settings.stories.window_days)
     kept_ids = [r["story_id"] for r in rows if r["story_id"]]
     assigner = StoryAssigner(settings.stories, _load_active(
@@ -897,10 +901,15 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
     decisions: list[tuple[dict[str, Any], Assignment | None]] = []
     pending: list[tuple[dict[str, Any], StoryItem]] = []
     for row, time in zip(rows, times, strict=True):
-        title = row["title"] or derive_title(row["text"])
-        item = StoryItem(row["article_id"], title, row["source"], time,
-                         _normalised(row["embedding"]), story_terms(title, row["text"]),
-                         story_names(title, row["text"]), text_shingles(row["text"]))
+        try:
+            title = row["title"] or derive_title(row["text"])
+            item = StoryItem(row["article_id"], title, row["source"], time,
+                             _normalised(row["embedding"]), story_terms(title, row["text"]),
+                             story_names(title, row["text"]), text_shingles(row["text"]))
+        except Exception:  # this article waits for the next run; the others get stories
+            log.exception("stories: article %s skipped", row["article_id"])
+            counts["item-error"] = counts.get("item-error", 0) + 1
+            continue
         if row["story_id"]:  # an edited version keeps its story
             assigner.update_member(row["story_id"], item)
             decisions.append((row, None))

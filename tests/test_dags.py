@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from pipeline.sample_site import SampleSite
-from tests.support.seeds import seeds_dir
 
 pytestmark = pytest.mark.airflow
 
@@ -75,7 +74,7 @@ def _write_config(tmp_path: Path, site: SampleSite) -> Path:
 
 @pytest.fixture
 def site() -> Iterator[SampleSite]:
-    with SampleSite(SITE_DIR, port=0, seeds_dir=seeds_dir()) as running:
+    with SampleSite(SITE_DIR, port=0) as running:
         yield running
 
 

@@ -216,6 +216,14 @@ def test_redirect_to_another_scheme_is_invalid(http_server, fetcher):
     assert result.outcome == "invalid-url" and "scheme" in result.error
 
 
+@pytest.mark.parametrize("location", ["http://[::1", "http://[::1/feed.xml", "https://[v1.x]/"])
+def test_unparsable_redirect_location_is_invalid_url(http_server, fetcher, location):
+    http_server.route("/x", Response.redirect(location))
+    result = fetcher.get(http_server.url("/x"))
+    assert result.outcome == "invalid-url", result.error  # was connection-error (transient)
+    assert "Location" in result.error
+
+
 def test_redirect_without_location_is_an_http_error(http_server, fetcher):
     http_server.route("/x", status=302)
     assert fetcher.get(http_server.url("/x")).outcome == "http-error"

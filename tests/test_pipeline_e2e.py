@@ -14,7 +14,6 @@ from pipeline.sample_site import SampleSite
 from pipeline.settings import load_settings
 from pipeline.store import open_store
 from pipeline.urls import article_id_for
-from tests.support.seeds import seeds_dir
 
 SITE = Path("examples/sample_site")
 STAGES = ("fetch", "extract", "index")  # stories/alerts have their own end-to-end tests
@@ -31,7 +30,7 @@ def table_snapshot(store, table) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def site():
-    with SampleSite(SITE, seeds_dir=seeds_dir()) as running:
+    with SampleSite(SITE) as running:
         yield running
 
 

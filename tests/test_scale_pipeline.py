@@ -30,7 +30,6 @@ from pipeline.settings import Settings, load_settings
 from pipeline.store import Store, open_store
 from pipeline.urls import article_id_for
 from tests.support.es_compat import OsmemCompatNode
-from tests.support.seeds import seeds_dir
 
 SITE = Path("examples/sample_site")
 MANIFEST = json.loads((SITE / "manifest.json").read_text(encoding="utf-8"))
@@ -50,7 +49,7 @@ def osmem_server():
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[SampleSite]:
-    with SampleSite(SITE, seeds_dir=seeds_dir()) as running:
+    with SampleSite(SITE) as running:
         yield running
 
 

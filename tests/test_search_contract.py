@@ -102,14 +102,18 @@ def _osmem(request) -> Iterator[ElasticSearch]:
     backend.close()
 
 
-def _es_real(dims: int | None = DIMS) -> Iterator[ElasticSearch]:
-    settings = SearchSettings(
-        url=os.environ[ES_URL_ENV], vectors=True, index_prefix=f"nwtest-{uuid.uuid4().hex[:8]}",
+def _es_real_settings(prefix: str) -> SearchSettings:
+    return SearchSettings(
+        url=os.environ[ES_URL_ENV], vectors=True, index_prefix=prefix,
         api_key=os.environ.get("NEWSWATCH_TEST_ES_API_KEY") or None,
         username=os.environ.get("NEWSWATCH_TEST_ES_USERNAME") or None,
         password=os.environ.get("NEWSWATCH_TEST_ES_PASSWORD") or None,
         verify_certs=os.environ.get("NEWSWATCH_TEST_ES_VERIFY_CERTS", "1") != "0",
         ca_certs=os.environ.get("NEWSWATCH_TEST_ES_CA_CERTS") or None)
+
+
+def _es_real(dims: int | None = DIMS) -> Iterator[ElasticSearch]:
+    settings = _es_real_settings(f"nwtest-{uuid.uuid4().hex[:8]}")
     backend = ElasticSearch(settings, dims=dims, max_retries=1, initial_backoff=0.5)
     yield backend
     backend.drop()
@@ -338,15 +342,91 @@ def test_semantic_and_hybrid_with_vectors(loaded):
     assert semantic.hits[0].snippet.startswith("Delegates met")
     keyword = ids(loaded, "taiwan", vector=zurich)  # keyword mode ignores the vector
     assert "a6" not in keyword
-    hybrid = loaded.search(SearchQuery(text="taiwan", mode="hybrid", vector=zurich, limit=10))
-    hybrid_ids = [h.article_id for h in hybrid.hits]
-    assert "a6" in hybrid_ids and set(keyword) <= set(hybrid_ids)
-    assert hybrid.total >= 5
-    # A document that matches both lists beats those that match one.
-    both = loaded.search(SearchQuery(text="baseball", mode="hybrid", vector=_vector(2)))
-    assert both.hits[0].article_id == "a3"
     filtered = ids(loaded, "", mode="semantic", vector=zurich, sources=["Reuters"])
     assert filtered and set(filtered) <= {"a1", "a4"}
+
+
+def _blend(*weights: tuple[int, float]) -> list[float]:
+    """A query vector mixing axes: ``_blend((3, 1), (7, 2))`` is close to a4 (axis 3) but
+    below the similarity floor (cosine 0.44), and near nothing else."""
+    values = [0.0] * DIMS
+    for axis, weight in weights:
+        values[axis] = weight
+    return values
+
+
+BELOW_FLOOR_A4 = _blend((3, 1.0), (7, 2.0))  # cosine to a4 ~0.44 < 0.55
+
+
+def hybrid(backend: SearchBackend, text: str, vector: list[float], **kwargs):
+    return backend.search(SearchQuery(text=text, mode="hybrid", vector=vector, **kwargs))
+
+
+def test_hybrid_returns_only_documents_that_satisfy_the_query(loaded):
+    _vectors_or_skip(loaded)
+    for text, expected in [("taiwan", TITLE_TAIWAN | BODY_ONLY_TAIWAN),
+                           ("Qin Gang", {"a4", "a5"}), ('"Qin Gang"', {"a4"}),
+                           ("taiwan -baseball", {"a1", "a2", "a7"}),
+                           ("baseball OR emissions", {"a3", "a6"})]:
+        result = hybrid(loaded, text, BELOW_FLOOR_A4)
+        assert {h.article_id for h in result.hits} == expected, text
+        assert result.total == len(expected), text
+    assert set(h.article_id for h in hybrid(loaded, "taiwan", BELOW_FLOOR_A4,
+                                           sources=["AP"]).hits) == {"a2", "a3"}
+
+
+def test_hybrid_similarity_reorders_the_matches(loaded):
+    _vectors_or_skip(loaded)
+    # a2 and a7 both mention Taiwan in the body only; the query vector decides between them.
+    near_a2 = [h.article_id for h in hybrid(loaded, "taiwan", _vector(1)).hits]
+    near_a7 = [h.article_id for h in hybrid(loaded, "taiwan", _vector(6)).hits]
+    assert set(near_a2) == set(near_a7) == TITLE_TAIWAN | BODY_ONLY_TAIWAN  # nothing added
+    assert near_a2.index("a2") < near_a2.index("a7")
+    assert near_a7.index("a7") < near_a7.index("a2")
+    # A document that is first in both lists is first.
+    assert hybrid(loaded, "baseball", _vector(2)).hits[0].article_id == "a3"
+    scores = [h.score for h in hybrid(loaded, "taiwan", _vector(1)).hits]
+    assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1
+
+
+def test_hybrid_adds_a_neighbour_only_when_it_keeps_phrases_exclusions_and_filters(loaded):
+    _vectors_or_skip(loaded)
+    zurich = _vector(5)  # a6's own embedding: cosine 1, far above the floor
+    added = hybrid(loaded, "taiwan", zurich)
+    assert {h.article_id for h in added.hits} == TITLE_TAIWAN | BODY_ONLY_TAIWAN | {"a6"}
+    assert added.total == 5
+    assert next(h for h in added.hits if h.article_id == "a6").snippet.startswith("Delegates")
+    for text, kwargs in [('"Taiwan Strait"', {}),             # a6 lacks the phrase
+                         ("taiwan -emissions", {}),           # a6 has an excluded word
+                         ("taiwan NOT coal", {}),
+                         ("taiwan", {"sources": ["AP"]}),     # a6 is BBC
+                         ("taiwan", {"until": datetime(2024, 3, 6, tzinfo=UTC)}),
+                         ("taiwan", {"story_id": "s1"})]:
+        got = {h.article_id for h in hybrid(loaded, text, zurich, **kwargs).hits}
+        assert "a6" not in got, (text, kwargs)
+    below = _blend((5, 1.0), (7, 2.0))  # near a6, but under the floor
+    assert "a6" not in {h.article_id for h in hybrid(loaded, "taiwan", below).hits}
+    # The quoted phrase is kept, the bare word is not required of a neighbour.
+    assert [h.article_id for h in hybrid(loaded, 'taiwan "climate summit"', zurich).hits] == [
+        "a6"]
+
+
+def test_hybrid_ranking_does_not_depend_on_the_limit(loaded):
+    _vectors_or_skip(loaded)
+    for text, vector in [("taiwan", _vector(1)), ("taiwan", _vector(5)),
+                         ("Qin Gang", _vector(4)), ("strait OR baseball", _vector(2))]:
+        full = [h.article_id for h in hybrid(loaded, text, vector, limit=20).hits]
+        for limit in (1, 2, 3):
+            assert [h.article_id for h in hybrid(loaded, text, vector, limit=limit).hits] == (
+                full[:limit]), (text, limit)
+        assert hybrid(loaded, text, vector, limit=1).total == len(full)
+
+
+def test_hybrid_by_story_groups_the_fused_ranking(loaded):
+    _vectors_or_skip(loaded)
+    result = hybrid(loaded, "taiwan", _vector(6), by_story=True)
+    assert [h.article_id for g in result.groups for h in g.hits] != [] and result.groups
+    assert result.groups[0].story_id == result.hits[0].story_id
 
 
 # ---- translation and layout (no server needed unless marked) -------------------------------
@@ -367,22 +447,31 @@ def test_query_translation_is_quoted_and_structured():
         "match_phrase": {"title": {"query": "Qin Gang", "boost": 3.0, "zero_terms_query": "all"}}}
 
 
-def test_es_hybrid_is_one_request_with_knn_and_query_sharing_filters():
+def test_es_hybrid_requests_share_filters_and_do_not_depend_on_the_limit():
+    from pipeline.search.base import KEYWORD_DEPTH, SEMANTIC_DEPTH
     from pipeline.search.elastic import article_mappings
 
     es = ElasticSearch(SearchSettings(url="http://127.0.0.1:9", vectors=True), dims=DIMS)
-    query = SearchQuery(text="taiwan", mode="hybrid", vector=_vector(1), sources=["AP"],
+    query = SearchQuery(text='taiwan "Taiwan Strait" -baseball', mode="hybrid",
+                        vector=_vector(1), sources=["AP"],
                         since=datetime(2024, 3, 1, tzinfo=UTC), story_id="s1", limit=7)
-    body = es.search_body(query)
-    assert body is not None and "query" in body and "knn" in body
-    assert body["knn"]["filter"] == body["query"]["bool"]["filter"]
-    assert body["knn"]["k"] == 7 and body["size"] == 7
-    assert abs(sum(x * x for x in body["knn"]["query_vector"]) - 1) < 1e-6
-    assert body["highlight"]["pre_tags"] == ["[["]
+    keyword, knn = es.hybrid_bodies(query)
+    filters = keyword["query"]["bool"]["filter"]
+    assert keyword["size"] == KEYWORD_DEPTH and "knn" not in keyword
+    assert knn["knn"]["k"] == knn["size"] == SEMANTIC_DEPTH and "query" not in knn
+    assert knn["knn"]["filter"][:len(filters)] == filters
+    neighbour_rules = knn["knn"]["filter"][len(filters):]
+    assert "Taiwan Strait" in str(neighbour_rules) and "baseball" in str(neighbour_rules)
+    assert "'taiwan'" not in str(neighbour_rules)  # a bare word is not demanded of neighbours
+    assert abs(sum(x * x for x in knn["knn"]["query_vector"]) - 1) < 1e-6
+    assert es.hybrid_bodies(dataclasses.replace(query, limit=1000)) == (keyword, knn)
+    assert es.hybrid_bodies(dataclasses.replace(query, text="*")) is None
+    page = es.page_body(query, ["a1", "a2"])
+    assert page["query"]["bool"]["filter"] == [{"ids": {"values": ["a1", "a2"]}}]
+    assert page["highlight"]["max_analyzed_offset"] == 1_000_000
     semantic = es.search_body(dataclasses.replace(query, mode="semantic"))
-    assert "query" not in semantic and "knn" in semantic
-    keyword = es.search_body(dataclasses.replace(query, mode="keyword"))
-    assert "knn" not in keyword
+    assert "query" not in semantic and semantic["knn"]["filter"] == filters
+    assert "knn" not in es.search_body(dataclasses.replace(query, mode="keyword"))
     assert es.search_body(SearchQuery(text="*")) is None
     mapping = article_mappings(True, 384)
     assert mapping["dynamic"] == "strict"
@@ -439,6 +528,96 @@ def test_es_real_vector_dims_come_from_the_first_embedding():
         assert [h.article_id for h in hits] == ["a6"]
     finally:
         next(fixture, None)  # drop the test indexes and close
+
+
+def _real_es_backend(**overrides) -> ElasticSearch:
+    """A second backend on the same real-cluster prefix (another process, other settings)."""
+    settings = SearchSettings(**{**_es_real_settings(f"nwtest-{uuid.uuid4().hex[:8]}")
+                                 .model_dump(), **overrides})
+    return ElasticSearch(settings, max_retries=1, initial_backoff=0.5)
+
+
+@pytest.mark.elasticsearch
+@pytest.mark.skipif(not os.environ.get(ES_URL_ENV), reason=NO_REAL_ES)
+def test_es_real_reindex_swaps_the_alias_while_search_keeps_answering():
+    backend = _real_es_backend(vectors=True)
+    try:
+        backend.index(list(CORPUS))
+        old = backend._backing(backend.articles_alias)
+        target = backend.begin_rebuild()
+        backend.index(CORPUS[:3], target=target)
+        # Mid-rebuild: the live index still answers in full, and a write through the alias
+        # lands in it (require_alias) instead of creating anything.
+        assert backend.count() == len(CORPUS)
+        assert set(ids(backend, "taiwan")) == TITLE_TAIWAN | BODY_ONLY_TAIWAN
+        assert backend.index([CORPUS[3]]) == 1
+        backend.finish_rebuild(target)
+        indices = backend.client.indices
+        assert backend._backing(backend.articles_alias) == [target]
+        assert not any(indices.exists(index=name) for name in old)
+        alias = indices.get_alias(name=backend.articles_alias).body[target]["aliases"]
+        assert alias[backend.articles_alias]["is_write_index"] is True
+        assert backend.count() == 3
+        assert ids(backend, "baseball") == ["a3"]
+        # Writes with require_alias never create a concrete index named like the alias.
+        backend.index([CORPUS[4]])
+        assert indices.get_alias(name=backend.articles_alias).body.keys() == {target}
+    finally:
+        backend.drop()
+        backend.close()
+
+
+@pytest.mark.elasticsearch
+@pytest.mark.skipif(not os.environ.get(ES_URL_ENV), reason=NO_REAL_ES)
+def test_es_real_vector_path_hybrid_and_semantic():
+    backend = _real_es_backend(vectors=True)
+    try:
+        assert backend.index(list(CORPUS)) == len(CORPUS)
+        hybrid_hits = backend.search(SearchQuery(text="taiwan", mode="hybrid",
+                                                 vector=_vector(5), limit=10))
+        assert {h.article_id for h in hybrid_hits.hits} == TITLE_TAIWAN | BODY_ONLY_TAIWAN | {
+            "a6"}
+        excluded = backend.search(SearchQuery(text="taiwan -emissions", mode="hybrid",
+                                              vector=_vector(5)))
+        assert "a6" not in {h.article_id for h in excluded.hits}
+        semantic = backend.search(SearchQuery(text="", mode="semantic", vector=_vector(3),
+                                              limit=1))
+        assert [h.article_id for h in semantic.hits] == ["a4"]
+        # One article over the highlighter's default limit must not fail the search.
+        huge = dataclasses.replace(CORPUS[0], article_id="huge",
+                                   text="Taiwan strait news. " * 60_000)
+        assert backend.index([huge]) == 1
+        assert "huge" in ids(backend, "taiwan", limit=20)
+    finally:
+        backend.drop()
+        backend.close()
+
+
+@pytest.mark.elasticsearch
+@pytest.mark.skipif(not os.environ.get(ES_URL_ENV), reason=NO_REAL_ES)
+def test_es_real_mapping_mismatch_is_a_clear_error_and_reindex_fixes_it():
+    from pipeline.search.base import SearchMappingMismatch
+
+    prefix = f"nwtest-{uuid.uuid4().hex[:8]}"
+    without = _real_es_backend(vectors=False, index_prefix=prefix)
+    with_vectors = _real_es_backend(vectors=True, index_prefix=prefix)
+    try:
+        without.index(list(CORPUS))
+        with pytest.raises(SearchMappingMismatch, match="newswatch reindex"):
+            with_vectors.index(list(CORPUS))
+        assert set(ids(with_vectors, "taiwan")) == TITLE_TAIWAN | BODY_ONLY_TAIWAN
+        with_vectors.clear()  # what reindex does: a new index with the current layout
+        assert with_vectors.index(list(CORPUS)) == len(CORPUS)
+        wider = [dataclasses.replace(d, embedding=[*d.embedding, *d.embedding])
+                 for d in CORPUS]
+        other_model = _real_es_backend(vectors=True, index_prefix=prefix)
+        with pytest.raises(SearchMappingMismatch, match=f"{DIMS}-dimension"):
+            other_model.index(wider)
+        other_model.close()
+    finally:
+        with_vectors.drop()
+        without.close()
+        with_vectors.close()
 
 
 def test_sqlite_two_connections_share_one_file(tmp_path):
@@ -687,3 +866,21 @@ def test_elasticsearch_connection_reaches_the_settings(tmp_path):
     assert out["backend"] == "ElasticSearch"
     assert out["missing"] and "nw_missing" in out["missing"]  # a named connection must exist
     assert out["from_settings"] == out["exported"]  # search.elasticsearch_conn_id in the YAML
+
+
+def test_fusion_puts_both_lists_on_one_scale():
+    from pipeline.search.base import HybridPolicy, fuse_hybrid
+
+    policy = HybridPolicy(similarity_floor=0.5, semantic_weight=0.5)
+    keyword = [("k1", 12.0), ("k2", 6.0), ("k3", 3.0)]
+    semantic = [("n1", 0.9), ("k2", 0.8), ("n2", 0.45), ("k3", 0.3)]
+    fused = fuse_hybrid(keyword, semantic, policy)
+    assert [h.article_id for h in fused] == ["k2", "k1", "n1", "k3"]  # n2: under the floor
+    assert {h.article_id for h in fused if not h.keyword_match} == {"n1"}
+    assert all(0.0 <= h.score <= 1.0 for h in fused)
+    # BM25 is unbounded and cosine is not: rescaling either list changes nothing.
+    scaled = fuse_hybrid([(d, s * 100) for d, s in keyword], semantic, policy)
+    assert [(h.article_id, round(h.score, 9)) for h in scaled] == [
+        (h.article_id, round(h.score, 9)) for h in fused]
+    assert fuse_hybrid(keyword, [], policy)[0].score == 0.5  # keyword alone: its half
+    assert [h.article_id for h in fuse_hybrid([], semantic, policy)] == ["n1", "k2"]

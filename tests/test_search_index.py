@@ -17,7 +17,7 @@ from pipeline.search import index_pending, open_search, reindex, sqlite_search_p
 from pipeline.search.base import SearchDocument, SearchQuery, SearchUnavailable
 from pipeline.search.elastic import ElasticSearch
 from pipeline.search.sqlite_fts import SqliteSearch
-from pipeline.settings import ConfigError, FeedConfig, SearchSettings, Settings
+from pipeline.settings import ConfigError, FeedConfig, SearchSettings, Settings, load_settings
 from pipeline.store import Store, open_store
 from pipeline.urls import article_id_for
 
@@ -103,8 +103,8 @@ def test_factory_elasticsearch_connects_lazily_and_rejects_other_urls(tmp_path):
     assert isinstance(es, ElasticSearch)
     assert es.articles_alias == "nw-articles" and es.dims is None
     es.close()
-    with pytest.raises(ConfigError, match=r"search\.url"):
-        open_search(Settings(search={"url": "ftp://example.com"}))
+    with pytest.raises(ConfigError, match=r"search\.url"):  # refused when settings load
+        load_settings(None, search={"url": "ftp://example.com"})
 
 
 def test_index_pending_indexes_only_changed_articles(store, feed_id, backend):

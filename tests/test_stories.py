@@ -1,7 +1,7 @@
 """Story assignment: representation, the in-memory assigner and the store-backed stage.
 
 The fast tests use synthetic vectors; the ``slow`` ones load MiniLM once (module fixture) and
-run the real stage over the user's two seed articles plus fictional articles written here.
+run the real stage over the fictional Qin Gang seed pair plus other fictional articles.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pipeline.stories import (
     text_shingles,
 )
 from pipeline.urls import content_hash
-from tests.support.seeds import seed_files
+from tests.support.seeds import fictional_seed_files
 
 T0 = datetime(2023, 6, 18, 9, 0, tzinfo=UTC)
 
@@ -359,9 +359,10 @@ def test_update_member_moves_the_centroid_not_the_article():
 # ---- the store-backed stage with the real model ----------------------------------------------
 
 def seed_records() -> list[tuple[str, str, str]]:
-    """(id, title, text) for the user's two seeds; the title is their first sentence."""
+    """(id, title, text) for the two Qin Gang seeds (the sample site's fictional pair); the
+    title is their first sentence."""
     out = []
-    for path in seed_files():
+    for path in fictional_seed_files():
         text = path.read_text(encoding="utf-8")
         out.append((path.stem, derive_title(text), text))
     return out

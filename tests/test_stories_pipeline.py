@@ -15,7 +15,7 @@ from pipeline.settings import load_settings
 from pipeline.store import open_store
 from pipeline.stories import cluster_records, list_stories
 from pipeline.urls import article_id_for
-from tests.support.seeds import seed_files, seeds_dir
+from tests.support.seeds import fictional_seed_files
 
 pytestmark = pytest.mark.slow
 SITE = Path("examples/sample_site")
@@ -25,7 +25,7 @@ MANIFEST = json.loads((SITE / "manifest.json").read_text(encoding="utf-8"))
 
 @pytest.fixture(scope="module")
 def site():
-    with SampleSite(SITE, seeds_dir=seeds_dir()) as running:
+    with SampleSite(SITE) as running:
         yield running
 
 
@@ -113,7 +113,7 @@ def test_edited_version_keeps_its_story_and_is_embedded_once(stored, settings, s
 
 
 def test_cluster_records_round_trips_ids(settings):
-    seeds = seed_files()  # the user's two examples
+    seeds = fictional_seed_files()  # the two Qin Gang articles
     assert len(seeds) == 2
     records = [
         {"id": "a", "title": "Magnitude 6.1 earthquake shakes central Chile",

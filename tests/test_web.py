@@ -18,7 +18,6 @@ from pipeline.sample_site import SampleSite
 from pipeline.settings import Settings, load_settings
 from pipeline.store import open_store
 from pipeline.web.app import create_app, highlight, safe_url
-from tests.support.seeds import seeds_dir
 
 SITE = Path("examples/sample_site")
 SEED_TITLES = (
@@ -73,7 +72,7 @@ def _insert_hostile_article(settings: Settings) -> None:
 
 def build_store(directory: Path) -> Settings:
     """Run the pipeline over the sample site into ``directory``; return its settings."""
-    with SampleSite(SITE, seeds_dir=seeds_dir()) as site:
+    with SampleSite(SITE) as site:
         settings = load_settings(
             "examples/demo.yaml",
             store={"url": f"sqlite:///{directory / 'newswatch.db'}"},

@@ -47,12 +47,13 @@ class DeliveryError(Exception):
     """A channel could not deliver. ``message`` is safe to log and store (redacted)."""
 
     def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
-                 sent: int = 0) -> None:
+                 sent: int = 0, timed_out: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after  # seconds the server asked us to wait
         self.sent = sent  # messages delivered before the failure
+        self.timed_out = timed_out  # the server did not answer in time: skip it this run
 
 
 # ---- secrets ---------------------------------------------------------------------------------
@@ -96,6 +97,26 @@ def redact(text: str, secrets: Mapping[str, Any] | None = None) -> str:
 
 # ---- dispatch --------------------------------------------------------------------------------
 
+def delivery_key(rendered: Rendered, channel: str) -> str:
+    """The ledger's identity of one delivery (the alert(s) + the channel), the same on every
+    retry: e-mails carry it as their Message-ID, Slack posts and outbox lines in their
+    payload, so a message resent after a crash is recognisably the same one."""
+    return f"{rendered.key}/{channel}"
+
+
+def _timed_out(exc: BaseException | None) -> bool:
+    """Whether a failure was the server not answering in time (smtplib reports a silent
+    server as SMTPServerDisconnected raised from the socket timeout; urllib as a URLError)."""
+    for _ in range(5):
+        if exc is None:
+            return False
+        if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None),
+                                                       TimeoutError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def deliver(config: ChannelConfig, messages: Sequence[Rendered],
             secrets: Mapping[str, Any] | None = None, *, name: str = "channel",
             timeout_s: float = 30.0, slack_max_wait_s: float = 30.0,
@@ -107,9 +128,9 @@ def deliver(config: ChannelConfig, messages: Sequence[Rendered],
     where = f"channel {name!r} ({config.type})"
     try:
         if config.type == "email":
-            _send_email(where, config, messages, secrets, timeout_s, now)
+            _send_email(where, name, config, messages, secrets, timeout_s, now)
         elif config.type == "slack":
-            _send_slack(where, messages, secrets, timeout_s, slack_max_wait_s, sleep)
+            _send_slack(where, name, messages, secrets, timeout_s, slack_max_wait_s, sleep)
         elif config.type == "console":
             _send_console(messages, stream or sys.stdout)
         elif config.type == "file":
@@ -130,15 +151,16 @@ def _message_id(key: str, sender: str) -> str:
     return f"<newswatch.{hashlib.sha256(key.encode('utf-8')).hexdigest()[:32]}@{domain}>"
 
 
-def build_email(rendered: Rendered, sender: str, to: Sequence[str], now: datetime
-                ) -> EmailMessage:
-    """multipart/alternative: text/plain then text/html."""
+def build_email(rendered: Rendered, sender: str, to: Sequence[str], now: datetime,
+                channel: str = "email") -> EmailMessage:
+    """multipart/alternative: text/plain then text/html; the Message-ID is derived from the
+    delivery key, so a retried send is the same message to mail systems."""
     msg = EmailMessage()
     msg["Subject"] = one_line(rendered.subject)
     msg["From"] = sender
     msg["To"] = ", ".join(to)
     msg["Date"] = email.utils.format_datetime(now.astimezone(UTC))
-    msg["Message-ID"] = _message_id(rendered.key, sender)
+    msg["Message-ID"] = _message_id(delivery_key(rendered, channel), sender)
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(rendered.text)
     msg.add_alternative(rendered.html, subtype="html")
@@ -152,7 +174,7 @@ def _smtp_reply(exc: smtplib.SMTPResponseException) -> str:
     return f"{exc.smtp_code} {one_line(detail, 200)}"
 
 
-def _send_email(where: str, config: ChannelConfig, messages: Sequence[Rendered],
+def _send_email(where: str, name: str, config: ChannelConfig, messages: Sequence[Rendered],
                 secrets: dict[str, Any], timeout_s: float, now: datetime) -> None:
     host = secrets.get("host") or config.host
     port = int(secrets.get("port") or config.port or (465 if config.ssl else
@@ -184,7 +206,7 @@ def _send_email(where: str, config: ChannelConfig, messages: Sequence[Rendered],
             if username:
                 smtp.login(username, password)
             for rendered in messages:
-                smtp.send_message(build_email(rendered, sender, to, now),
+                smtp.send_message(build_email(rendered, sender, to, now, name),
                                   from_addr=sender, to_addrs=to)
                 sent += 1
     except smtplib.SMTPAuthenticationError as exc:
@@ -203,7 +225,7 @@ def _send_email(where: str, config: ChannelConfig, messages: Sequence[Rendered],
     except (smtplib.SMTPException, OSError) as exc:  # refused, timeout, TLS, disconnect
         raise DeliveryError(f"{where}: cannot reach {host}:{port} "
                             f"({type(exc).__name__}: {one_line(exc, 200)})",
-                            retryable=True, sent=sent) from None
+                            retryable=True, sent=sent, timed_out=_timed_out(exc)) from None
 
 
 # ---- slack -----------------------------------------------------------------------------------
@@ -228,7 +250,7 @@ def _retry_after(headers: Mapping[str, Any] | None, default: float = 30.0) -> fl
     return default
 
 
-def _send_slack(where: str, messages: Sequence[Rendered], secrets: dict[str, Any],
+def _send_slack(where: str, name: str, messages: Sequence[Rendered], secrets: dict[str, Any],
                 timeout_s: float, max_wait_s: float, sleep: Callable[[float], None]) -> None:
     from slack_sdk.webhook import WebhookClient
 
@@ -243,11 +265,15 @@ def _send_slack(where: str, messages: Sequence[Rendered], secrets: dict[str, Any
         waited = 0.0
         while True:
             try:
-                response = client.send(text=rendered.fallback, blocks=rendered.blocks,
-                                       unfurl_links=False, unfurl_media=False)
+                response = client.send(
+                    text=rendered.fallback, blocks=rendered.blocks, unfurl_links=False,
+                    unfurl_media=False, metadata={
+                        "event_type": "newswatch_delivery",
+                        "event_payload": {"delivery_key": delivery_key(rendered, name)}})
             except Exception as exc:  # URLError, timeouts, refused connections
                 raise DeliveryError(f"{where}: request failed ({type(exc).__name__}: "
-                                    f"{one_line(exc, 200)})", retryable=True, sent=sent) from None
+                                    f"{one_line(exc, 200)})", retryable=True, sent=sent,
+                                    timed_out=_timed_out(exc)) from None
             status = response.status_code
             if 200 <= status < 300:
                 break
@@ -279,7 +305,8 @@ def _send_file(where: str, name: str, config: ChannelConfig, messages: Sequence[
     path = secrets.get("path") or config.path
     if not path:
         raise DeliveryError(f"{where}: no path configured", retryable=False)
-    lines = [json.dumps({**rendered.record, "channel": name, "sent_at": now.isoformat()},
+    lines = [json.dumps({**rendered.record, "channel": name, "sent_at": now.isoformat(),
+                         "delivery_key": delivery_key(rendered, name)},
                         ensure_ascii=False, default=str) + "\n" for rendered in messages]
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

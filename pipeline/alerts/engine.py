@@ -13,12 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import socket
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -93,6 +90,7 @@ class _Context:
     worker: str
     counts: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)  # per watch, raised at the end
+    down: set[str] = field(default_factory=set)  # channels that timed out: skipped this run
     secrets: dict[str, dict[str, Any] | DeliveryError] = field(default_factory=dict)
 
     def watch(self, name: str) -> WatchConfig | None:
@@ -515,12 +513,14 @@ def _create(ctx: _Context, watch: WatchConfig, message: AlertMessage, basis: dic
 
 def _context(store: Store, settings: Settings, now: datetime | None,
              resolver: SecretResolver | None, rules: AlertRules | None) -> _Context:
-    worker = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     now = now or utcnow()
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    return _Context(store=store, settings=settings, now=now, rules=rules or AlertRules(),
-                    resolver=resolver, worker=worker)
+    rules = rules or AlertRules(retry=RetryPolicy(stale_claim_s=settings.alerts.stale_claim_s))
+    # Claims of a crashed run on this host are taken over at once, not after stale_claim_s.
+    rules = replace(rules, retry=replace(rules.retry, dead_workers=ledger.dead_workers(store)))
+    return _Context(store=store, settings=settings, now=now, rules=rules,
+                    resolver=resolver, worker=ledger.worker_id())
 
 
 def _make_digest(ctx: _Context, watch: WatchConfig, run_id: str | None) -> None:
@@ -566,6 +566,9 @@ def _send(ctx: _Context, channel: str, config: ChannelConfig | None, rows: list[
           rendered_for: Callable[[list[dict[str, Any]]], Rendered], via: str) -> None:
     """Claim ``rows`` (one message's worth), send once, record the outcome on each."""
     policy = ctx.rules.retry
+    if channel in ctx.down:  # timed out earlier in this run: its alerts wait for the next
+        ctx.counts["skipped-channel-down"] += len(rows)
+        return
     claimed = []
     for row in rows:
         if ledger.claim(ctx.store, row, ctx.worker, ctx.now, policy):
@@ -589,6 +592,8 @@ def _send(ctx: _Context, channel: str, config: ChannelConfig | None, rows: list[
         if isinstance(exc, DeliveryError):
             error = DeliveryError(exc.message, retryable=exc.retryable,
                                   retry_after=exc.retry_after)
+            if exc.timed_out:
+                ctx.down.add(channel)
         else:  # a bug or an unexpected library error: keep the row, retry later
             log.exception("alerts: unexpected error delivering to %r", channel)
             error = DeliveryError(redact(f"{type(exc).__name__}: {exc}", secrets),

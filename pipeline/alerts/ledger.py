@@ -11,15 +11,19 @@ version unchanged); only the worker whose UPDATE changed the row sends it. State
     pending --claim--> sending --ok--> sent
                           \\--error--> failed --(backoff)--> claim again ... --> dead
 
-A row left in ``sending`` by a crashed worker is claimed again after ``stale_claim_s``: the
-one window where a message may go out twice is a crash after the server accepted it and
-before ``sent`` was committed (docs/_parts/alerts.md).
+A row left in ``sending`` by a crashed worker is claimed again after ``stale_claim_s``
+(``alerts.stale_claim_s``), or at once when its worker is known dead (a process of this host
+that no longer exists, :func:`dead_workers`): the one window where a message may go out
+twice is a crash after the server accepted it and before ``sent`` was committed, and the
+resent message carries the same delivery key (docs/decisions.md, "Duplicate window").
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,10 +55,51 @@ class RetryPolicy:
     max_s: float = 6 * 3600.0
     max_attempts: int = 8  # then the delivery is dead until `newswatch alerts retry`
     stale_claim_s: float = 600.0  # a `sending` row older than this belonged to a dead worker
+    # Workers known dead (their claims are taken over at once, whatever their age).
+    dead_workers: frozenset[str] = field(default_factory=frozenset)
 
     def delay(self, attempts: int, retry_after: float | None = None) -> float:
         delay = min(self.base_s * (2 ** max(0, attempts - 1)), self.max_s)
         return max(delay, retry_after or 0.0)
+
+
+def worker_id() -> str:
+    """This process as a claimer: ``host:pid:nonce`` (host and pid let a later run on the
+    same host tell that it died)."""
+    import uuid
+
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False  # exists (another user's), or we cannot tell: wait for the lease
+    return False
+
+
+def dead_workers(store: Store) -> frozenset[str]:
+    """Claimers of ``sending`` rows that are processes of this host which no longer exist.
+
+    A claim of another host, or of a live (or reused) pid, is left to ``stale_claim_s``.
+    """
+    ensure_tables(store)
+    d = schema.alert_deliveries
+    with store.engine.connect() as conn:
+        claimers = [row[0] for row in conn.execute(
+            select(d.c.claimed_by).where(d.c.status == D_SENDING).distinct()) if row[0]]
+    host = socket.gethostname()[:32]
+    dead = set()
+    for claimer in claimers:
+        claim_host, _, rest = claimer.partition(":")
+        pid = rest.partition(":")[0]
+        if claim_host == host and pid.isdigit() and int(pid) != os.getpid() \
+                and _process_gone(int(pid)):
+            dead.add(claimer)
+    return frozenset(dead)
 
 
 def ensure_tables(store: Store) -> None:
@@ -153,10 +198,13 @@ def create_digest(store: Store, *, watch: str, window_key: str, cutoff: datetime
 def _due(now: datetime, policy: RetryPolicy):
     d = schema.alert_deliveries
     stale = now - timedelta(seconds=policy.stale_claim_s)
+    abandoned = d.c.claimed_at < stale
+    if policy.dead_workers:
+        abandoned = or_(abandoned, d.c.claimed_by.in_(sorted(policy.dead_workers)))
     return or_(
         and_(d.c.status.in_([D_PENDING, D_FAILED]),
              or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= now)),
-        and_(d.c.status == D_SENDING, d.c.claimed_at < stale),
+        and_(d.c.status == D_SENDING, abandoned),
     )
 
 

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, update
 
 from pipeline import schema
 from pipeline.search.base import (
+    HybridPolicy,
     SearchBackend,
     SearchDocument,
     SearchHit,
@@ -47,6 +48,7 @@ __all__ = [
     "SearchUnavailable",
     "StoryGroup",
     "group_by_story",
+    "hybrid_policy",
     "index_pending",
     "open_search",
     "parse_since",
@@ -66,6 +68,12 @@ def sqlite_search_path(settings: Settings) -> str:
     return str(Path(settings.data_dir) / "search.db")
 
 
+def hybrid_policy(settings: Settings) -> HybridPolicy:
+    """The default mode's mix, from ``search.similarity_floor`` / ``search.semantic_weight``."""
+    return HybridPolicy(similarity_floor=settings.search.similarity_floor,
+                        semantic_weight=settings.search.semantic_weight)
+
+
 def open_search(settings: Settings, **backend_options: Any) -> SearchBackend:
     """The configured backend: empty ``search.url`` = SQLite FTS5, http(s):// = Elasticsearch.
 
@@ -73,15 +81,16 @@ def open_search(settings: Settings, **backend_options: Any) -> SearchBackend:
     Elasticsearch backend (e.g. ``node_class`` or ``client`` in tests).
     """
     url = settings.search.url.strip()
+    hybrid = hybrid_policy(settings)
     if not url:
         from pipeline.search.sqlite_fts import SqliteSearch
 
-        return SqliteSearch(sqlite_search_path(settings))
+        return SqliteSearch(sqlite_search_path(settings), hybrid=hybrid)
     if url.lower().startswith(("http://", "https://")):
         from pipeline.search.elastic import ElasticSearch
 
         # dims=None: taken from the first embedded document (the model is never loaded here).
-        return ElasticSearch(settings.search, dims=None, **backend_options)
+        return ElasticSearch(settings.search, dims=None, hybrid=hybrid, **backend_options)
     raise ConfigError(f"search.url: must be empty (SQLite) or http(s):// (got {url!r})")
 
 
@@ -182,6 +191,10 @@ def index_pending(store: Store, backend: SearchBackend, run_id: str | None, *,
                   embeddings_lookup: EmbeddingsLookup | None = None) -> dict[str, int]:
     """Bring the index up to date with the records; never raises SearchUnavailable.
 
+    Raises SearchMisconfigured (refused credentials, a live mapping that cannot hold the
+    documents): retrying cannot fix those, so the stage fails with the reason, and the batch
+    stays un-marked for the run after the fix.
+
     Returns ``{"indexed", "rejected", "batches", "unavailable"}`` and counts the same outcomes
     under stage ``index`` for ``run_id``. When the backend is unavailable the current batch
     stays un-marked and the next call picks it up again (upserts make that harmless).
@@ -204,11 +217,56 @@ def reindex(store: Store, backend: SearchBackend,
             batch: int = 500) -> dict[str, int]:
     """Rebuild the index from the records. Raises SearchUnavailable (a user-run command).
 
-    The records are reset first, so a failure half-way leaves them saying "not indexed" and
-    the next ``index_pending`` finishes the job.
+    Every article is written into a fresh target (Elasticsearch: a new backing index, while
+    searches and writes keep using the live one), which then replaces the live index in one
+    step. Only after that are the records told what the index holds: in one transaction every
+    fingerprint is cleared and those of the documents sent are set, so anything written
+    elsewhere meanwhile (a concurrent run into the old index) is sent again by the next run.
+    A failure throws the unfinished target away and leaves the live index and the records
+    as they were.
     """
-    store.reset_indexed()
-    backend.clear()
     counts = {"indexed": 0, "rejected": 0, "batches": 0}
-    return _index_batches(store, backend, counts, batch=batch, embeddings_lookup=None,
-                          on_batch=progress)
+    sent: list[dict[str, Any]] = []
+    target = backend.begin_rebuild()
+    try:
+        rows: list[dict[str, Any]] = []
+        for article in store.iter_articles(batch=batch):
+            rows.append(article)
+            if len(rows) >= batch:
+                _rebuild_batch(store, backend, target, rows, counts, sent, progress)
+                rows = []
+        if rows:
+            _rebuild_batch(store, backend, target, rows, counts, sent, progress)
+        backend.finish_rebuild(target)
+    except BaseException:
+        backend.abort_rebuild(target)
+        raise
+    _replace_index_marks(store, sent)
+    return counts
+
+
+def _rebuild_batch(store: Store, backend: SearchBackend, target: str | None,
+                   articles: list[dict[str, Any]], counts: dict[str, int],
+                   sent: list[dict[str, Any]],
+                   progress: Callable[[int, int], None] | None) -> None:
+    documents = _documents(store, articles, None)
+    accepted = (backend.index(documents, target=target) if target is not None
+                else backend.index(documents))
+    _index_stories(store, backend, articles)
+    sent.extend({"article_id": a["article_id"], "content_hash": a.get("content_hash"),
+                 "story_id": a.get("story_id")} for a in articles)
+    counts["indexed"] += accepted
+    counts["rejected"] += len(articles) - accepted
+    counts["batches"] += 1
+    if progress is not None:
+        progress(counts["indexed"], counts["rejected"])
+
+
+def _replace_index_marks(store: Store, sent: list[dict[str, Any]]) -> None:
+    """The index now holds exactly ``sent``: say so in the records, atomically."""
+    a = schema.articles
+    with store.engine.begin() as conn:
+        conn.execute(update(a).values(indexed_fingerprint=None))
+        for article in sent:
+            conn.execute(update(a).where(a.c.article_id == article["article_id"])
+                         .values(indexed_fingerprint=index_fingerprint(article)))

@@ -8,15 +8,32 @@ always rebuildable from the records (``newswatch reindex``).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from pipeline.settings import SearchSettings
 
 SearchMode = Literal["keyword", "semantic", "hybrid"]
 
 
 class SearchUnavailable(Exception):
     """The search backend cannot be reached; records are safe and indexing catches up later."""
+
+
+class SearchMisconfigured(Exception):
+    """Search cannot work as configured (credentials, privileges, index layout): retrying
+    cannot help, so the stage fails with this one-line reason and the fix it names."""
+
+
+class SearchAccessDenied(SearchMisconfigured):
+    """The cluster refused the credentials (401) or the privileges they carry (403)."""
+
+
+class SearchMappingMismatch(SearchMisconfigured):
+    """The live index cannot hold what this run sends (vector field or dims); the fix is
+    ``newswatch reindex``, which builds a new index with the current layout."""
 
 
 @dataclass(slots=True)
@@ -120,8 +137,19 @@ class SearchBackend(Protocol):
     def ensure_ready(self) -> None:
         """Create indexes/tables on first use; raise SearchUnavailable if unreachable."""
 
-    def index(self, documents: list[SearchDocument]) -> int:
-        """Insert or replace documents by ``article_id``; idempotent. Returns count indexed."""
+    def index(self, documents: list[SearchDocument], *, target: str | None = None) -> int:
+        """Insert or replace documents by ``article_id``; idempotent. Returns count indexed.
+
+        ``target`` is a rebuild started by :meth:`begin_rebuild` (None: the live index)."""
+
+    def begin_rebuild(self) -> str | None:
+        """Start a full rebuild; returns the target to index into (None: the live index)."""
+
+    def finish_rebuild(self, target: str | None) -> None:
+        """Make a rebuild the live index (Elasticsearch: one atomic alias swap)."""
+
+    def abort_rebuild(self, target: str | None) -> None:
+        """Throw a failed rebuild away; the live index is left as it was."""
 
     def delete(self, article_ids: list[str]) -> None: ...
 
@@ -165,6 +193,8 @@ class ParsedQuery:
 
     clauses: tuple[tuple[str, ...], ...] = ()
     excluded: tuple[str, ...] = ()
+    # Per clause: every alternative was typed in quotes (an exact-text demand).
+    quoted: tuple[bool, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -173,6 +203,11 @@ class ParsedQuery:
 
     def phrases(self) -> list[str]:
         return [phrase for clause in self.clauses for phrase in clause]
+
+    def phrase_clauses(self) -> tuple[tuple[str, ...], ...]:
+        """The clauses a semantic neighbour must satisfy too: those typed in quotes."""
+        flags = self.quoted or (False,) * len(self.clauses)
+        return tuple(c for c, q in zip(self.clauses, flags, strict=True) if q)
 
 
 def _searchable(raw: str) -> bool:
@@ -189,10 +224,11 @@ def parse_query_text(text: str | None) -> ParsedQuery:
     Never raises.
     """
     clauses: list[list[str]] = []
+    quoted: list[bool] = []
     excluded: list[str] = []
     pending_or = negate_next = False
     for match in _QUERY_ITEM.finditer(text or ""):
-        dashes, quoted, bare = match.group(1), match.group(2), match.group(3)
+        dashes, quoted_text, bare = match.group(1), match.group(2), match.group(3)
         if bare is not None and not dashes:
             if bare == "OR":
                 pending_or = bool(clauses)
@@ -202,7 +238,8 @@ def parse_query_text(text: str | None) -> ParsedQuery:
             if bare == "NOT":
                 negate_next = True
                 continue
-        raw = " ".join((quoted if quoted is not None else bare or "").split())
+        quoted_item = quoted_text is not None
+        raw = " ".join((quoted_text if quoted_item else bare or "").split())
         if not _searchable(raw):
             continue
         if dashes or negate_next:
@@ -212,10 +249,12 @@ def parse_query_text(text: str | None) -> ParsedQuery:
             pass
         elif pending_or and clauses:
             clauses[-1].append(raw)
+            quoted[-1] = quoted[-1] and quoted_item
         else:
             clauses.append([raw])
+            quoted.append(quoted_item)
         pending_or = negate_next = False
-    return ParsedQuery(tuple(tuple(c) for c in clauses), tuple(excluded))
+    return ParsedQuery(tuple(tuple(c) for c in clauses), tuple(excluded), tuple(quoted))
 
 
 def leading_snippet(text: str, chars: int = 160) -> str:
@@ -236,6 +275,61 @@ def check_query(query: SearchQuery) -> None:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT} (got {query.limit})")
     if query.mode not in ("keyword", "semantic", "hybrid"):
         raise ValueError(f"unknown search mode {query.mode!r} (keyword, semantic or hybrid)")
+
+
+# ---- hybrid ranking (both backends) ---------------------------------------------------------
+
+KEYWORD_DEPTH = MAX_LIMIT  # keyword candidates fused: fixed, so ranking never depends on limit
+SEMANTIC_DEPTH = 200  # nearest admissible neighbours fused
+
+
+@dataclass(frozen=True, slots=True)
+class HybridPolicy:
+    """How the default mode mixes the keyword list with the semantic one.
+
+    ``similarity_floor``: the query-to-article cosine a neighbour needs to join without
+    containing every query word; ``semantic_weight``: its share of the combined score.
+    """
+
+    similarity_floor: float = SearchSettings.model_fields["similarity_floor"].default
+    semantic_weight: float = SearchSettings.model_fields["semantic_weight"].default
+
+
+@dataclass(frozen=True, slots=True)
+class FusedHit:
+    article_id: str
+    score: float
+    keyword_match: bool
+
+
+def fuse_hybrid(keyword: Sequence[tuple[str, float]], semantic: Sequence[tuple[str, float]],
+                policy: HybridPolicy) -> list[FusedHit]:
+    """Combine a BM25 list and a cosine list on one scale, best first.
+
+    ``keyword``: (article_id, bm25 > 0) of the documents that satisfy the whole query.
+    ``semantic``: (article_id, cosine) of the nearest documents that satisfy its phrases,
+    exclusions and filters (every keyword match does, so one missing from this list is no
+    closer than its last entry). Each list is min-max normalised onto [0, 1]: BM25 by its
+    best score with 0 where a document stops matching, cosine between the list's last and
+    best entry; absent = 0. Combined: (1 - w) * keyword + w * semantic. Keyword matches are
+    always kept; a semantic-only neighbour only at or above the similarity floor. Both lists
+    have fixed depths, so the ranking never depends on how many results are asked for.
+    """
+    weight = policy.semantic_weight
+    top_keyword = max((score for _, score in keyword), default=0.0)
+    low = min((cos for _, cos in semantic), default=0.0)
+    high = max((cos for _, cos in semantic), default=0.0)
+    combined: dict[str, float] = {}
+    for doc, score in keyword:
+        combined[doc] = (1 - weight) * (score / top_keyword if top_keyword > 0 else 1.0)
+    for doc, cos in semantic:
+        if doc not in combined and cos < policy.similarity_floor:
+            continue
+        normalised = (cos - low) / (high - low) if high > low else 1.0
+        combined[doc] = combined.get(doc, 0.0) + weight * normalised
+    matched = {doc for doc, _ in keyword}
+    ranked = sorted(combined.items(), key=lambda item: (-item[1], item[0]))
+    return [FusedHit(doc, score, doc in matched) for doc, score in ranked]
 
 
 _RELATIVE = re.compile(r"^(\d+)\s*([hdwm])$")

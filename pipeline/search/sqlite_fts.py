@@ -3,12 +3,11 @@
 Two tables: ``search_docs`` (one row per article: filters, display fields, embedding) and
 ``search_fts``, an FTS5 table over (title, text) whose rowid is ``search_docs.id``. Ranking is
 bm25 with the title weighted 5:1 over the body; semantic search is a numpy brute-force cosine
-over the filtered documents; hybrid fuses both lists with reciprocal rank fusion (k=60).
+over the filtered documents; hybrid combines both on one scale (``base.fuse_hybrid``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 import threading
@@ -22,12 +21,17 @@ import numpy as np
 
 from pipeline.embeddings import pack_vector, unpack_vector
 from pipeline.search.base import (
+    KEYWORD_DEPTH,
+    SEMANTIC_DEPTH,
+    FusedHit,
+    HybridPolicy,
     ParsedQuery,
     SearchDocument,
     SearchHit,
     SearchQuery,
     SearchResults,
     check_query,
+    fuse_hybrid,
     group_by_story,
     leading_snippet,
     parse_query_text,
@@ -36,7 +40,6 @@ from pipeline.search.base import (
 BUSY_TIMEOUT_MS = 30_000
 TITLE_WEIGHT = 5.0  # bm25 column weights: a title match outranks a body-only match
 TEXT_WEIGHT = 1.0
-RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
 SNIPPET_TOKENS = 24
 WRITE_CHUNK = 200  # documents per write transaction: keeps the write lock short
 
@@ -117,19 +120,6 @@ def _sqlite_path(path_or_url: str | Path) -> str:
     return value
 
 
-def rrf_fuse(ranked_lists: Sequence[Sequence[str]], k: int = RRF_K) -> dict[str, float]:
-    """Reciprocal rank fusion: score(d) = sum over lists of 1 / (k + rank), rank from 1.
-
-    Rank-based, so bm25 and cosine need no score normalisation; k=60 damps the head of each
-    list (the value from the original paper, also Elasticsearch's default).
-    """
-    scores: dict[str, float] = {}
-    for ranked in ranked_lists:
-        for rank, doc in enumerate(ranked, start=1):
-            scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
-    return scores
-
-
 class SqliteSearch:
     """FTS5 search in a SQLite file (by default the record store's own file).
 
@@ -139,8 +129,9 @@ class SqliteSearch:
 
     name = "sqlite"
 
-    def __init__(self, path_or_url: str | Path) -> None:
+    def __init__(self, path_or_url: str | Path, hybrid: HybridPolicy | None = None) -> None:
         self.path = _sqlite_path(path_or_url)
+        self.hybrid = hybrid or HybridPolicy()
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._ready = False
@@ -195,8 +186,10 @@ class SqliteSearch:
 
     # ---- writes --------------------------------------------------------------------------
 
-    def index(self, documents: list[SearchDocument]) -> int:
-        """Upsert by article_id: the metadata row is updated in place, its FTS row replaced."""
+    def index(self, documents: list[SearchDocument], *, target: str | None = None) -> int:
+        """Upsert by article_id: the metadata row is updated in place, its FTS row replaced.
+
+        ``target`` is ignored: a SQLite rebuild writes into the live tables."""
         self.ensure_ready()
         for start in range(0, len(documents), WRITE_CHUNK):
             with self._write() as conn:
@@ -246,6 +239,17 @@ class SqliteSearch:
             conn.execute("DELETE FROM search_fts")
             conn.execute("DELETE FROM search_docs")
 
+    def begin_rebuild(self) -> str | None:
+        """Empty the tables; the rebuild writes into them (one file, no alias to swap)."""
+        self.clear()
+        return None
+
+    def finish_rebuild(self, target: str | None) -> None:
+        """Nothing to swap: the rebuilt rows are already live."""
+
+    def abort_rebuild(self, target: str | None) -> None:
+        """Nothing to throw away; the next run's index stage refills what is missing."""
+
     def index_stories(self, stories: list[dict[str, Any]]) -> int:
         """No-op: SQLite search reads stories from the records; kept for API parity with ES."""
         return 0
@@ -257,7 +261,7 @@ class SqliteSearch:
             return int(conn.execute("SELECT count(*) FROM search_docs").fetchone()[0])
 
     def search(self, query: SearchQuery) -> SearchResults:
-        """Keyword (bm25), semantic (cosine) or hybrid (RRF of both); see module docstring."""
+        """Keyword (bm25), semantic (cosine) or hybrid (both on one scale); see the module."""
         check_query(query)
         parsed = parse_query_text(query.text)
         vector = query.vector if query.vector is not None and len(query.vector) else None
@@ -319,12 +323,13 @@ class SqliteSearch:
         hits = [self._hit(row, snippet=row[7], score=-float(row[8])) for row in rows]
         return hits, total
 
-    def _semantic(self, vector: Sequence[float], query: SearchQuery,
-                  depth: int) -> list[SearchHit]:
-        """Brute-force cosine over the filtered documents with an embedding of the same size."""
+    def _nearest(self, vector: Sequence[float], query: SearchQuery, depth: int,
+                 allowed: set[int] | None = None) -> list[tuple[float, str, tuple]]:
+        """Brute-force cosine over the filtered documents with an embedding of the same size
+        (and, if given, a rowid in ``allowed``): (cosine, article_id, row), best first."""
         target = np.asarray(vector, dtype=np.float32)
         norm = float(np.linalg.norm(target))
-        if norm == 0.0:
+        if norm == 0.0 or (allowed is not None and not allowed):
             return []
         target = target / norm
         where, params = self._filters(query)
@@ -333,6 +338,8 @@ class SqliteSearch:
                                 f" WHERE d.embedding IS NOT NULL{where}", params).fetchall()
         scored: list[tuple[float, str, tuple]] = []
         for row in rows:
+            if allowed is not None and row[0] not in allowed:
+                continue
             stored = unpack_vector(row[7])
             if stored.shape != target.shape:
                 continue  # embedded with another model: not comparable
@@ -341,30 +348,84 @@ class SqliteSearch:
                 continue
             scored.append((float(stored @ target) / stored_norm, row[1], row))
         scored.sort(key=lambda item: (-item[0], item[1]))
-        top = scored[:depth]
+        return scored[:depth]
+
+    def _semantic(self, vector: Sequence[float], query: SearchQuery,
+                  depth: int) -> list[SearchHit]:
+        top = self._nearest(vector, query, depth)
         texts = self._texts([row[0] for _, _, row in top])
         return [self._hit(row, snippet=leading_snippet(texts.get(row[0], "")), score=score)
                 for score, _, row in top]
 
+    def _admissible(self, parsed: ParsedQuery) -> set[int] | None:
+        """Rowids a semantic neighbour may come from: containing the query's quoted phrases
+        and none of its exclusions (None: no such demand, every document)."""
+        phrases = parsed.phrase_clauses()
+        if phrases:
+            required = ParsedQuery(phrases, parsed.excluded, (True,) * len(phrases))
+            rows = self._match("SELECT rowid FROM search_fts WHERE search_fts MATCH ?", [],
+                               required, "")
+            return {row[0] for row in rows}
+        if not parsed.excluded:
+            return None
+        excluded = ParsedQuery((parsed.excluded,), (), (True,))
+        rows = self._match("SELECT rowid FROM search_fts WHERE search_fts MATCH ?", [],
+                           excluded, "")
+        with self._read() as conn:
+            every = {row[0] for row in conn.execute("SELECT id FROM search_docs")}
+        return every - {row[0] for row in rows}
+
     def _hybrid(self, parsed: ParsedQuery, vector: Sequence[float],
                 query: SearchQuery) -> tuple[list[SearchHit], int]:
-        """RRF of the keyword top ``max(2*limit, 50)`` and the semantic top ``limit``.
+        """Keyword matches reordered by similarity, plus close neighbours (``fuse_hybrid``).
 
-        total = keyword matches plus semantic neighbours that do not match the keywords (the
-        same "union of both" an Elasticsearch query+knn request reports).
+        total = keyword matches plus the admitted neighbours that do not match the words.
         """
-        keyword_hits, keyword_total = self._keyword(parsed, query, max(2 * query.limit, 50))
-        semantic_hits = self._semantic(vector, query, query.limit)
-        by_id = {hit.article_id: hit for hit in semantic_hits}
-        by_id.update({hit.article_id: hit for hit in keyword_hits})  # keep keyword snippets
-        fused = rrf_fuse([[h.article_id for h in keyword_hits],
-                          [h.article_id for h in semantic_hits]])
-        ranked = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:query.limit]
-        hits = [dataclasses.replace(by_id[article_id], score=score)
-                for article_id, score in ranked]
-        extra = {h.article_id for h in semantic_hits} - self._matching(
-            parsed, query, [h.article_id for h in semantic_hits])
-        return hits, keyword_total + len(extra)
+        if parsed.empty:
+            return [], 0
+        where, params = self._filters(query)
+        base = ("FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid"
+                f" WHERE search_fts MATCH ?{where}")
+        keyword = [(row[0], -float(row[1])) for row in self._match(
+            f"SELECT d.article_id, bm25(search_fts, {TITLE_WEIGHT}, {TEXT_WEIGHT}) AS score"
+            f" {base} ORDER BY score, d.article_id LIMIT ?", [*params, KEYWORD_DEPTH],
+            parsed, query.text)]
+        total_rows = self._match(f"SELECT count(*) {base}", params, parsed, query.text)
+        keyword_total = int(total_rows[0][0]) if total_rows else 0
+        nearest = self._nearest(vector, query, SEMANTIC_DEPTH, self._admissible(parsed))
+        fused = fuse_hybrid(keyword, [(article_id, cos) for cos, article_id, _ in nearest],
+                            self.hybrid)
+        added = [hit.article_id for hit in fused if not hit.keyword_match]
+        if keyword_total > len(keyword):  # the keyword list was cut: some may still match
+            added = sorted(set(added) - self._matching(parsed, query, added))
+        return self._page(parsed, query, fused[:query.limit]), keyword_total + len(added)
+
+    def _page(self, parsed: ParsedQuery, query: SearchQuery,
+              fused: list[FusedHit]) -> list[SearchHit]:
+        """Hits for the fused page: highlighted snippets for matches, the lead otherwise."""
+        wanted = [hit.article_id for hit in fused]
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        with self._read() as conn:
+            rows = {row[1]: row for row in conn.execute(
+                f"SELECT {_HIT_COLUMNS} FROM search_docs d WHERE d.article_id IN ({marks})",
+                wanted)}
+        snippets = {row[0]: row[1] for row in self._match(
+            f"SELECT d.article_id, snippet(search_fts, 1, '[[', ']]', '…', {SNIPPET_TOKENS})"
+            " FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid"
+            f" WHERE search_fts MATCH ? AND d.article_id IN ({marks})", wanted, parsed,
+            query.text)}
+        texts = self._texts([rows[a][0] for a in wanted if a in rows and a not in snippets])
+        hits = []
+        for fused_hit in fused:
+            row = rows.get(fused_hit.article_id)
+            if row is None:  # deleted between the two reads
+                continue
+            snippet = snippets.get(fused_hit.article_id) or leading_snippet(
+                texts.get(row[0], ""))
+            hits.append(self._hit(row, snippet=snippet, score=fused_hit.score))
+        return hits
 
     def _matching(self, parsed: ParsedQuery, query: SearchQuery,
                   article_ids: list[str]) -> set[str]:

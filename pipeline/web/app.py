@@ -29,7 +29,14 @@ from sqlalchemy import func, inspect, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline import schema
-from pipeline.search.base import MAX_LIMIT, SearchResults, SearchUnavailable, parse_since
+from pipeline.sanitize import EARLIEST_DATE, has_control, plausible_date
+from pipeline.search.base import (
+    MAX_LIMIT,
+    SearchMisconfigured,
+    SearchResults,
+    SearchUnavailable,
+    parse_since,
+)
 from pipeline.settings import Settings
 from pipeline.store import FeedRow, Store, open_store
 
@@ -39,6 +46,8 @@ HERE = Path(__file__).parent
 MODES = ("hybrid", "keyword", "semantic")
 FEED_OK = {"ok", "not-modified"}
 _MARK = re.compile(r"\[\[(.+?)\]\]", re.S)
+MAX_TEXT_CHARS = 1000  # longest text parameter (a query, a source name, an id)
+TEXT_PARAMS = ("q", "source", "watch", "mode")
 
 
 class BadRequest(ValueError):
@@ -72,11 +81,39 @@ def _bool_param(value: str | None, name: str, default: bool = False) -> bool:
     raise BadRequest(f"{name} must be true or false (got {value!r})")
 
 
+def _text_param(value: str | None, name: str) -> str | None:
+    """A text parameter as given, or BadRequest when it holds control characters (a NUL
+    reaches no database) or is implausibly long."""
+    if value is None:
+        return None
+    if has_control(value.replace("\t", " ").replace("\n", " ").replace("\r", " ")):
+        raise BadRequest(f"{name}: contains control characters")
+    if len(value) > MAX_TEXT_CHARS:
+        raise BadRequest(f"{name}: longer than {MAX_TEXT_CHARS} characters")
+    return value
+
+
+def _text_params(request: Request) -> None:
+    """Check every text parameter of a request (repeated ones included) before use."""
+    for name in TEXT_PARAMS:
+        for value in request.query_params.getlist(name):
+            _text_param(value, name)
+
+
 def _when(value: str | None, name: str) -> datetime | None:
+    """A since/until value, or BadRequest naming the parameter: unparsable, or outside
+    1990-01-01 .. a day from now (so no window is wider than a few decades)."""
+    _text_param(value, name)
     try:
-        return parse_since(value)
+        when = parse_since(value)
     except ValueError as exc:
         raise BadRequest(f"{name}: {exc}") from None
+    except OverflowError:  # 99999999d: further back than a date can go
+        raise BadRequest(f"{name}: {value!r} is too far back (the earliest is "
+                         f"{EARLIEST_DATE:%Y-%m-%d})") from None
+    if when is not None and plausible_date(when) is None:
+        raise BadRequest(f"{name}: {value!r} is outside {EARLIEST_DATE:%Y-%m-%d} .. tomorrow")
+    return when
 
 
 def _one_line(message: object) -> str:
@@ -382,7 +419,8 @@ def create_app(settings: Settings, *, default_mode: str = "hybrid") -> FastAPI:
         return page(request, "error.html", 400, message=_one_line(exc), title="Bad request")
 
     @app.exception_handler(SearchUnavailable)
-    async def _unavailable(request: Request, exc: SearchUnavailable) -> Response:
+    @app.exception_handler(SearchMisconfigured)
+    async def _unavailable(request: Request, exc: Exception) -> Response:
         message = _one_line(f"search is unavailable: {exc}")
         if is_api(request):
             return JSONResponse({"error": message}, status_code=503)
@@ -405,6 +443,7 @@ def create_app(settings: Settings, *, default_mode: str = "hybrid") -> FastAPI:
 
     @app.get("/api/search")
     def api_search(request: Request) -> JSONResponse:
+        _text_params(request)
         params = dict(request.query_params)
         limit = _int_param(params.get("limit"), "limit", 20)
         by_story = _bool_param(params.get("by_story"), "by_story")
@@ -416,6 +455,7 @@ def create_app(settings: Settings, *, default_mode: str = "hybrid") -> FastAPI:
 
     @app.get("/api/stories")
     def api_stories(request: Request) -> JSONResponse:
+        _text_params(request)
         params = request.query_params
         since = _when(params.get("since"), "since")
         limit = _int_param(params.get("limit"), "limit", 50)
@@ -424,6 +464,7 @@ def create_app(settings: Settings, *, default_mode: str = "hybrid") -> FastAPI:
 
     @app.get("/api/stories/{story_id}")
     def api_story(story_id: str) -> JSONResponse:
+        _text_param(story_id, "story_id")
         story = get_story(ctx.store, story_id)
         if story is None:
             return JSONResponse({"error": f"no story {story_id!r}"}, status_code=404)
@@ -435,6 +476,7 @@ def create_app(settings: Settings, *, default_mode: str = "hybrid") -> FastAPI:
 
     @app.get("/api/alerts")
     def api_alerts(request: Request) -> JSONResponse:
+        _text_params(request)
         params = request.query_params
         since = _when(params.get("since"), "since")
         limit = _int_param(params.get("limit"), "limit", 100)
@@ -445,6 +487,7 @@ def create_app(settings: Settings, *, default_mode: str = "hybrid") -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def search_page(request: Request) -> HTMLResponse:
+        _text_params(request)
         params = {k: v for k, v in request.query_params.items() if k in
                   ("q", "since", "until", "source", "watch", "mode")}
         store = ctx.store
@@ -482,6 +525,7 @@ def create_app(settings: Settings, *, default_mode: str = "hybrid") -> FastAPI:
 
     @app.get("/stories/{story_id}", response_class=HTMLResponse)
     def story_page(request: Request, story_id: str) -> HTMLResponse:
+        _text_param(story_id, "story_id")
         story = get_story(ctx.store, story_id)
         if story is None:
             raise StarletteHTTPException(404, f"no story {story_id}")

@@ -1,0 +1,208 @@
+"""Generated parts of README.md and docs/cli.md, so they cannot drift from the code.
+
+The README holds ``cog`` blocks (https://cog.readthedocs.io) that call these functions;
+``make docs`` rewrites them and ``tests/test_docs.py`` fails when a block is stale, as
+sqlite-utils does for its CLI reference. Sources: the Typer app (commands, their ``--help``),
+the settings model (every key, its default and description), module docstrings (the layout)
+and the benchmark results files (the quality figures).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+REPO = Path(__file__).resolve().parents[1]
+LAYOUT_ROOTS = ("pipeline", "dags", "plugins", "benchmarks", "tests/support", "docs")
+
+
+def out(text: str) -> None:
+    """Emit into the current cog block (print outside cog, for trying things)."""
+    try:
+        import cog  # type: ignore[import-not-found]
+
+        cog.out(text)
+    except (ImportError, AttributeError):
+        print(text, end="")
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+def commands() -> list[tuple[str, Any]]:
+    """Every user-facing command as (``newswatch sub [sub]``, its click command), app order.
+
+    Typer ships its own copy of click, so groups are recognised by ``list_commands``."""
+    from pipeline.cli import app
+
+    found: list[tuple[str, Any]] = []
+
+    def walk(prefix: str, group: Any) -> None:
+        context = group.context_class(group)
+        for name in group.list_commands(context):
+            command = group.get_command(context, name)
+            if command is None or command.hidden:
+                continue
+            found.append((f"{prefix} {name}", command))
+            if hasattr(command, "list_commands"):
+                walk(f"{prefix} {name}", command)
+
+    walk("newswatch", typer.main.get_command(app))
+    return found
+
+
+def _usage(path: str, command: Any) -> str:
+    arguments = [(p.metavar or p.name or "").upper() for p in command.params
+                 if p.param_type_name == "argument"]
+    options = [p.opts[0] for p in command.params
+               if p.param_type_name == "option" and p.opts[0] not in ("--help", "--config")
+               and not p.hidden]
+    shown = " ".join(arguments + [f"[{o}]" for o in options])
+    return f"{path} {shown}".strip()
+
+
+def _summary(command: Any) -> str:
+    text = (command.help or command.short_help or "").strip()
+    return " ".join(text.split("\n\n")[0].split())
+
+
+def cli_table() -> None:
+    """The README's command table: usage (arguments and options) and the first help line."""
+    lines = ["| command | what it does |", "|---|---|"]
+    for path, command in commands():
+        usage = _usage(path, command).replace("|", "\\|")
+        lines.append(f"| `{usage}` | {_summary(command)} |")
+    out("\n".join(lines) + "\n")
+
+
+def help_text(path: str) -> str:
+    """The ``--help`` output of one command, as a terminal 100 columns wide shows it."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, [*path.split()[1:], "--help"], terminal_width=100,
+                                env={"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"})
+    if result.exit_code != 0:
+        raise RuntimeError(f"{path} --help failed: {result.output}")
+    return "\n".join(line.rstrip() for line in result.output.splitlines()).strip() + "\n"
+
+
+def cli_reference() -> None:
+    """docs/cli.md: every command's ``--help``."""
+    for path, _ in commands():
+        out(f"\n## `{path}`\n\n```\n{help_text(path)}```\n")
+
+
+# ---- settings ---------------------------------------------------------------------------------
+
+def _default(field: Any) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+    elif field.default is PydanticUndefined:
+        return "(required)"
+    else:
+        value = field.default
+    if isinstance(value, BaseModel):
+        return ""
+    if isinstance(value, dict):
+        return ", ".join(sorted(value)) or "`{}`"
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list):
+        return f"`{json.dumps(value)}`"
+    if isinstance(value, str) and not value:
+        return '`""`'
+    return f"`{value}`"
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The section model behind a field's type (a model, list[model] or dict[str, model])."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def settings_rows() -> Iterator[tuple[str, str, str]]:
+    """(key, default, meaning) for every setting, sections in model order."""
+    from pipeline.settings import Settings
+
+    def walk(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]:
+        for name, field in model.model_fields.items():
+            if field.exclude:
+                continue
+            key = f"{prefix}{name}"
+            section = _model_of(field.annotation)
+            meaning = " ".join((field.description or "").split())
+            if section is None:
+                yield key, _default(field), meaning
+                continue
+            origin = getattr(field.annotation, "__origin__", None)
+            if origin is list:
+                yield key, _default(field), meaning or (section.__doc__ or "").split("\n")[0]
+                yield from walk(section, f"{key}[].")
+            elif origin is dict:
+                yield key, _default(field), meaning or (section.__doc__ or "").split("\n")[0]
+                yield from walk(section, f"{key}.<name>.")
+            else:
+                yield from walk(section, f"{key}.")
+
+    yield from walk(Settings, "")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def settings_table() -> None:
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, meaning in settings_rows():
+        lines.append(f"| `{key}` | {_cell(default)} | {_cell(meaning)} |")
+    out("\n".join(lines) + "\n")
+
+
+# ---- layout -----------------------------------------------------------------------------------
+
+def _first_sentence(path: Path) -> str:
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    sentence = re.split(r"(?<=[.!?])\s", paragraph, maxsplit=1)[0]
+    return sentence.replace("``", "`")
+
+
+def layout_entries() -> list[tuple[str, str]]:
+    """(path, one line) for every module and package under the layout roots."""
+    rows: list[tuple[str, str]] = []
+    for root in LAYOUT_ROOTS:
+        for path in sorted((REPO / root).rglob("*.py")):
+            rel = path.relative_to(REPO)
+            if "versions" in rel.parts or path.name.startswith("test_"):
+                continue
+            shown = f"{rel.parent}/" if path.name == "__init__.py" else str(rel)
+            rows.append((shown, _first_sentence(path)))
+    return rows
+
+
+def layout() -> None:
+    width = max(len(p) for p, _ in layout_entries()) + 2
+    body = "\n".join(f"{p:<{width}}{line}" for p, line in layout_entries())
+    out(f"```\n{body}\n```\n")
+
+
+# ---- benchmark figures --------------------------------------------------------------------------
+
+def results(name: str) -> dict[str, Any]:
+    return json.loads((REPO / "benchmarks" / "results" / f"{name}.json").read_text("utf-8"))
