@@ -4,8 +4,10 @@
     .venv/bin/python benchmarks/bad_input.py drip-host [--drip-articles 500 --fast-articles 50]
 
 ``big-feed`` serves one fictional RSS feed of N entries from a local server and times, in one
-process and one run: parsing it, storing its entries one transaction per entry (the old
-``Store.upsert_entry`` loop) and in one transaction (``Store.upsert_entries``, what the
+process and one run: parsing it (with feedparser, then with the shipped defaults, which read
+a feed this large with the streaming parser of ``pipeline/feedfast.py``), storing its
+entries one transaction per entry (the old ``Store.upsert_entry`` loop, skipped with
+``--no-per-entry-store``) and in one transaction (``Store.upsert_entries``, what the
 stage does now), each into a fresh SQLite store, and the whole fetch stage (fetch + parse +
 store) with the shipped defaults. The per-entry/batched ratio is the figure to trust on a
 shared machine; seconds are wall time.
@@ -101,17 +103,25 @@ def settings_for(db: Path, feeds: list[str]) -> Settings:
                     fetch={"allow_private_networks": True})
 
 
-def run_big_feed(entries: int) -> dict[str, Any]:
+def run_big_feed(entries: int, per_entry_store: bool = True) -> dict[str, Any]:
     body = big_feed(entries)
     _Handler.feed = body
     server = serve()
     url = f"http://127.0.0.1:{server.server_address[1]}/feed.xml"
     result: dict[str, Any] = {"entries": entries, "feed_bytes": len(body)}
     with tempfile.TemporaryDirectory() as tmp:
+        headers = {"content-type": "application/rss+xml"}
         started, cpu = time.perf_counter(), time.process_time()
-        parsed = parse_feed(body, url, {"content-type": "application/rss+xml"})
+        parse_feed(body, url, headers, fast_min_bytes=None)  # feedparser, the old path
+        result["parse_feedparser_s"] = round(time.perf_counter() - started, 2)
+        result["parse_feedparser_cpu_s"] = round(time.process_time() - cpu, 2)
+        started, cpu = time.perf_counter(), time.process_time()
+        parsed = parse_feed(body, url, headers,
+                            fast_min_bytes=Settings().fetch.fast_parse_min_bytes)
         result["parse_s"] = round(time.perf_counter() - started, 2)
         result["parse_cpu_s"] = round(time.process_time() - cpu, 2)
+        result["parse_cpu_ratio"] = round(result["parse_feedparser_cpu_s"]
+                                          / max(result["parse_cpu_s"], 1e-9), 1)
 
         def store_with(name: str, write) -> float:
             store = open_store(f"sqlite:///{Path(tmp) / name}.db")
@@ -127,11 +137,13 @@ def run_big_feed(entries: int) -> dict[str, Any]:
             for entry in items:
                 store.upsert_entry(feed_id, "Big", entry)
 
-        result["store_per_entry_s"] = store_with("per_entry", per_entry)
+        if per_entry_store:
+            result["store_per_entry_s"] = store_with("per_entry", per_entry)
         result["store_one_transaction_s"] = store_with(
             "batched", lambda store, feed_id, items: store.upsert_entries(feed_id, "Big", items))
-        result["store_ratio"] = round(result["store_per_entry_s"]
-                                      / max(result["store_one_transaction_s"], 1e-9), 1)
+        if per_entry_store:
+            result["store_ratio"] = round(result["store_per_entry_s"]
+                                          / max(result["store_one_transaction_s"], 1e-9), 1)
         settings = settings_for(Path(tmp) / "stage.db", [url])
         store = open_store(settings.store.url)
         store.sync_feeds(settings.enabled_feeds())
@@ -140,10 +152,9 @@ def run_big_feed(entries: int) -> dict[str, Any]:
         result["fetch_stage_s"] = round(time.perf_counter() - begin, 2)
         result["fetch_stage_outcome"] = report.outcome
         result["fetch_stage_new"] = report.new
-        # The stage before this change: the same fetch and parse, entries one per transaction.
-        result["fetch_stage_before_estimate_s"] = round(
-            result["fetch_stage_s"] - result["store_one_transaction_s"]
-            + result["store_per_entry_s"], 2)
+        # The stage with feedparser for every feed: the same fetch and store.
+        result["fetch_stage_feedparser_estimate_s"] = round(
+            result["fetch_stage_s"] - result["parse_s"] + result["parse_feedparser_s"], 2)
         store.close()
     server.shutdown()
     return result
@@ -194,14 +205,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("case", choices=["big-feed", "drip-host"])
     parser.add_argument("--entries", type=int, default=50_000)
+    parser.add_argument("--no-per-entry-store", action="store_true",
+                        help="big-feed: skip timing the old one-transaction-per-entry store "
+                        "(minutes at 50,000 entries)")
     parser.add_argument("--drip-articles", type=int, default=500)
     parser.add_argument("--fast-articles", type=int, default=50)
     args = parser.parse_args()
     print(f"running {args.case} ...", flush=True)
-    figures = (run_big_feed(args.entries) if args.case == "big-feed"
+    figures = (run_big_feed(args.entries, not args.no_per_entry_store)
+               if args.case == "big-feed"
                else run_drip_host(args.drip_articles, args.fast_articles))
     print(json.dumps(figures, indent=2))
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    previous = results.get(args.case) or {}
+    if args.case == "big-feed" and "store_per_entry_s" not in figures:
+        # Not re-timed: keep the earlier run's per-entry figures, marked as such.
+        earlier = previous.get("earlier_run") or {
+            k: previous[k] for k in ("store_per_entry_s", "store_one_transaction_s",
+                                     "store_ratio", "measured_at") if k in previous}
+        if earlier:
+            figures["earlier_run"] = earlier
     results[args.case] = {**figures, "machine": platform.machine(),
                           "python": platform.python_version(),
                           "measured_at": datetime.now(UTC).strftime("%Y-%m-%d")}

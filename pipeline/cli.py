@@ -411,8 +411,9 @@ def match(
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Test a watch: score a JSONL file ({"id", "score", "relevant"} per article), or preview
-    what it would have alerted on in the store. Sends nothing, writes nothing to the store."""
+    """Test a watch: score a JSONL file ({"id", "score", "relevant", "passage", "reasons"} per
+    article; the passage is where the article talks about the topic), or preview what it
+    would have alerted on in the store. Sends nothing, writes nothing to the store."""
     from pipeline.match import UnknownWatchError, find_watch
 
     settings = get_settings(config)

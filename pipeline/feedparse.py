@@ -20,6 +20,7 @@ import feedparser
 import lxml.etree
 import lxml.html
 
+from pipeline.feedfast import parse_large_feed
 from pipeline.models import FeedEntry, ParsedFeed
 from pipeline.sanitize import (
     plausible_date,
@@ -321,7 +322,8 @@ def _parse_json_feed(content: bytes, url: str, headers: dict[str, str]) -> Parse
     return ParsedFeed(title=title[:1000] if title else None, entries=entries)
 
 
-def parse_feed(content: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
+def parse_feed(content: bytes, url: str, headers: dict[str, str], *,
+               fast_min_bytes: int | None = None) -> ParsedFeed:
     """Parse a fetched feed body. Raises FeedParseError when it holds nothing usable.
 
     ``headers`` (the response's, lower-case names) give feedparser the charset; the final
@@ -329,6 +331,10 @@ def parse_feed(content: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
     feedparser would first try them as a *file name* (and a str as a URL to fetch).
     HTML sanitising and relative-URI rewriting inside content are off: text is extracted
     here and markup discarded, so they would only cost time.
+
+    A body of at least ``fast_min_bytes`` (None = never) that is well-formed RSS 2.0 or Atom
+    is read by the streaming parser of :mod:`pipeline.feedfast` instead (the same fields,
+    about ten times faster); anything else still goes to feedparser.
     """
     if not content or not content.strip():
         raise FeedParseError("empty document")
@@ -336,6 +342,11 @@ def parse_feed(content: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
     response_headers = {k.lower(): v for k, v in headers.items()}
     if _looks_like_json(content, response_headers.get("content-type", "")):
         return _with_plausible_dates(_parse_json_feed(content, url, response_headers))
+    if fast_min_bytes is not None and len(content) >= fast_min_bytes:
+        raw = parse_large_feed(content, url)
+        if raw is not None:
+            return _with_plausible_dates(_mapped(raw, raw["entries"], url,
+                                                 response_headers, None))
     response_headers["content-location"] = url
     response_headers.pop("content-encoding", None)  # the fetcher already decoded the body
     try:
@@ -351,12 +362,21 @@ def parse_feed(content: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
             raise FeedParseError(_bozo_reason(result) or "not a feed (no RSS/Atom/JSON Feed)")
         if result.get("bozo") and not title:
             raise FeedParseError(_bozo_reason(result) or "ill-formed feed")
-    base = url  # feedparser already applied xml:base; what is left is relative to the feed
+    return _with_plausible_dates(_mapped(feed, raw_entries, url, response_headers,
+                                         _bozo_reason(result)))
+
+
+def _mapped(feed: Any, raw_entries: list[Any], base: str, response_headers: dict[str, str],
+            bozo_reason: str | None) -> ParsedFeed:
+    """Raw feed fields (feedparser's, or the fast path's in the same vocabulary) -> models.
+
+    ``base`` is the feed's URL: xml:base is already applied; what is left is relative to it.
+    """
+    title = _text_of(feed.get("title_detail"), feed.get("title")) or None
     feed_language = _language(feed.get("language"), response_headers.get("content-language"))
     entries = [_entry(entry, base, feed_language) for entry in raw_entries]
-    return _with_plausible_dates(ParsedFeed(
-        title=title[:1000] if title else None, entries=entries,
-        ttl_s=_ttl_seconds(feed.get("ttl")), bozo_reason=_bozo_reason(result)))
+    return ParsedFeed(title=title[:1000] if title else None, entries=entries,
+                      ttl_s=_ttl_seconds(feed.get("ttl")), bozo_reason=bozo_reason)
 
 
 def _with_plausible_dates(parsed: ParsedFeed) -> ParsedFeed:

@@ -144,7 +144,8 @@ def _fetch_feed(store: Store, fetcher: Fetcher, feed: FeedRow, settings: Setting
 
     if outcome == "ok":
         try:
-            parsed = parse_feed(result.content, result.url, result.headers)
+            parsed = parse_feed(result.content, result.url, result.headers,
+                                fast_min_bytes=fetch.fast_parse_min_bytes)
         except FeedParseError as exc:
             outcome, error = "parse-error", exc.reason
         else:

@@ -3,7 +3,9 @@
 Two uses, one scorer (``pipeline.relevance``, exactly as the alert stage runs it):
 
 * ``match_records`` scores articles (``pipeline.article_input``, the ``cluster`` format) and
-  returns ``{"id", "score", "relevant"}`` per article, in input order;
+  returns ``{"id", "score", "relevant", "passage", "reasons"}`` per article, in input order:
+  ``passage`` is where the article talks about the topic (``where``: lead or body,
+  ``quote``: its keyword sentence, ``text``: the passage scored), null without a keyword;
 * ``preview_stories`` scores the stories active in the store since a date and returns what
   the watch would have alerted on. It only reads: no alert, no ledger row, no cached score
   is written, so a watch can be tested before it is enabled.
@@ -65,10 +67,11 @@ def _chunked_scores(watch: WatchConfig, records: list[dict[str, Any]], settings:
 
 def match_records(watch: WatchConfig, records: list[dict[str, Any]], settings: Settings, *,
                   progress: Progress | None = None) -> list[dict[str, Any]]:
-    """``{"id", "score", "relevant"}`` per record, in input order."""
+    """``{"id", "score", "relevant", "passage", "reasons"}`` per record, in input order."""
     rows = [{"title": r.get("title") or "", "text": r.get("text") or ""} for r in records]
     scores = _chunked_scores(watch, rows, settings, progress)
-    return [{"id": record["id"], "score": round(score.score, 4), "relevant": score.relevant}
+    return [{"id": record["id"], "score": round(score.score, 4), "relevant": score.relevant,
+             "passage": score.passage, "reasons": score.reasons}
             for record, score in zip(records, scores, strict=True)]
 
 
@@ -88,6 +91,7 @@ class StoryMatch:
     last_seen_at: datetime | None
     reasons: list[str]
     best_article: str | None
+    passage: dict[str, str] | None  # where the best article talks about the topic
 
     def to_json(self) -> dict[str, Any]:
         return {"story_id": self.story_id, "title": self.title, "score": round(self.score, 4),
@@ -95,7 +99,7 @@ class StoryMatch:
                 "article_count": self.article_count,
                 "first_seen_at": _iso(self.first_seen_at),
                 "last_seen_at": _iso(self.last_seen_at), "reasons": self.reasons,
-                "best_article": self.best_article}
+                "best_article": self.best_article, "passage": self.passage}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -142,6 +146,7 @@ def preview_stories(store: Store, settings: Settings, watch: WatchConfig, since:
             score=best.score, relevant=any(s.relevant for s, _ in scored), sources=sources,
             article_count=story["article_count"] or len(arts),
             first_seen_at=story["first_seen_at"], last_seen_at=story["last_seen_at"],
-            reasons=best.reasons, best_article=best_art["url"] or best_art["link"]))
+            reasons=best.reasons, best_article=best_art["url"] or best_art["link"],
+            passage=best.passage))
     out.sort(key=lambda m: (not m.relevant, -m.score, m.story_id))
     return out

@@ -77,6 +77,11 @@ class FetchSettings(Section):
     stage_budget_s: float | None = Field(
         600.0, gt=0, description="time budget of the fetch stage in one run; feeds not "
         "started by then stay due for the next run (null = no budget)")
+    fast_parse_min_bytes: int | None = Field(
+        1_000_000, ge=0, description="feeds at least this large that are well-formed RSS 2.0 "
+        "or Atom are read by a streaming parser (lxml) instead of feedparser, several times "
+        "faster on tens of thousands of entries; others still go to feedparser (0 = always "
+        "try it, null = never)")
     host_budget_s: float | None = Field(
         180.0, gt=0, description="request time one host may use per stage and run (feeds "
         "and pages counted separately); its remaining work waits for the next run, so one "
@@ -188,8 +193,9 @@ class WatchConfig(Section):
     exclude: list[str] = Field(default_factory=list, description="a term in an article's title "
                                "or lead sets its score to 0")
     min_score: float = Field(0.5, ge=0, le=1, description="alert when the relevance score "
-                             "(pipeline/relevance.py) reaches this; 0.5 = the threshold picked by "
-                             "cross-validation (docs/decisions.md, Watch relevance)")
+                             "(pipeline/relevance.py) reaches this; 0.5 = the threshold picked "
+                             "with the shipped coefficients on the labelled Taiwan file "
+                             "(docs/decisions.md, Watch relevance)")
     channels: list[str] = Field(default_factory=lambda: ["console"])
     mode: Literal["immediate", "digest"] = "immediate"
     digest_at: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")

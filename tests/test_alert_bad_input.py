@@ -197,3 +197,56 @@ def test_slack_timeout_also_opens_the_circuit(store, http_server):
                         rules=AlertRules(smtp_timeout_s=1))
     assert counts["failed"] == 1 and counts["skipped-channel-down"] == 2
     assert len(http_server.requests(HOOK)) == 1
+
+
+# ---- one story's failure is its own ------------------------------------------------------------
+
+class ChokingScorer(FakeScorer):
+    """FakeScorer that raises on any batch holding a title with 'Boom' (a text the model
+    cannot take), as a real scorer raises for the whole batch."""
+
+    def __call__(self, watch, records):
+        if any("Boom" in r["title"] for r in records):
+            raise ValueError("cannot score this text")
+        return super().__call__(watch, records)
+
+
+def test_a_story_whose_scoring_raises_costs_only_itself(store, tmp_path):
+    from tests.test_alert_engine import T0 as start
+
+    path = tmp_path / "outbox.jsonl"
+    settings = make_settings({"outbox": {"type": "file", "path": str(path)}})
+    add_articles(store, "s1", [("A", "Taiwan Boom report")], start)
+    add_articles(store, "s2", [("B", "Taiwan strait patrol")], start)
+    counts = run_alerts(store, settings, "r1", now=start, scorer=ChokingScorer())  # no raise
+    assert counts["item-error"] == 1 and counts["new"] == 1
+    assert store.run_counts("r1")["alerts"]["item-error"] == 1
+    assert [line["title"] for line in outbox(path)] == ["Taiwan strait patrol"]
+    # Scored again on the next run (nothing cached for it), and alerted once it can be.
+    counts = run_alerts(store, settings, "r2", now=start + timedelta(minutes=5),
+                        scorer=FakeScorer())
+    assert counts["new"] == 1 and "item-error" not in counts
+    assert sorted(line["title"] for line in outbox(path)) == [
+        "Taiwan Boom report", "Taiwan strait patrol"]
+
+
+def test_a_story_whose_message_cannot_be_rendered_costs_only_itself(store, tmp_path,
+                                                                      monkeypatch):
+    from tests.test_alert_engine import T0 as start
+
+    path = tmp_path / "outbox.jsonl"
+    settings = make_settings({"outbox": {"type": "file", "path": str(path)}})
+    add_articles(store, "s1", [("A", "Taiwan quake")], start)
+    add_articles(store, "s2", [("B", "Taiwan election")], start)
+    real_message = engine._message
+
+    def message(store_, watch, kind, story, *args, **kwargs):
+        if story["story_id"] == "s1":
+            raise KeyError("template field")
+        return real_message(store_, watch, kind, story, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_message", message)
+    counts = run_alerts(store, settings, "r1", now=start, scorer=FakeScorer())
+    assert counts["item-error"] == 1 and counts["new"] == 1 and counts["sent"] == 1
+    assert [line["title"] for line in outbox(path)] == ["Taiwan election"]
+    assert len(ledger.list_alerts(store)) == 1  # nothing half-made for s1

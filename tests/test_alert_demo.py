@@ -2,9 +2,10 @@
 
 Two runs over the sample site alert on each of its Taiwan stories exactly once, and never
 on a story that only mentions Taiwan in passing. The truth is examples/sample_site/
-manifest.json (`taiwan_relevant`, judged by reading each page). The Qin Gang pair (the user's
-own example) must be one story that alerts once: with the fictional pair everywhere, and with
-the user's real seed articles where they are beside the checkout.
+manifest.json (`taiwan_relevant`, judged by reading each page with the rubric of issue
+13). The Qin Gang pair (the user's own example) must be one story that alerts once: with the
+fictional pair everywhere, and with the user's real seed articles where they are beside the
+checkout.
 """
 
 from __future__ import annotations

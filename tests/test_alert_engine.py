@@ -154,6 +154,25 @@ def test_new_story_alerts_once_per_channel_and_reruns_send_nothing(
         "mail": "sent", "outbox": "sent", "slack": "sent"}
 
 
+def test_one_member_making_the_point_makes_the_story_relevant_with_its_reasons(
+        store, scorer, file_only, outbox_path):
+    """The story's verdict comes from its members together: the relevant one decides, the
+    alert says how many agree and quotes that member's reasons; nothing is scored twice."""
+    settings = make_settings(file_only)
+    add_articles(store, "s1", [("Harbor Post", "Ministers meet for talks"),
+                               ("Pacific Wire", "Taiwan is the biggest obstacle, minister says"),
+                               ("Meridian Daily", "Talks end without a deal")], T0)
+    counts = run_alerts(store, settings, "r1", now=T0, scorer=scorer)
+    assert counts["new"] == 1 and counts["scored"] == 3
+    (line,) = outbox(outbox_path)
+    assert line["reasons"] == ["1 of 3 articles relevant, quoted: Pacific Wire",
+                               "'Taiwan' in the title"]
+    assert line["score"] == 0.9 and line["article_count"] == 3
+    add_articles(store, "s1", [("Harbor Post", "Talks: the reaction")], T0)
+    counts = run_alerts(store, settings, "r2", now=T0 + timedelta(minutes=5), scorer=scorer)
+    assert counts["scored"] == 1 and counts["score-cached"] == 3  # only the new member
+
+
 def test_changed_article_text_is_rescored(store, scorer, file_only):
     settings = make_settings(file_only)
     add_articles(store, "s1", [("A", "Election campaign opens")], T0)

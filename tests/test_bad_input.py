@@ -226,6 +226,39 @@ def test_a_feeds_entries_are_written_in_one_transaction(http_server, store):
     assert len(transactions) < 20  # was one per entry (300+)
 
 
+def test_a_large_feed_is_streamed_and_stores_what_feedparser_would(http_server, tmp_path,
+                                                                   monkeypatch):
+    """Past ``fetch.fast_parse_min_bytes`` the feed stage reads the feed with the streaming
+    parser (not feedparser), and the stored articles are the same as feedparser's."""
+    import feedparser
+
+    items = [item(f"Item {n} &amp; more", f"/news/{n}", f"&lt;p&gt;Text {n}&lt;/p&gt;",
+                  "Mon, 02 Jun 2025 10:00:00 GMT") for n in range(200)]
+    http_server.route("/feed.xml", body=rss(*items))
+    url = http_server.url("/feed.xml")
+
+    def stored(threshold: int | None) -> list[tuple]:
+        db = open_store("sqlite:///" + str(tmp_path / f"t{threshold}.db"))
+        [report] = fetch(db, settings_for([url], fast_parse_min_bytes=threshold))
+        assert report.outcome == "ok" and report.new == 200
+        a = schema.articles
+        with db.engine.connect() as conn:
+            rows = conn.execute(a.select().order_by(a.c.article_id)).mappings().all()
+        db.close()
+        return [(r["article_id"], r["url"], r["entry_title"], r["entry_summary"],
+                 r["published_at"]) for r in rows]
+
+    with_feedparser = stored(None)
+    calls = []
+    real_parse = feedparser.parse
+    monkeypatch.setattr(feedparser, "parse", lambda *a, **k: calls.append(1) or real_parse(
+        *a, **k))
+    streamed = stored(1000)  # the feed is ~20 kB
+    assert calls == []  # feedparser was not asked
+    assert streamed == with_feedparser
+    assert with_feedparser[0][2].startswith("Item ") and "&" in with_feedparser[0][2]
+
+
 # ---- time budgets and per-host fairness ----------------------------------------------------------
 
 def test_stage_budget_leaves_the_rest_due_for_the_next_run(http_server, store):

@@ -306,3 +306,40 @@ def test_the_index_stage_fails_with_the_one_line_reason(node, store, tmp_path, m
     assert report.errors["index"].startswith("SearchMappingMismatch: ")
     assert "newswatch reindex" in report.errors["index"]
     assert len(store.articles_needing_index()) == 2
+
+
+def test_a_document_the_cluster_refuses_whole_costs_only_itself(node, store):
+    """A bulk request holding one oversized document is refused as a whole (413): the
+    batch falls back to one document at a time and only that one is an item-error."""
+    from pipeline.search import index_pending
+
+    ids = _articles(store, 4)
+    too_big = ids[2]
+    answer = node._answer.__func__
+
+    def refuse_big(cls, method, path, params, body):
+        if path.endswith("/_bulk") and any(line.get("index", {}).get("_id") == too_big
+                                           for line in body):
+            return cls._error(413, "request_entity_too_large", "content too long")
+        return answer(cls, method, path, params, body)
+
+    node._answer = classmethod(refuse_big)
+    es = _es(node, vectors=False)
+    run = store.start_run()
+    counts = index_pending(store, es, run)  # used to fail the stage in every run
+    assert counts["indexed"] == 3 and counts["item-error"] == 1
+    assert store.run_counts(run)["index"] == {"indexed": 3, "item-error": 1}
+    docs = next(iter(node.indices.values()))["docs"]
+    assert sorted(docs) == sorted(set(ids) - {too_big})
+    assert store.articles_needing_index() == []
+
+
+def test_a_non_finite_embedding_is_left_out_not_sent(node):
+    from pipeline.search.base import SearchDocument
+
+    es = _es(node, dims=DIMS)
+    bad = [float("nan")] * DIMS
+    assert es.index([SearchDocument(article_id="a1", title="Taiwan", text="", url=None,
+                                    source=None, published_at=None, embedding=bad)]) == 1
+    docs = next(iter(node.indices.values()))["docs"]
+    assert "embedding" not in docs["a1"]

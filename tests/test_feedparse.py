@@ -238,3 +238,98 @@ def test_html_to_text(markup, text):
 ])
 def test_plain_to_text(text, expected):
     assert plain_to_text(text) == expected
+
+
+# ---- the streaming fast path for very large feeds (pipeline/feedfast.py) ---------------------
+
+FAST_ATOM = b"""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xml:lang="fr" xml:base="https://atom.example/">
+  <title type="html">Le &lt;b&gt;Journal&lt;/b&gt;</title>
+  <entry xml:base="/section/">
+    <title type="text">R&#233;forme &lt;adopt&#233;e&gt;</title>
+    <link rel="alternate" href="item-1"/>
+    <link rel="enclosure" href="https://cdn.atom.example/a.mp3"/>
+    <id>urn:uuid:0b1e</id>
+    <published>2025-02-01T08:00:00Z</published>
+    <updated>2025-02-02T09:30:00+01:00</updated>
+    <author><name>Claire Auteur</name><email>claire@atom.example</email></author>
+    <summary type="xhtml"><div xmlns="http://www.w3.org/1999/xhtml"><p>Un
+      <b>r&#233;sum&#233;</b>.</p></div></summary>
+    <content type="html">&lt;p&gt;Le texte complet.&lt;/p&gt;</content>
+  </entry>
+  <entry>
+    <title>Sans lien</title>
+    <id>https://atom.example/permalink/2</id>
+    <updated>2025-02-03T00:00:00Z</updated>
+  </entry>
+</feed>"""
+
+FAST_RSS_EXTRAS = b"""<?xml version="1.0"?>
+<rss version="2.0" xmlns:a10="http://www.w3.org/2005/Atom"
+     xmlns:dc="http://purl.org/dc/elements/1.1/" xml:base="https://rss.example/news/">
+<channel><title>Extras</title><language>de</language>
+  <item><title>Relative guid</title><guid>item-7</guid>
+    <author>The Desk</author><dc:date>2025-03-01T10:00:00Z</dc:date></item>
+  <item><a10:link href="https://rss.example/a/8"/><dc:title>Atom link inside RSS</dc:title>
+    <a10:author><a10:name>Rolf</a10:name></a10:author>
+    <a10:updated>2025-03-02T10:00:00Z</a10:updated></item>
+  <item><title>Not a permalink</title><guid isPermalink="false">id-9</guid>
+    <link>relative/9</link></item>
+</channel></rss>"""
+
+
+@pytest.mark.parametrize("body", [RSS, FAST_ATOM, FAST_RSS_EXTRAS],
+                         ids=["rss", "atom", "rss-extras"])
+def test_fast_path_reads_what_feedparser_reads(body):
+    slow = parse_feed(body, FEED_URL, XML, fast_min_bytes=None)
+    fast = parse_feed(body, FEED_URL, XML, fast_min_bytes=0)
+    assert fast.title == slow.title and fast.ttl_s == slow.ttl_s
+    assert fast.entries == slow.entries
+    assert len(fast.entries) >= 2 and fast.bozo_reason is None
+
+
+def test_fast_path_fields_of_an_atom_entry():
+    first, second = parse_feed(FAST_ATOM, FEED_URL, XML, fast_min_bytes=0).entries
+    assert first.link == "https://atom.example/section/item-1"
+    assert first.title == "Réforme <adoptée>" and first.summary == "Un résumé."
+    assert first.content == "Le texte complet." and first.authors == ["Claire Auteur"]
+    assert first.published_at == datetime(2025, 2, 1, 8, tzinfo=UTC)
+    assert first.updated_at == datetime(2025, 2, 2, 8, 30, tzinfo=UTC)
+    assert first.language == "fr" and first.guid == "urn:uuid:0b1e"
+    assert second.link == "https://atom.example/permalink/2"  # the id stands in for a link
+    assert second.published_at is None
+
+
+@pytest.mark.parametrize("body", [
+    b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY e "x">]><rss version="2.0"><channel>'
+    b"<item><title>&e;</title><link>https://a.example/1</link></item></channel></rss>",
+    b'<?xml version="1.0"?><!--' + b"x" * 5000 + b'--><!DOCTYPE rss [<!ENTITY e "x">]>'
+    b'<rss version="2.0"><channel><item><title>&e;</title><link>https://a.example/4</link>'
+    b"</item></channel></rss>",
+    b'<rss version="2.0"><channel><item><title>Unclosed</title></channel></rss>',
+    b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
+    b'xmlns="http://purl.org/rss/1.0/"><item><title>RSS 1.0</title>'
+    b"<link>https://a.example/2</link></item></rdf:RDF>",
+    b'<rss version="0.91"><channel><item><title>Old</title>'
+    b"<link>https://a.example/3</link></item></channel></rss>",
+], ids=["dtd", "dtd-after-a-long-comment", "ill-formed", "rss1", "rss091"])
+def test_fast_path_declines_what_only_feedparser_should_read(body):
+    from pipeline.feedfast import parse_large_feed
+
+    assert parse_large_feed(body, FEED_URL) is None
+    assert parse_feed(body, FEED_URL, XML, fast_min_bytes=0).entries  # feedparser reads it
+
+
+def test_fast_path_is_used_from_the_configured_size_on(monkeypatch):
+    import pipeline.feedfast
+    import pipeline.feedparse
+
+    calls = []
+    real = pipeline.feedfast.parse_large_feed
+    monkeypatch.setattr(pipeline.feedparse, "parse_large_feed",
+                        lambda body, url: calls.append(len(body)) or real(body, url))
+    parse_feed(RSS, FEED_URL, XML, fast_min_bytes=len(RSS) + 1)
+    parse_feed(RSS, FEED_URL, XML, fast_min_bytes=None)
+    assert calls == []
+    parse_feed(RSS, FEED_URL, XML, fast_min_bytes=len(RSS))
+    assert calls == [len(RSS)]

@@ -282,10 +282,10 @@ def test_unexpected_exception_is_contained(http_server, store, monkeypatch):
     http_server.route("/boom", body=rss(("B", "https://example.com/b")))
     real_parse = feeds_module.parse_feed
 
-    def flaky_parse(content, url, headers):
+    def flaky_parse(content, url, headers, **options):
         if url.endswith("/boom"):
             raise RuntimeError("parser bug")
-        return real_parse(content, url, headers)
+        return real_parse(content, url, headers, **options)
 
     monkeypatch.setattr(feeds_module, "parse_feed", flaky_parse)
     reports = run(store, make_settings(http_server, "/good", "/boom"))

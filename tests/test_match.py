@@ -167,7 +167,11 @@ def test_input_mode_writes_one_line_per_article_in_order(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["id"] for line in lines] == ["pla", "phone", 3, "headline"]
-    assert all(set(line) == {"id", "score", "relevant"} for line in lines)
+    assert all(set(line) == {"id", "score", "relevant", "passage", "reasons"}
+               for line in lines)
+    passage = lines[0]["passage"]  # where the article talks about Taiwan, and what it says
+    assert passage["where"] == "lead" and "exercises around Taiwan" in passage["quote"]
+    assert passage["quote"].strip("…") in passage["text"] and lines[2]["passage"] is None
     verdicts = {line["id"]: line["relevant"] for line in lines}
     assert verdicts == {"pla": True, "phone": False, 3: False, "headline": True}
     by_id = {line["id"]: line["score"] for line in lines}
@@ -227,6 +231,7 @@ def test_since_mode_previews_stories_and_writes_nothing(tmp_path: Path) -> None:
     assert drills["relevant"] and drills["score"] > 0.75 and drills["sources"] == ["Alpha",
                                                                                     "Beta"]
     assert drills["title"] == PLA_TITLE and any("in title" in r for r in drills["reasons"])
+    assert drills["passage"]["where"] == "lead" and "Taiwan" in drills["passage"]["quote"]
     assert not phone["relevant"] and phone["score"] < 0.1
 
     table = runner.invoke(app, ["match", "--watch", "taiwan", "--since", "7d", "--config",

@@ -14,6 +14,8 @@ from pipeline import relevance
 from pipeline.alerts.engine import watch_fingerprint
 from pipeline.relevance import (
     LEAD_WORDS,
+    SECTION_SENTENCES,
+    Semantics,
     default_taiwan_watch,
     keyword_evidence,
     logit_parts,
@@ -127,9 +129,10 @@ def test_share_of_sentences_and_position_of_the_first_mention() -> None:
     ev = keyword_evidence(watch, "Storm", text)
     assert (ev.sentences, ev.keyword_sentences) == (4, 2)
     assert ev.first_hit == pytest.approx(2 / 9)  # the third of nine words
-    assert ev.features() == (0.0, 0.5, pytest.approx(7 / 9))
+    assert ev.features() == (0.0, 0.5, pytest.approx(7 / 9), 2 / 4)  # four sentences: one section
     none = keyword_evidence(watch, "Storm", "Rain fell. Trains stopped.")
-    assert none.features() == (0.0, 0.0, 0.0) and logit_parts(none, None)[1] == 0.0
+    assert none.features() == (0.0, 0.0, 0.0, 0.0) and logit_parts(none, None)[1] == 0.0
+    assert none.passage == "" and none.passage_quote == ""
 
 
 def test_a_short_text_counts_as_three_sentences() -> None:
@@ -143,6 +146,8 @@ def test_headline_only_item_is_scored_on_its_title() -> None:
     watch = WatchConfig(name="t", keywords=["Taiwan"])
     ev = keyword_evidence(watch, "Taiwan elects a president", "")
     assert ev.title_hits == 1 and ev.keyword_sentences == 1 and ev.first_hit == 0.0
+    assert ev.features()[3] == pytest.approx(1 / 3)  # its own section, at least 3 sentences
+    assert ev.passage == "Taiwan elects a president" and ev.passage_in_lead
 
 
 def test_keyword_evidence_raises_the_logit_in_order_of_strength() -> None:
@@ -153,8 +158,41 @@ def test_keyword_evidence_raises_the_logit_in_order_of_strength() -> None:
                              "Taiwan counts. Taiwan waits.")
     early = keyword_evidence(watch, "Votes", f"Taiwan is voting. {filler}")
     aside = keyword_evidence(watch, "Votes", f"{filler} Taiwan too.")
-    parts = [logit_parts(ev, 0.3)[1] for ev in (about, early, aside)]
+    parts = [logit_parts(ev, Semantics(0.3, 0.3))[1] for ev in (about, early, aside)]
     assert parts[0] > parts[1] > parts[2] > 0
+
+
+BRIEF_FILLER = [f"Item {i} reports on a harbour, a court or a market elsewhere." for i in range(12)]
+
+
+def test_a_section_of_its_own_counts_where_a_background_clause_does_not() -> None:
+    """A paragraph about Taiwan inside a broader article is a point of its own."""
+    watch = WatchConfig(name="t", keywords=["Taiwan", "Taipei"])
+    section = ("Taiwan's legislature passed the budget on Friday. The opposition in Taipei "
+               "walked out. Taiwan's premier said the vote showed unity.")
+    broader = " ".join([*BRIEF_FILLER[:10], section, *BRIEF_FILLER[10:]])
+    clause = " ".join([*BRIEF_FILLER[:6], "Ports from Chile to Taiwan reported delays.",
+                       *BRIEF_FILLER[6:]])
+    with_section = keyword_evidence(watch, "World news in brief", broader)
+    with_clause = keyword_evidence(watch, "World news in brief", clause)
+    assert with_section.section_sentences == 3 and with_clause.section_sentences == 1
+    assert with_section.features()[3] == 3 / SECTION_SENTENCES
+    assert logit_parts(with_section, None)[1] > logit_parts(with_clause, None)[1]
+    assert with_section.passage == section  # the densest run of PASSAGE_SENTENCES
+    assert with_section.passage_quote == "Taiwan's legislature passed the budget on Friday."
+    assert not with_section.passage_in_lead  # it starts after the first 100 words
+
+
+def test_the_passage_quote_is_cut_around_the_keyword() -> None:
+    watch = WatchConfig(name="t", keywords=["Taiwan"])
+    long_sentence = ("During a long day of meetings in the capital with officials from many "
+                     "ministries and agencies, the foreign minister told his counterpart that "
+                     "Taiwan remains the biggest obstacle between the two countries and that "
+                     "nothing else on the agenda mattered as much as that question did.")
+    ev = keyword_evidence(watch, "Talks", long_sentence)
+    assert ev.passage_in_lead and "Taiwan remains the biggest obstacle" in ev.passage_quote
+    assert ev.passage_quote.startswith("…") and ev.passage_quote.endswith("…")
+    assert len(ev.passage_quote) <= 162
 
 
 def test_exclude_in_title_or_lead_suppresses_without_the_model(monkeypatch: Any) -> None:
@@ -225,7 +263,20 @@ def test_default_watch() -> None:
     for term in ("Taiwan", "Taipei", "Taiwanese", "Taiwan Strait", "cross-strait",
                  "Tsai Ing-wen", "Kuomintang", "KMT", "DPP"):
         assert term in watch.keywords
+    assert watch.description.startswith("New Taiwan-related developments")
     assert "PLA" in watch.description and not watch.exclude
+
+
+@pytest.mark.parametrize("path", ["config/newswatch.yaml", "config/newswatch.compose.yaml",
+                                  "examples/demo.yaml"])
+def test_shipped_configs_carry_the_default_watch(path: str) -> None:
+    """One taiwan watch everywhere: the configs match default_taiwan_watch() exactly."""
+    from pipeline.settings import load_settings
+
+    (watch,) = [w for w in load_settings(path).watches if w.name == "taiwan"]
+    default = default_taiwan_watch()
+    assert (watch.description, watch.keywords, watch.exclude, watch.min_score) == (
+        default.description, default.keywords, default.exclude, default.min_score)
 
 
 def _no_model(*_args: Any, **_kwargs: Any) -> Any:
@@ -249,8 +300,14 @@ def test_pla_drill_article_is_relevant_with_reasons(watch: WatchConfig) -> None:
     result = score_text(watch, PLA_TITLE, PLA_TEXT)
     assert result.relevant and result.score >= 0.75
     assert result.reasons[0] == "Taiwan in title"
+    assert result.reasons[1].startswith("lead: \u201c…launched two days of air and naval "
+                                        "exercises around Taiwan on Monday")
+    # the densest passage is the closing one (three sentences in a row name the keywords)
+    assert result.passage is not None and result.passage["where"] == "body"
+    assert result.passage["quote"].startswith("The United States said it was monitoring")
+    assert result.passage_semantic is not None and result.passage_semantic > 0.4
     assert any(r.startswith("lead mentions Taiwan ×2") for r in result.reasons)
-    assert any(r.endswith("sentences") for r in result.reasons)
+    assert any(r.endswith(f"of {SECTION_SENTENCES} in a row") for r in result.reasons)
     assert any(r.startswith("similarity to description") for r in result.reasons)
     assert result.semantic is not None and result.semantic > 0.5
 
@@ -269,13 +326,16 @@ def test_travel_piece_listing_taiwan_is_not_relevant(watch: WatchConfig) -> None
 
 
 @pytest.mark.slow
-def test_title_mention_outweighs_body_only_mention(watch: WatchConfig) -> None:
+def test_a_title_or_one_aside_alone_is_not_a_development(watch: WatchConfig) -> None:
+    """Version 3 weighs where the text talks about Taiwan: a headline naming it over a text
+    that never does, or one aside in the body, stays far below the threshold."""
     in_title = score_text(watch, "Taiwan's new high-speed rail line opens to crowds", RAIL_TEXT)
     in_body = score_text(watch, "New high-speed rail line opens to crowds",
                          _with_body_mention(RAIL_TEXT, "Taiwan's operator sent a delegation."))
     assert in_body.evidence.body_hits == 1 and in_title.evidence.title_hits == 1
-    assert in_title.score > 3 * in_body.score
-    assert not in_body.relevant
+    assert not in_title.relevant and not in_body.relevant
+    assert max(in_title.score, in_body.score) < 0.1
+    assert in_body.passage is not None and in_body.passage["where"] == "body"
 
 
 @pytest.mark.slow

@@ -114,7 +114,8 @@ def test_index_pending_indexes_only_changed_articles(store, feed_id, backend):
     store.upsert_entry(feed_id, "Example News", _entry(3, "No text yet"))  # version 0: skipped
 
     counts = index_pending(store, backend, run)
-    assert counts == {"indexed": 2, "rejected": 0, "batches": 1, "unavailable": 0}
+    assert counts == {"indexed": 2, "rejected": 0, "item-error": 0, "batches": 1,
+                      "unavailable": 0}
     assert store.run_counts(run)["index"] == {"indexed": 2}
     assert backend.count() == 2
     assert _search_ids(backend, "warships") == [a1]
@@ -153,7 +154,8 @@ def test_unavailable_backend_leaves_articles_unmarked_then_catches_up(store, fee
 
     flaky.down = False
     counts = index_pending(store, flaky, store.start_run(), batch=1)
-    assert counts == {"indexed": 2, "rejected": 0, "batches": 2, "unavailable": 0}
+    assert counts == {"indexed": 2, "rejected": 0, "item-error": 0, "batches": 2,
+                      "unavailable": 0}
     assert store.articles_needing_index() == []
     assert real.count() == 3
     assert sorted(_search_ids(real, "taiwan")) == sorted(ids)  # each exactly once
@@ -216,3 +218,78 @@ def test_reindex_rebuilds_from_records(store, feed_id, backend):
     assert backend.count() == 3
     assert sorted(_search_ids(backend, "taiwan")) == sorted(ids)
     assert index_pending(store, backend, None)["indexed"] == 0
+
+
+def _corrupt_embedding(store: Store, article_id: str) -> None:
+    """A stored embedding blob too short to unpack (a truncated write, a foreign tool)."""
+    v = schema.article_versions
+    with store.engine.begin() as conn:
+        conn.execute(update(v).where(v.c.article_id == article_id)
+                     .values(embedding=b"\x01\x02", embedding_model="test"))
+
+
+def test_one_article_that_raises_costs_only_itself(store, feed_id, settings):
+    from pipeline.run import run_once
+
+    ids = [_add(store, feed_id, n, f"Story {n} about Taiwan", f"Body {n}.") for n in (1, 2, 3)]
+    _corrupt_embedding(store, ids[1])  # used to fail the stage in every run
+
+    report = run_once(settings, stages=("index",), store=store)
+    assert report.errors == {}
+    assert report.stages["index"] == {"indexed": 2, "item-error": 1}
+    assert report.item_errors == {"index": 1}
+    backend = open_search(settings)
+    assert sorted(_search_ids(backend, "taiwan")) == sorted([ids[0], ids[2]])
+    # Marked: not resent in every run; a new version of it is sent again.
+    assert store.articles_needing_index() == []
+    assert index_pending(store, backend, store.start_run())["item-error"] == 0
+    store.save_article_text(ids[1], title="Story 2 about Taiwan", text="Body 2, corrected.",
+                            text_source="page", status="ok", outcome="ok")
+    assert index_pending(store, backend, store.start_run())["indexed"] == 1
+    assert sorted(_search_ids(backend, "taiwan")) == sorted(ids)
+    backend.close()
+
+
+class Refusing:
+    """A backend that raises for the documents named in ``bad`` (and for any batch holding
+    one), or for every document when ``bad`` is None (wraps a real one)."""
+
+    name = "refusing"
+
+    def __init__(self, inner: SqliteSearch, bad: set[str] | None,
+                 error: type[Exception] = ValueError) -> None:
+        self.inner, self.bad, self.error = inner, bad, error
+
+    def index(self, documents: list[SearchDocument]) -> int:
+        if self.bad is None or any(d.article_id in self.bad for d in documents):
+            raise self.error("document refused")
+        return self.inner.index(documents)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_batch_failure_falls_back_to_one_document_at_a_time(store, feed_id, settings):
+    ids = [_add(store, feed_id, n, f"Story {n} about Taiwan", f"Body {n}.") for n in range(1, 6)]
+    real = SqliteSearch(sqlite_search_path(settings))
+    run = store.start_run()
+    counts = index_pending(store, Refusing(real, {ids[3]}), run, batch=3)
+    assert counts["indexed"] == 4 and counts["item-error"] == 1 and counts["batches"] == 2
+    assert store.run_counts(run)["index"] == {"indexed": 4, "item-error": 1}
+    assert sorted(_search_ids(real, "taiwan")) == sorted(ids[:3] + ids[4:])
+    real.close()
+
+
+def test_an_error_every_document_shares_fails_the_stage_and_marks_nothing(store, feed_id,
+                                                                           settings):
+    import sqlite3
+
+    for n in (1, 2, 3):
+        _add(store, feed_id, n, f"Story {n}", "Body.")
+    real = SqliteSearch(sqlite_search_path(settings))
+    with pytest.raises(RuntimeError, match="document refused"):  # no item's fault
+        index_pending(store, Refusing(real, None, RuntimeError), store.start_run())
+    with pytest.raises(sqlite3.OperationalError):  # locked / disk full: raised at once
+        index_pending(store, Refusing(real, None, sqlite3.OperationalError), None)
+    assert len(store.articles_needing_index()) == 3
+    real.close()

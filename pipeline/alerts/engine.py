@@ -14,13 +14,15 @@ import hashlib
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import OperationalError
 
 from pipeline import schema
 from pipeline.alerts import ledger
@@ -47,6 +49,7 @@ from pipeline.urls import host_of
 log = logging.getLogger(__name__)
 
 STAGE = "alerts"
+ITEM_ERROR = "item-error"  # one story failed on its own; the other stories went on
 # scorer(watch, records) -> one object per record with .score, .relevant, .reasons
 Scorer = Callable[[WatchConfig, list[dict[str, Any]]], Sequence[Any]]
 
@@ -335,6 +338,58 @@ def _scores(ctx: _Context, watch: WatchConfig, articles: list[dict[str, Any]],
     return scores
 
 
+def _scores_by_story(ctx: _Context, watch: WatchConfig,
+                     by_story: dict[str, list[dict[str, Any]]], articles: list[dict[str, Any]],
+                     scorer: Scorer) -> dict[str, _Score]:
+    """:func:`_scores` for all stories at once; should that raise, story by story, so that a
+    story whose articles cannot be scored costs only itself (``item-error``, logged, left out
+    of this run and scored again next run). When no story could be scored at all (a missing
+    model), or the database is in trouble, that is the watch's failure: the error is raised.
+    """
+    counted = ctx.counts.copy()
+    try:
+        return _scores(ctx, watch, articles, scorer)
+    except OperationalError:
+        raise
+    except Exception as exc:
+        error, as_first_tried = exc, ctx.counts.copy()
+        log.warning("alerts: scoring %d articles for watch %r failed (%s: %s); scoring "
+                    "story by story", len(articles), watch.name, type(exc).__name__, exc)
+    ctx.counts = counted.copy()  # what the story-by-story pass scores or finds cached counts
+    scores: dict[str, _Score] = {}
+    failed: list[str] = []
+    for story_id, arts in by_story.items():
+        try:
+            scores.update(_scores(ctx, watch, arts, scorer))
+        except OperationalError:
+            raise
+        except Exception:
+            log.exception("alerts: watch %r, story %s not scored (item-error)", watch.name,
+                          story_id)
+            failed.append(story_id)
+    if failed and ctx.counts["scored"] == counted["scored"]:
+        ctx.counts = as_first_tried
+        raise error  # the scorer scored nothing: not one story's fault
+    ctx.counts[ITEM_ERROR] += len(failed)
+    for story_id in failed:  # left out of this run
+        by_story[story_id] = []
+    return scores
+
+
+@contextmanager
+def _one_story(ctx: _Context, watch: WatchConfig, story: dict[str, Any]) -> Iterator[None]:
+    """Contain an error of one story (scoring, rendering, its ledger rows): counted as
+    ``item-error`` and logged, and the other stories go on. Database trouble still raises."""
+    try:
+        yield
+    except OperationalError:
+        raise
+    except Exception:
+        log.exception("alerts: watch %r, story %s skipped (item-error)", watch.name,
+                      story.get("story_id"))
+        ctx.counts[ITEM_ERROR] += 1
+
+
 def _summary_of(store: Store, article: dict[str, Any]) -> str:
     summary = plain(article.get("entry_summary"))
     if len(summary) < 40:
@@ -415,7 +470,7 @@ def _detect(ctx: _Context, watch: WatchConfig, scorer: Scorer, run_id: str | Non
         return
     by_story = _story_articles(ctx.store, [s["story_id"] for s in stories])
     articles = [a for arts in by_story.values() for a in arts]
-    scores = _scores(ctx, watch, articles, scorer)
+    scores = _scores_by_story(ctx, watch, by_story, articles, scorer)
     prior = ledger.alerts_for_stories(ctx.store, watch.name, list(by_story),
                                       since=ctx.now - timedelta(days=rules.continuation_days))
     last_alert: dict[str, dict[str, Any]] = {}
@@ -428,67 +483,81 @@ def _detect(ctx: _Context, watch: WatchConfig, scorer: Scorer, run_id: str | Non
     immediate = watch.mode != "digest"
 
     for story in stories:
-        arts = by_story.get(story["story_id"])
-        if not arts:
-            continue
-        relevant = [a for a in arts if scores[a["article_id"]].relevant]
-        if not relevant:
-            continue
-        ctx.counts["relevant-stories"] += 1
-        best = max(relevant, key=lambda a: scores[a["article_id"]].score)
-        best_score = scores[best["article_id"]]
-        basis = _basis(arts)
-        last = last_alert.get(story["story_id"])
-        if last is None:  # a story re-identified under a new id continues its old alerts
-            last = max((alerted_in[a["article_id"]] for a in arts
-                        if a["article_id"] in alerted_in),
-                       key=lambda r: r["alert_id"], default=None)
-            if last is not None:
-                ctx.counts["continued"] += 1
+        with _one_story(ctx, watch, story):  # one story's failure is its own
+            arts = by_story.get(story["story_id"])
+            if not arts:
+                continue
+            relevant = [a for a in arts if scores[a["article_id"]].relevant]
+            if not relevant:
+                continue
+            ctx.counts["relevant-stories"] += 1
+            best = max(relevant, key=lambda a: scores[a["article_id"]].score)
+            best_score = _story_score(scores[best["article_id"]], best, len(relevant),
+                                      len(arts))
+            basis = _basis(arts)
+            last = last_alert.get(story["story_id"])
+            if last is None:  # a story re-identified under a new id continues its old alerts
+                last = max((alerted_in[a["article_id"]] for a in arts
+                            if a["article_id"] in alerted_in),
+                           key=lambda r: r["alert_id"], default=None)
+                if last is not None:
+                    ctx.counts["continued"] += 1
 
-        if last is None:
-            message = _message(ctx.store, watch, "new", story, arts, relevant[0], best_score,
-                               best_score.reasons)
-            _create(ctx, watch, message, basis, ledger.ONCE, channels, immediate, run_id)
-            continue
-
-        seen = last["basis"] or {}
-        new_ids = {a["article_id"] for a in arts} - set(seen.get("article_ids", []))
-        if not new_ids:
-            continue
-        newest = [a for a in relevant if a["article_id"] in new_ids] or relevant
-        if last["story_id"] == story["story_id"] and last["status"] in (ledger.QUEUED,
-                                                                        ledger.PENDING):
-            kind = "new" if last["kind"] == "new" else "update"
-            message = _message(ctx.store, watch, kind, story, arts,
-                               relevant[0] if kind == "new" else newest[-1], best_score,
-                               best_score.reasons)
-            if ledger.refresh_undelivered(ctx.store, last["alert_id"], title=message.title,
-                                          score=message.score, payload=message.to_dict(),
-                                          basis=basis, now=ctx.now):
-                ctx.counts["refreshed"] += 1
+            if last is None:
+                message = _message(ctx.store, watch, "new", story, arts, relevant[0], best_score,
+                                   best_score.reasons)
+                _create(ctx, watch, message, basis, ledger.ONCE, channels, immediate, run_id)
                 continue
 
-        window_key = update_window(watch, ctx.now)
-        new_sources = sorted(set(basis["sources"]) - set(seen.get("sources", [])))
-        reason = None
-        if len(new_sources) >= rules.update_min_new_sources:
-            reason = f"{len(new_sources)} new sources since the last alert"
-        else:
-            far = _far_article(ctx.store, arts[0],
-                               [a for a in relevant if a["article_id"] in new_ids],
-                               rules.far_similarity)
-            if far is not None:
-                newest = [far]
-                reason = "a new article differs from the first report"
-        if reason is None:
-            continue
-        if last["kind"] == "update" and last["window_key"] == window_key:
-            ctx.counts["update-suppressed"] += 1  # one per window; it waits for the next
-            continue
-        message = _message(ctx.store, watch, "update", story, arts, newest[-1], best_score,
-                           [reason, *best_score.reasons], new_sources)
-        _create(ctx, watch, message, basis, window_key, channels, immediate, run_id)
+            seen = last["basis"] or {}
+            new_ids = {a["article_id"] for a in arts} - set(seen.get("article_ids", []))
+            if not new_ids:
+                continue
+            newest = [a for a in relevant if a["article_id"] in new_ids] or relevant
+            if last["story_id"] == story["story_id"] and last["status"] in (ledger.QUEUED,
+                                                                            ledger.PENDING):
+                kind = "new" if last["kind"] == "new" else "update"
+                message = _message(ctx.store, watch, kind, story, arts,
+                                   relevant[0] if kind == "new" else newest[-1], best_score,
+                                   best_score.reasons)
+                if ledger.refresh_undelivered(ctx.store, last["alert_id"], title=message.title,
+                                              score=message.score, payload=message.to_dict(),
+                                              basis=basis, now=ctx.now):
+                    ctx.counts["refreshed"] += 1
+                    continue
+
+            window_key = update_window(watch, ctx.now)
+            new_sources = sorted(set(basis["sources"]) - set(seen.get("sources", [])))
+            reason = None
+            if len(new_sources) >= rules.update_min_new_sources:
+                reason = f"{len(new_sources)} new sources since the last alert"
+            else:
+                far = _far_article(ctx.store, arts[0],
+                                   [a for a in relevant if a["article_id"] in new_ids],
+                                   rules.far_similarity)
+                if far is not None:
+                    newest = [far]
+                    reason = "a new article differs from the first report"
+            if reason is None:
+                continue
+            if last["kind"] == "update" and last["window_key"] == window_key:
+                ctx.counts["update-suppressed"] += 1  # one per window; it waits for the next
+                continue
+            message = _message(ctx.store, watch, "update", story, arts, newest[-1], best_score,
+                               [reason, *best_score.reasons], new_sources)
+            _create(ctx, watch, message, basis, window_key, channels, immediate, run_id)
+
+
+def _story_score(best: _Score, article: dict[str, Any], relevant: int, total: int) -> _Score:
+    """The story's verdict: its most relevant member decides (one article that makes the
+    topic a point of its own is enough; mentions elsewhere do not add up). A story of several
+    articles says which one and how many agree; the member's own reasons (its passage) follow.
+    """
+    if total < 2:
+        return best
+    count = f"{relevant} of {total} articles relevant"
+    return _Score(best.score, best.relevant,
+                  [f"{count}, quoted: {_source(article)}", *best.reasons])
 
 
 def _create(ctx: _Context, watch: WatchConfig, message: AlertMessage, basis: dict[str, Any],

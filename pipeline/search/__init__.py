@@ -8,11 +8,13 @@ so an outage costs nothing: the next run catches up. ``reindex`` rebuilds from s
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, select, update
+from sqlalchemy.exc import OperationalError
 
 from pipeline import schema
 from pipeline.search.base import (
@@ -20,6 +22,7 @@ from pipeline.search.base import (
     SearchBackend,
     SearchDocument,
     SearchHit,
+    SearchMisconfigured,
     SearchQuery,
     SearchResults,
     SearchUnavailable,
@@ -36,6 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGE = "index"
+ITEM_ERROR = "item-error"  # this article's document raised; the rest of its batch went on
+# Failures that are no document's fault: an outage, a misconfiguration, a database in trouble.
+_NOT_THE_ITEM = (SearchUnavailable, SearchMisconfigured, sqlite3.OperationalError,
+                 OperationalError)
 
 EmbeddingsLookup = Callable[[list[dict[str, Any]]], dict[str, list[float]]]
 
@@ -176,14 +183,52 @@ def _index_batches(store: Store, backend: SearchBackend, counts: dict[str, int],
         if not articles or keys <= seen:  # nothing new (guards against a marking race)
             return counts
         seen |= keys
-        accepted = backend.index(_documents(store, articles, embeddings_lookup))
-        _index_stories(store, backend, articles)
-        store.mark_indexed(articles)  # rejected documents too: resending cannot fix them
+        accepted, failed = _index_isolated(store, backend, articles, embeddings_lookup)
+        sent = [a for a in articles if a["article_id"] not in failed]
+        _index_stories(store, backend, sent)
+        # Rejected and failed documents are marked too: resending the same version cannot
+        # fix them. A new version (or story) of the article is sent again.
+        store.mark_indexed(articles)
         counts["indexed"] += accepted
-        counts["rejected"] += len(articles) - accepted
+        counts["rejected"] += len(sent) - accepted
+        counts[ITEM_ERROR] += len(failed)
         counts["batches"] += 1
         if on_batch is not None:
             on_batch(counts["indexed"], counts["rejected"])
+
+
+def _index_isolated(store: Store, backend: SearchBackend, articles: list[dict[str, Any]],
+                    embeddings_lookup: EmbeddingsLookup | None) -> tuple[int, dict[str, str]]:
+    """Index a batch in one call; should that raise, each article on its own, so that one
+    document the backend cannot take costs only itself.
+
+    Returns (documents accepted, {article_id: error} of those that raised). An outage, a
+    misconfiguration or a database in trouble is no item's fault: it raises, as does an
+    error every article of a fallback shares (nothing is marked, the next run retries).
+    """
+    try:
+        return backend.index(_documents(store, articles, embeddings_lookup)), {}
+    except _NOT_THE_ITEM:
+        raise
+    except Exception as exc:
+        log.warning("index: a batch of %d failed (%s: %s); indexing its articles one by one",
+                    len(articles), type(exc).__name__, exc)
+    accepted = 0
+    failed: dict[str, str] = {}
+    first_error: Exception | None = None
+    for article in articles:
+        try:
+            accepted += backend.index(_documents(store, [article], embeddings_lookup))
+        except _NOT_THE_ITEM:
+            raise
+        except Exception as exc:
+            first_error = first_error or exc
+            failed[article["article_id"]] = f"{type(exc).__name__}: {exc}"[:500]
+    if len(articles) > 1 and len(failed) == len(articles) and first_error is not None:
+        raise first_error  # every article fails alike: the backend's fault, not theirs
+    for article_id, error in failed.items():
+        log.error("index: article %s not indexed (item-error): %s", article_id, error)
+    return accepted, failed
 
 
 def index_pending(store: Store, backend: SearchBackend, run_id: str | None, *,
@@ -195,11 +240,13 @@ def index_pending(store: Store, backend: SearchBackend, run_id: str | None, *,
     documents): retrying cannot fix those, so the stage fails with the reason, and the batch
     stays un-marked for the run after the fix.
 
-    Returns ``{"indexed", "rejected", "batches", "unavailable"}`` and counts the same outcomes
-    under stage ``index`` for ``run_id``. When the backend is unavailable the current batch
-    stays un-marked and the next call picks it up again (upserts make that harmless).
+    Returns ``{"indexed", "rejected", "item-error", "batches", "unavailable"}`` and counts the
+    same outcomes under stage ``index`` for ``run_id``. When the backend is unavailable the
+    current batch stays un-marked and the next call picks it up again (upserts make that
+    harmless). An article whose document raises is ``item-error`` (logged with its error and
+    marked: it is sent again once its text or story changes); the rest of its batch is indexed.
     """
-    counts = {"indexed": 0, "rejected": 0, "batches": 0, "unavailable": 0}
+    counts = {"indexed": 0, "rejected": 0, ITEM_ERROR: 0, "batches": 0, "unavailable": 0}
     try:
         _index_batches(store, backend, counts, batch=batch,
                        embeddings_lookup=embeddings_lookup)
@@ -207,7 +254,7 @@ def index_pending(store: Store, backend: SearchBackend, run_id: str | None, *,
         log.warning("search unavailable, indexing will catch up next run: %s", exc)
         counts["unavailable"] = 1
     if run_id is not None:
-        for outcome in ("indexed", "rejected", "unavailable"):
+        for outcome in ("indexed", "rejected", ITEM_ERROR, "unavailable"):
             store.count(run_id, STAGE, outcome, counts[outcome])
     return counts
 

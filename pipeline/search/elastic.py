@@ -218,7 +218,8 @@ def _unit_vector(values: Sequence[float] | None) -> list[float] | None:
         return None
     vector = np.asarray(values, dtype=np.float32)
     norm = float(np.linalg.norm(vector))
-    return None if norm == 0.0 else (vector / norm).tolist()  # cosine rejects zero vectors
+    # Cosine rejects zero vectors; NaN/inf would make the whole bulk line unparsable.
+    return None if norm == 0.0 or not np.isfinite(norm) else (vector / norm).tolist()
 
 
 def _reason(exc: ApiError) -> str:
