@@ -309,8 +309,6 @@ class _Cluster:
     first: float = math.inf
     last: float = -math.inf
     total: np.ndarray | None = None
-    version: int = 0  # bumped on every join and leave (keys the profile cache)
-    profile: tuple[Any, ...] | None = None  # (key, _Profile) of the latest sample
 
     def __post_init__(self) -> None:
         members, self.members = self.members, {}
@@ -319,13 +317,11 @@ class _Cluster:
             self.add(member)
 
     def add(self, member: _Member) -> None:
-        self.version += 1
         self.members[member.article_id] = member
         self.total = member.vector.copy() if self.total is None else self.total + member.vector
         self.first, self.last = min(self.first, member.time), max(self.last, member.time)
 
     def remove(self, article_id: str) -> None:
-        self.version += 1
         member = self.members.pop(article_id)
         if self.total is not None:
             self.total = self.total - member.vector
@@ -341,16 +337,6 @@ class _Cluster:
         """The latest ``MEMBER_SAMPLE`` members (``exclude`` left out), oldest first."""
         latest = (m for aid, m in reversed(self.members.items()) if aid != exclude)
         return list(itertools.islice(latest, MEMBER_SAMPLE))[::-1]
-
-
-@dataclass(slots=True)
-class _Profile:
-    """What an article is scored against: the story's latest members, summed."""
-
-    centroid: np.ndarray  # normalised sum of the members' vectors
-    median_terms: float  # the members' typical number of terms (for the length-aware mix)
-    terms: dict[str, float]  # summed idf weights, normalised
-    names: dict[str, float]
 
 
 class StoryAssigner:
@@ -524,38 +510,23 @@ class StoryAssigner:
     def _score(self, member: _Member, cluster: _Cluster, exclude: str | None = None) -> float:
         """The article against the centroid of the story's latest members: embedding cosine,
         and the cosines of its idf-weighted words and names with the members' summed ones."""
-        profile = self._profile(cluster, exclude)
-        if profile is None:
-            return -math.inf
-        cosine = float(profile.centroid @ member.vector)
-        share = self._lexical_share(min(len(member.terms), profile.median_terms))
-        lexical = [0.0, 0.0]
-        if share and (self.conf.term_weight or self.conf.name_weight):
-            terms, names = self._weights_of(member)
-            lexical = [self._dot(terms, profile.terms), self._dot(names, profile.names)]
-        return float(self._mix(cosine, lexical[0], lexical[1], share))
-
-    def _profile(self, cluster: _Cluster, exclude: str | None) -> _Profile | None:
-        """The story's latest members summed (cached until the story or the document
-        frequencies change: each article scores ~8 stories up to three times)."""
-        key = (self._generation, cluster.version, exclude)
-        if cluster.profile is not None and cluster.profile[0] == key:
-            return cluster.profile[1]
         others = cluster.sample(exclude)
         if not others:
-            return None
+            return -math.inf
         total = np.sum(np.stack([m.vector for m in others]), axis=0)
-        summed: list[dict[str, float]] = []
-        for part in (0, 1):
-            acc: Counter[str] = Counter()
-            for other in others:
-                acc.update(self._weights_of(other)[part])
-            norm = math.sqrt(sum(v * v for v in acc.values())) or 1.0
-            summed.append({t: v / norm for t, v in acc.items()})
-        profile = _Profile((total / (float(np.linalg.norm(total)) or 1.0)).astype(np.float32),
-                           float(np.median([len(m.terms) for m in others])), *summed)
-        cluster.profile = (key, profile)
-        return profile
+        cosine = float(total @ member.vector) / (float(np.linalg.norm(total)) or 1.0)
+        share = self._lexical_share(min(len(member.terms),
+                                        float(np.median([len(m.terms) for m in others]))))
+        lexical = [0.0, 0.0]
+        if share and (self.conf.term_weight or self.conf.name_weight):
+            mine = self._weights_of(member)
+            for part in (0, 1):
+                summed: Counter[str] = Counter()
+                for other in others:
+                    summed.update(self._weights_of(other)[part])
+                norm = math.sqrt(sum(v * v for v in summed.values())) or 1.0
+                lexical[part] = self._dot(mine[part], summed) / norm
+        return float(self._mix(cosine, lexical[0], lexical[1], share))
 
     def score(self, item: StoryItem, story: ActiveStory) -> float:
         """The join score of an article against a story (for inspection and tests)."""
