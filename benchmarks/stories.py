@@ -105,11 +105,7 @@ def memoise_encoder(cache: Path | None = None) -> None:
     def save(model: str) -> None:
         if cache:
             cache.mkdir(parents=True, exist_ok=True)
-            path = cache / f"vectors-{digest(model)[:12]}.npz"
-            partial = path.with_suffix(".partial")
-            with partial.open("wb") as handle:
-                np.savez(handle, **disk(model))
-            partial.replace(path)  # readers never see a half-written file
+            np.savez(cache / f"vectors-{digest(model)[:12]}.npz", **disk(model))
 
     def encode(texts: list[str], model: str = "default", device: str = "cpu",
                batch_size: int = 32) -> np.ndarray:

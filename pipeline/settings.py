@@ -153,14 +153,6 @@ class StoriesSettings(Section):
     name_weight: float = Field(0.4, ge=0, le=1, description="share of the score from shared "
                                "names and numbers (capitalised words, figures); the rest is "
                                "the embedding cosine")
-    short_text_terms: int = Field(20, ge=0, description="texts with fewer words than this "
-                                  "(after stop words; a headline has 5-10) lean on the "
-                                  "embedding instead of shared words and names, in "
-                                  "proportion (0 = always the full mix)")
-    embedding_scale: float = Field(0.55, ge=0, le=2, description="how the word and name "
-                                   "weight a short text cannot use counts on the embedding: "
-                                   "0.55 = the mixed threshold over the embedding-only best "
-                                   "threshold on ECB+ (0.30 / 0.55)")
     refine_passes: int = Field(2, ge=0, le=10, description="passes that let a run's articles "
                                "move to a better story of the same run (0 = purely online)")
     split_ratio: float = Field(0.8, ge=0, le=1, description="split a run's story in two when "

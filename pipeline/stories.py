@@ -359,13 +359,10 @@ class StoryAssigner:
 
     Stored members never move: a rerun or a later run never changes an earlier decision.
 
-    The score of an article against a story compares it with the centroid of the story's
-    latest members: ``(1 - term_weight - name_weight) * embedding cosine + term_weight *
-    cosine of idf-weighted words + name_weight * cosine of idf-weighted names and numbers``
-    (the members' word and name weights summed); document frequencies come from every article
-    in play (the window's stored members and the batch). The mix is length-aware: when the
-    shorter side has fewer than ``short_text_terms`` terms (a headline), the words and names
-    keep that share of their weight and the rest goes to the embedding (``_mix``).
+    The score of an article against a story is the mean, over the story's latest members, of
+    ``(1 - term_weight - name_weight) * embedding cosine + term_weight * cosine of idf-weighted
+    words + name_weight * cosine of idf-weighted names and numbers``; document frequencies
+    come from every article in play (the window's stored members and the batch).
     """
 
     def __init__(self, conf: StoriesSettings, stories: Iterable[ActiveStory] = ()) -> None:
@@ -491,42 +488,20 @@ class StoryAssigner:
             a, b = b, a
         return sum(w * b[t] for t, w in a.items() if t in b)
 
-    def _lexical_share(self, words: float) -> float:
-        """How much of the word and name weight a comparison whose shorter side has
-        ``words`` terms keeps: all of it from ``short_text_terms`` up, less for a headline
-        (5–10 terms, where one shared word more or less swings the lexical cosines)."""
-        full = self.conf.short_text_terms
-        return 1.0 if full <= 0 else min(1.0, words / full)
-
-    def _mix(self, cosine: Any, terms: Any, names: Any, share: Any) -> Any:
-        """The join score from its three signals, length-aware: the lexical weight a short
-        text cannot use goes to the embedding, scaled by ``embedding_scale`` (embedding
-        cosines run higher than the mixed score for the same evidence)."""
-        term_w, name_w = self.conf.term_weight, self.conf.name_weight
-        moved = (1.0 - share) * (term_w + name_w) * self.conf.embedding_scale
-        return ((1.0 - term_w - name_w + moved) * cosine
-                + share * (term_w * terms + name_w * names))
-
     def _score(self, member: _Member, cluster: _Cluster, exclude: str | None = None) -> float:
-        """The article against the centroid of the story's latest members: embedding cosine,
-        and the cosines of its idf-weighted words and names with the members' summed ones."""
         others = cluster.sample(exclude)
         if not others:
             return -math.inf
-        total = np.sum(np.stack([m.vector for m in others]), axis=0)
-        cosine = float(total @ member.vector) / (float(np.linalg.norm(total)) or 1.0)
-        share = self._lexical_share(min(len(member.terms),
-                                        float(np.median([len(m.terms) for m in others]))))
-        lexical = [0.0, 0.0]
-        if share and (self.conf.term_weight or self.conf.name_weight):
-            mine = self._weights_of(member)
-            for part in (0, 1):
-                summed: Counter[str] = Counter()
-                for other in others:
-                    summed.update(self._weights_of(other)[part])
-                norm = math.sqrt(sum(v * v for v in summed.values())) or 1.0
-                lexical[part] = self._dot(mine[part], summed) / norm
-        return float(self._mix(cosine, lexical[0], lexical[1], share))
+        cosine = float(np.mean(np.stack([m.vector for m in others]) @ member.vector))
+        term_w, name_w = self.conf.term_weight, self.conf.name_weight
+        score = (1.0 - term_w - name_w) * cosine
+        if term_w or name_w:
+            terms, names = self._weights_of(member)
+            for other in others:
+                other_terms, other_names = self._weights_of(other)
+                score += (term_w * self._dot(terms, other_terms)
+                          + name_w * self._dot(names, other_names)) / len(others)
+        return score
 
     def score(self, item: StoryItem, story: ActiveStory) -> float:
         """The join score of an article against a story (for inspection and tests)."""
@@ -567,17 +542,12 @@ class StoryAssigner:
         return best, best_score
 
     def _pair_scores(self, members: list[_Member]) -> np.ndarray:
-        """The join score between every two members (the same length-aware mix as
-        ``_score``, pair by pair)."""
+        """The join score between every two members (the same mix as ``_score``)."""
         vectors = np.stack([m.vector for m in members])
-        lengths = np.array([len(m.terms) for m in members], dtype=np.float64)
-        full = self.conf.short_text_terms
-        share = (np.ones((len(members), len(members))) if full <= 0 else
-                 np.minimum(1.0, np.minimum.outer(lengths, lengths) / full))
-        lexical = []
-        for weight, part in ((self.conf.term_weight, 0), (self.conf.name_weight, 1)):
+        term_w, name_w = self.conf.term_weight, self.conf.name_weight
+        scores = (1.0 - term_w - name_w) * (vectors @ vectors.T).astype(np.float64)
+        for weight, part in ((term_w, 0), (name_w, 1)):
             if not weight:
-                lexical.append(0.0)
                 continue
             rows = [self._weights_of(m)[part] for m in members]
             vocabulary: dict[str, int] = {}
@@ -589,9 +559,8 @@ class StoryAssigner:
                 indptr.append(len(cols))
             matrix = sparse.csr_matrix((data, cols, indptr),
                                        shape=(len(rows), max(len(vocabulary), 1)))
-            lexical.append((matrix @ matrix.T).toarray())
-        cosines = (vectors @ vectors.T).astype(np.float64)
-        return np.asarray(self._mix(cosines, lexical[0], lexical[1], share))
+            scores += weight * (matrix @ matrix.T).toarray()
+        return scores
 
     def _split_incoherent(self, members: list[_Member], labels: dict[str, str]) -> None:
         """3. cohesion check: a story started in this run whose articles fall into two groups,

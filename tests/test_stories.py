@@ -214,7 +214,7 @@ def test_candidate_lookup_does_not_grow_with_the_run():
 
 
 def test_rare_shared_terms_decide_between_two_same_type_stories():
-    conf = StoriesSettings(threshold=0.5, term_weight=0.5, name_weight=0.0, short_text_terms=0)
+    conf = StoriesSettings(threshold=0.5, term_weight=0.5, name_weight=0.0)
     assigner = StoryAssigner(conf)
     for n in range(8):  # other quake stories make "earthquake magnitude" common in the window
         assigner.assign(item(f"f{n}", unit(*np.eye(12)[n + 4]), 0,
@@ -231,7 +231,7 @@ def test_rare_shared_terms_decide_between_two_same_type_stories():
 
 
 def test_names_and_numbers_separate_two_fights_of_the_same_champion():
-    conf = StoriesSettings(threshold=0.7, term_weight=0.0, name_weight=0.5, short_text_terms=0)
+    conf = StoriesSettings(threshold=0.7, term_weight=0.0, name_weight=0.5)
     assigner = StoryAssigner(conf)
     same = unit(1, 0.1, 0)  # MiniLM sees "champion retains title" either way
 
@@ -244,25 +244,6 @@ def test_names_and_numbers_separate_two_fights_of_the_same_champion():
         fight("r2", 2, "klitschko rahman 7th"), fight("t2", 3, "klitschko thompson 6th")])
     r1, t1, r2, t2 = (r.story_id for r in results)
     assert r1 == r2 and t1 == t2 and r1 != t1
-
-
-def test_short_texts_lean_on_the_embedding_long_texts_on_the_full_mix():
-    """Two headlines of one event share few words: with the length-aware mix their embedding
-    carries them into one story; two long texts with the same cosine and no shared words or
-    names stay apart."""
-    def pair(terms_each: int, short_text_terms: int) -> bool:
-        conf = StoriesSettings(short_text_terms=short_text_terms)
-        assigner = StoryAssigner(conf)
-        first = " ".join(f"a{n}" for n in range(terms_each))
-        second = " ".join(f"b{n}" for n in range(terms_each))
-        one = assigner.assign(item("h1", unit(1, 0.9, 0), 0, first))
-        two = assigner.assign(item("h2", unit(1, -0.1, 0.3), 1, second))
-        return one.story_id == two.story_id
-
-    cosine = float(unit(1, 0.9, 0) @ unit(1, -0.1, 0.3))
-    assert 0.6 < cosine < 0.7
-    assert pair(6, 20) and not pair(6, 0)  # headlines: joined only when length-aware
-    assert not pair(40, 20)  # full texts: the lexical signals keep their weight
 
 
 def test_refinement_moves_an_early_article_to_the_story_it_fits_best():
