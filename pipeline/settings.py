@@ -188,6 +188,11 @@ class StoriesSettings(Section):
                                "the looser half's own mean score (0 = never split)")
     duplicate_threshold: float = Field(0.92, ge=-1, le=1, description="min embedding cosine "
                                        "to a member for a near-duplicate (wire copy)")
+    duplicate_text_overlap: float = Field(0.5, ge=0, le=1, description="min share of word "
+                                          "3-grams two texts have in common (Jaccard, first "
+                                          "3,000 characters) for a near-duplicate: the "
+                                          "embedding alone cannot tell a copy from a report "
+                                          "on the same event")
 
     @model_validator(mode="after")
     def _weights_leave_room(self) -> StoriesSettings:

@@ -308,7 +308,8 @@ class Store:
         """Record a feed entry. Returns its outcome: new, linked, unchanged or entry-updated.
 
         The same article linked from two feeds is stored once with both feeds recorded; an
-        entry whose feed text changed is queued for re-extraction.
+        entry whose feed text changed is queued for re-extraction, when the feed speaks for
+        the article's feed text (``_owning_feeds``).
         """
         with self.engine.begin() as conn:
             return self._write_entries(conn, feed_id, source, [entry], utcnow())[0]
@@ -377,11 +378,15 @@ class Store:
             raced = [row["article_id"] for row in new_rows if row["article_id"] not in inserted]
             if raced:  # another worker recorded these since our read
                 stored.update(self._entry_fingerprints(conn, raced))
+        differs = [article_id for article_id, (_, _, fingerprint) in firsts.items()
+                   if article_id not in inserted and stored.get(article_id) != fingerprint]
+        owners = self._owning_feeds(conn, differs) if differs else {}
         changed = []
         for article_id, (index, entry, fingerprint) in firsts.items():
             if article_id in inserted:
                 outcomes[index] = "new"
-            elif stored.get(article_id) != fingerprint:
+            elif stored.get(article_id) != fingerprint and owners.get(article_id,
+                                                                        feed_id) >= feed_id:
                 outcomes[index] = "entry-updated"
                 changed.append({"b_id": article_id, "b_title": entry.title,
                                 "b_summary": _entry_fallback_text(entry),
@@ -400,6 +405,23 @@ class Store:
             if outcomes[index] == "unchanged" and article_id in linked:
                 outcomes[index] = "linked"  # already known from another feed
         return outcomes
+
+    @staticmethod
+    def _owning_feeds(conn: Connection, article_ids: list[str]) -> dict[str, int]:
+        """The feed that speaks for each article's feed text: the lowest-numbered one that
+        lists it (feeds are numbered in the order they were configured). A fixed rule, so
+        concurrent fetches of two feeds listing one URL with different headlines cannot swap
+        the role between runs; otherwise each would rewrite the entry in turn and the
+        unchanged article would be re-downloaded and re-versioned on every run. A feed with a
+        lower number than the current owner takes over (once)."""
+        af = schema.article_feeds
+        found: dict[str, int] = {}
+        for start in range(0, len(article_ids), 500):
+            found.update(conn.execute(
+                select(af.c.article_id, func.min(af.c.feed_id))
+                .where(af.c.article_id.in_(article_ids[start:start + 500]))
+                .group_by(af.c.article_id)).tuples().all())
+        return found
 
     def _entry_fingerprints(self, conn: Connection, article_ids: list[str]) -> dict[str, str]:
         a = schema.articles

@@ -201,14 +201,17 @@ def test_batched_entries_have_the_outcomes_of_one_by_one(store):
         return FeedEntry(link=f"https://news.example/{slug}", guid=None, title=slug.title(),
                          summary=summary, content="", published_at=None, updated_at=None)
 
-    store.upsert_entries(a, "A", [entry("kept"), entry("edited")])
-    results = store.upsert_entries(b, "B", [
+    # b lists them first; a (the lower-numbered feed, which speaks for an article's feed
+    # text: Store._owning_feeds) then edits one
+    store.upsert_entries(b, "B", [entry("kept"), entry("edited")])
+    results = store.upsert_entries(a, "A", [
         entry("kept"), entry("edited", "Changed."), entry("fresh"), entry("fresh"),
         FeedEntry(link=None, guid=None, title="No link", summary="", content="",
                   published_at=None, updated_at=None)])
     assert [outcome for outcome, _ in results] == [
         "linked", "entry-updated", "new", "unchanged", "no-link"]
-    assert store.upsert_entries(b, "B", [entry("kept")]) == [("unchanged", None)]
+    assert store.upsert_entries(a, "A", [entry("kept")]) == [("unchanged", None)]
+    assert store.upsert_entries(b, "B", [entry("edited")]) == [("unchanged", None)]
     edited = store.get_article(article_id_for("https://news.example/edited"))
     assert edited["entry_summary"] == "Changed." and edited["extraction_status"] == "pending"
     assert sorted(store.get_article(article_id_for("https://news.example/kept"))["feeds"]) \
