@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/stories.py \\
         --data ../shared/data/clustering/ecbplus-dev.jsonl \\
-        --pairs ../shared/data/pairs/semeval2022-en.jsonl [--sweep] [--representations]
+        --headlines ../shared/data/clustering/uci-headlines-dev.jsonl \\
+        --pairs ../shared/data/pairs/semeval2022-en.jsonl [--cache DIR] [--sweep]
 
 Every figure comes from the shipped code path, ``pipeline.stories.cluster_records`` (a
 throwaway store and the real ``assign_stories`` stage) with the configured defaults — nothing
@@ -83,17 +84,42 @@ def _r(values: tuple[float, float, float]) -> dict[str, float]:
 
 # ---- an embedding memo (same vectors, computed once) ----------------------------------------
 
-def memoise_encoder() -> None:
+def memoise_encoder(cache: Path | None = None) -> None:
+    """Embed each distinct text once; with ``cache``, vectors also persist between runs
+    (one ``.npz`` per model, keyed by a hash of the text; written after each new batch)."""
+    import hashlib
+
     original = stories_module.encode
     memo: dict[tuple[str, str], np.ndarray] = {}
+    stored: dict[str, dict[str, np.ndarray]] = {}
+
+    def digest(text: str) -> str:
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    def disk(model: str) -> dict[str, np.ndarray]:
+        if model not in stored:
+            path = cache / f"vectors-{digest(model)[:12]}.npz" if cache else None
+            stored[model] = dict(np.load(path)) if path and path.exists() else {}
+        return stored[model]
+
+    def save(model: str) -> None:
+        if cache:
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(cache / f"vectors-{digest(model)[:12]}.npz", **disk(model))
 
     def encode(texts: list[str], model: str = "default", device: str = "cpu",
                batch_size: int = 32) -> np.ndarray:
+        on_disk = disk(model)
+        for text in texts:
+            if (model, text) not in memo and digest(text) in on_disk:
+                memo[(model, text)] = on_disk[digest(text)]
         missing = sorted({t for t in texts if (model, t) not in memo})
         if missing:
             for text, vector in zip(missing, original(missing, model, device, batch_size),
                                     strict=True):
                 memo[(model, text)] = vector
+                on_disk[digest(text)] = vector
+            save(model)
         if not texts:
             return original(texts, model, device, batch_size)
         return np.stack([memo[(model, t)] for t in texts])
@@ -223,6 +249,120 @@ def compare_representations(records: list[dict[str, Any]],
     return out
 
 
+# ---- UCI headlines --------------------------------------------------------------------------
+
+def evaluate_headlines(records: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """Headline-only feed items with their publication times (UCI News Aggregator): the
+    stage orders them by time, so the file order does not matter; shuffled file orders only
+    change the order of items published in the same second."""
+    result = evaluate_clusters(records, settings)
+    shuffled = records[:]
+    random.Random(ORDER_SEEDS[0]).shuffle(shuffled)
+    result["bcubed_f1_shuffled_file"] = evaluate_clusters(shuffled, settings)["bcubed"]["f1"]
+    return result
+
+
+# ---- the real stream, replayed as daily runs --------------------------------------------------
+
+def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: int,
+                  seed: int, audit_out: Path | None,
+                  max_items: int | None = None) -> dict[str, Any]:
+    """Replay a feed-item stream (gzip JSONL) as one stories run per day through the shipped
+    stage (``assign_stories`` over a throwaway store, feed text only: description, else the
+    headline), then draw ``sample`` random multi-article stories (seeded) for reading.
+
+    Only figures go into the results; the drawn stories' ids and member headlines go to
+    ``audit_out`` (outside the repository: the text belongs to its publishers), to be read and
+    judged by a person (verdicts: docs/decisions.md).
+    """
+    import tempfile
+    from datetime import timedelta
+
+    from story_scaling import read_stream, stream_vectors
+
+    from pipeline import schema
+    from pipeline.store import open_store
+    from pipeline.stories import article_text_for_embedding, assign_stories
+    from pipeline.urls import content_hash
+
+    items = read_stream(path)[:max_items]
+    vectors = stream_vectors(items, cache)
+    known = {article_text_for_embedding(i["title"], i["text"]): v
+             for i, v in zip(items, vectors, strict=True)}
+    original = stories_module.encode
+
+    def encode(texts: list[str], *args: Any, **kwargs: Any) -> np.ndarray:
+        missing = [t for t in texts if t not in known]
+        if missing:
+            for text, vector in zip(missing, original(missing, *args, **kwargs), strict=True):
+                known[text] = vector
+        return np.stack([known[t] for t in texts]) if texts else original(texts, *args, **kwargs)
+
+    stories_module.encode = encode  # type: ignore[assignment]
+    days: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for item in items:
+        days[item["time"].date().isoformat()].append(item)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="newswatch-replay-") as tmp:
+        store = open_store(f"sqlite:///{Path(tmp) / 'replay.db'}")
+        try:
+            for day in sorted(days):
+                with store.engine.begin() as conn:
+                    for item in days[day]:
+                        seen = item["time"] + timedelta(minutes=5)
+                        source = "title" if item["text"] == item["title"] else "feed"
+                        digest = content_hash(item["title"], item["text"])
+                        conn.execute(schema.articles.insert().values(
+                            article_id=item["id"], source=item["source"], title=item["title"],
+                            text=item["text"], text_source=source, published_at=item["time"],
+                            content_hash=digest, version=1, extraction_status="fallback",
+                            first_seen_at=seen, updated_at=seen))
+                        conn.execute(schema.article_versions.insert().values(
+                            article_id=item["id"], version=1, content_hash=digest,
+                            title=item["title"], text=item["text"], text_source=source,
+                            seen_at=seen))
+                assign_stories(store, settings)
+                print(f"  {day}: {len(days[day]):,} items", flush=True)
+            with store.engine.connect() as conn:
+                rows = conn.execute(select_story_members()).all()
+        finally:
+            store.close()
+    stories_module.encode = original  # type: ignore[assignment]
+    members: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
+    titles: dict[str, str] = {}
+    for story_id, story_title, article_id, title, source, when in rows:
+        members[story_id].append((article_id, title, source, str(when)))
+        titles[story_id] = story_title
+    sizes = Counter(len(m) for m in members.values())
+    multi = sorted(sid for sid, m in members.items() if len(m) > 1)
+    drawn = random.Random(seed).sample(multi, min(sample, len(multi)))
+    if audit_out:
+        audit_out.parent.mkdir(parents=True, exist_ok=True)
+        with audit_out.open("w", encoding="utf-8") as handle:
+            for story_id in drawn:
+                handle.write(json.dumps({"story_id": story_id, "title": titles[story_id],
+                                         "members": members[story_id]}) + "\n")
+    return {"items": len(items), "daily_runs": len(days),
+            "seconds": round(time.perf_counter() - started, 1), "stories": len(members),
+            "multi_article_stories": len(multi),
+            "articles_in_multi_article_stories": sum(len(members[s]) for s in multi),
+            "largest_stories": sorted((len(m) for m in members.values()), reverse=True)[:10],
+            "singletons": sizes.get(1, 0), "sample": len(drawn), "sample_seed": seed,
+            "sample_ids": drawn}
+
+
+def select_story_members() -> Any:
+    from sqlalchemy import select
+
+    from pipeline import schema
+
+    a, s = schema.articles, schema.stories
+    return (select(a.c.story_id, s.c.title, a.c.article_id, a.c.title, a.c.source,
+                   a.c.published_at)
+            .join(s, s.c.story_id == a.c.story_id)
+            .order_by(a.c.story_id, a.c.published_at, a.c.article_id))
+
+
 # ---- SemEval pairs --------------------------------------------------------------------------
 
 def evaluate_pairs(pairs: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
@@ -251,6 +391,17 @@ def evaluate_pairs(pairs: list[dict[str, Any]], settings: Settings) -> dict[str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="ECB+ style JSONL with label")
+    parser.add_argument("--headlines", type=Path, help="UCI headlines JSONL with label")
+    parser.add_argument("--cache", type=Path, help="folder that keeps embeddings between "
+                        "runs (vectors only)")
+    parser.add_argument("--stream", type=Path, help="gzip JSONL feed items (shared stream/): "
+                        "replay as daily runs and draw stories to read")
+    parser.add_argument("--audit-out", type=Path, help="where the drawn stories' headlines "
+                        "go (outside the repository)")
+    parser.add_argument("--audit-sample", type=int, default=30)
+    parser.add_argument("--max-items", type=int, help="only the stream's first N items")
+    parser.add_argument("--only-stream", action="store_true",
+                        help="skip ECB+/UCI/SemEval (keep their figures in --json)")
     parser.add_argument("--pairs", type=Path, help="SemEval-2022 pairs JSONL")
     parser.add_argument("--config", type=Path, help="newswatch config (default: defaults)")
     parser.add_argument("--sweep", action="store_true", help="also try other settings")
@@ -259,10 +410,22 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/stories.json"))
     args = parser.parse_args()
     settings = load_settings(args.config)
-    memoise_encoder()
+    memoise_encoder(args.cache)
     records = read_jsonl(args.data)
-    result: dict[str, Any] = {"defaults": settings.stories.model_dump(),
-                              "machine": f"{platform.machine()}, {platform.python_version()}"}
+    result: dict[str, Any] = {}
+    if args.only_stream and args.json.exists():
+        result = json.loads(args.json.read_text(encoding="utf-8"))
+    result.update({"defaults": settings.stories.model_dump(),
+                   "machine": f"{platform.machine()}, {platform.python_version()}"})
+    if args.stream:
+        print(f"Replaying {args.stream.name} as daily runs:", flush=True)
+        result["stream_replay"] = replay_stream(args.stream, settings, args.cache,
+                                                args.audit_sample, 12, args.audit_out,
+                                                args.max_items)
+        print(f"Stream replay: {json.dumps(result['stream_replay'])}")
+    if args.only_stream:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return 0
     result["ecbplus"] = evaluate_orders(records, settings)
     file_order = result["ecbplus"]["file_order"]
     print(f"ECB+ ({file_order['articles']} articles, {file_order['events']} events), file "
@@ -270,6 +433,9 @@ def main() -> int:
     ecb = result["ecbplus"]
     print(f"  BCubed F1 over {1 + len(ORDER_SEEDS)} orders: mean "
           f"{ecb['bcubed_f1_mean_over_orders']}, min {ecb['bcubed_f1_min_over_orders']}")
+    if args.headlines:
+        result["uci_headlines"] = evaluate_headlines(read_jsonl(args.headlines), settings)
+        print(f"UCI headlines: {json.dumps(result['uci_headlines'])}")
     if args.sweep:
         result["sweep"] = sweep(records, settings)
     if args.representations:

@@ -1,8 +1,11 @@
 """The extraction stage: download article pages and store their text.
 
 Every article gets text: the page's when it can be read, else what the feed said about it
-(``text_source = "feed"``). Every outcome is counted, so "why does this article have only its
-summary?" has an answer in ``newswatch feeds`` / the run summary.
+(``text_source = "feed"``), else its headline (``text_source = "title"``: an item with only a
+title and a link whose page is unreadable is still news, so it is embedded, storied, indexed and
+scored like any other; a page read later becomes its next version). Every outcome is counted,
+so "why does this article have only its summary?" has an answer in ``newswatch feeds`` / the
+run summary.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ ITEM_ERROR = "item-error"  # an unexpected error with this article; the others w
 class ExtractionOutcome:
     article_id: str
     outcome: str  # ok, http-403, paywall, empty, timeout, ...
-    text_source: str | None  # page, feed or None (no text at all)
+    text_source: str | None  # page, feed, title or None (no text at all)
     version: str  # new-version or unchanged
 
 
@@ -52,7 +55,8 @@ def extract_one(store: Store, fetcher: Fetcher, settings: Settings,
     if url and conf.fetch_pages:
         result = fetcher.get(url, accept="text/html,application/xhtml+xml;q=0.9,*/*;q=0.5")
         if result.ok:
-            outcome, page = _extract_page(result, conf.engine, conf.min_text_chars)
+            outcome, page = _extract_page(result, conf.engine, conf.min_text_chars,
+                                          article.get("source"))
             if page is not None:
                 # Page text is display text too: no escape sequences or control characters.
                 version = store.save_article_text(
@@ -70,22 +74,25 @@ def extract_one(store: Store, fetcher: Fetcher, settings: Settings,
         # A page we already read once stays: a later failure is noted, not a downgrade.
         store.record_extraction_attempt(article_id, status=status, outcome=outcome)
         return ExtractionOutcome(article_id, outcome, "page", "unchanged")
-    fallback = (article.get("entry_summary") or "").strip()
-    if not fallback:
-        status = "failed" if status == "fallback" else status
+    title = (article.get("entry_title") or "").strip()
+    fallback, text_source = (article.get("entry_summary") or "").strip(), "feed"
+    if not fallback and title:
+        fallback, text_source = title, "title"
+    if not fallback:  # neither summary nor headline: nothing to show, embed or search
+        status, text_source = ("failed" if status == "fallback" else status), None
     version = store.save_article_text(
-        article_id, title=article.get("entry_title"), text=fallback, text_source="feed",
+        article_id, title=title or None, text=fallback, text_source=text_source or "feed",
         status=status, outcome=outcome)
-    return ExtractionOutcome(article_id, outcome, "feed" if fallback else None, version)
+    return ExtractionOutcome(article_id, outcome, text_source, version)
 
 
-def _extract_page(result: FetchResult, engine: str, min_chars: int):
+def _extract_page(result: FetchResult, engine: str, min_chars: int, source: str | None):
     content_type = result.headers.get("content-type", "")
     if content_type and "html" not in content_type and "xml" not in content_type:
         return "not-html", None
     try:
         page = extract_html(strip_control_bytes(result.content), result.url, engine=engine,
-                            min_text_chars=min_chars)
+                            min_text_chars=min_chars, known_site_names=(source,))
     except Exception as exc:  # an extractor bug must not stop the run
         log.warning("extraction failed for %s: %s", result.url, exc)
         return "extract-error", None
@@ -102,17 +109,29 @@ def extract_pending(
     *,
     fetcher: Fetcher | None = None,
     limit: int | None = None,
+    page_budget: int | None = None,
     on_article_done: Callable[[ExtractionOutcome], None] | None = None,
 ) -> dict[str, int]:
-    """Extract every article waiting for text (new, changed in its feed, or to retry).
+    """Extract up to ``limit`` articles waiting for text (new, changed in its feed, or to
+    retry), downloading at most ``page_budget`` pages (None: no cap); articles whose page
+    would exceed it stay pending for the next run. Counts ``downloaded`` pages too.
 
     Pages are fetched fairly per host within the stage and host time budgets; articles a
     budget leaves unstarted are counted (``deferred-*``) and stay pending."""
-    pending = store.articles_to_extract(
-        settings.extraction.max_articles_per_run if limit is None else limit)
+    if limit is None:  # one call per stage (Airflow task): the per-run cap is the limit
+        limit = page_budget = settings.extraction.max_articles_per_run
+    pending = store.articles_to_extract(limit)
     counts: dict[str, int] = {}
+
+    def downloads(article: dict[str, Any]) -> bool:
+        return settings.extraction.fetch_pages and bool(article.get("link") or article.get("url"))
+
+    if page_budget is not None:
+        over_cap = {a["article_id"] for a in [a for a in pending if downloads(a)][
+            max(page_budget, 0):]}
+        pending = [a for a in pending if a["article_id"] not in over_cap]
     if not pending:
-        return counts
+        return {}
     own_fetcher = fetcher is None
     fetcher = fetcher or Fetcher(settings.fetch)
     deferred: Deferred[dict[str, Any]] = Deferred()
@@ -125,7 +144,9 @@ def extract_pending(
             stage_budget_s=settings.extraction.stage_budget_s,
             host_budget_s=settings.fetch.host_budget_s, deferred=deferred,
             thread_name_prefix="extract")
-        for _article, result in done:
+        for article, result in done:
+            if downloads(article):
+                counts["downloaded"] = counts.get("downloaded", 0) + 1
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
             if result.version == "new-version":
                 counts["new-version"] = counts.get("new-version", 0) + 1

@@ -74,17 +74,30 @@ def get_settings(config: Path | None) -> Settings:
 
 @contextmanager
 def stage_progress(enabled: bool = True):
-    """A Rich progress bar per stage; yields the pipeline's progress callback."""
+    """Rich progress bars, one per stage plus the run's chunks; yields the pipeline's progress
+    callback. A stage that announces a new total starts a new round (its next chunk)."""
     if not enabled:
         yield None
         return
-    progress = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=err_console, transient=False)
+    progress = Progress(TextColumn("{task.description:<18}"), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
+                        transient=False)
     tasks: dict[str, Any] = {}
+    chunk = {"done": 0, "total": 0}
+
+    def label(stage: str) -> str:
+        if stage == "chunk" or chunk["total"] <= 1:
+            return stage
+        return f"{stage} · chunk {min(chunk['done'] + 1, chunk['total'])}"
 
     def callback(stage: str, advance: int, total: int | None) -> None:
+        if stage == "chunk":
+            chunk["done"] += advance
+            chunk["total"] = max(total or 0, chunk["total"])
         if stage not in tasks:
             tasks[stage] = progress.add_task(stage, total=total)
+        elif total is not None and not advance and stage != "chunk":
+            progress.reset(tasks[stage], total=total, description=label(stage))
         elif total is not None:
             progress.update(tasks[stage], total=total)
         if advance:

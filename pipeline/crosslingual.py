@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from pipeline import schema
 from pipeline.embeddings import pack_vector, unpack_vector
 from pipeline.multilingual import MODEL_NAME, encode_multilingual
+from pipeline.sanitize import plausible_date
 from pipeline.settings import Settings
 from pipeline.store import Store, utcnow
 
@@ -54,6 +56,10 @@ def uses_english_model(language: str | None) -> bool:
 def english_condition(column: Any) -> ColumnElement[bool]:
     """SQL for ``uses_english_model`` on a language column."""
     return or_(column.is_(None), column == "en", column.like("en-%"))
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _ts(when: datetime) -> float:
@@ -246,19 +252,23 @@ def assign_other_languages(store: Store, settings: Settings
     Returns the outcome counts and the ids of the stories it started."""
     a, m = schema.articles, schema.multilingual_embeddings
     with store.engine.connect() as conn:
-        rows = conn.execute(
+        found = conn.execute(
             select(a.c.article_id, a.c.title, a.c.source, a.c.language, a.c.story_id,
-                   a.c.version, _when().label("at"), m.c.embedding)
+                   a.c.version, a.c.published_at, a.c.first_seen_at, m.c.embedding)
             .join(m, and_(m.c.article_id == a.c.article_id, m.c.version == a.c.version))
             .where(a.c.version > 0).where(~english_condition(a.c.language))
             .where(or_(a.c.story_assigned_version.is_(None),
-                       a.c.story_assigned_version != a.c.version))
-            .order_by(_when(), a.c.article_id)).all()
+                       a.c.story_assigned_version != a.c.version))).mappings().all()
     counts: dict[str, int] = {}
-    if not rows:
+    if not found:
         return counts, set()
+    # A stored date no news item can have (year 1, 9999) falls back to first seen, as in the
+    # English pass (it would overflow the window maths).
+    rows = sorted((SimpleNamespace(**r, at=_utc(plausible_date(r["published_at"])
+                                                 or r["first_seen_at"])) for r in found),
+                  key=lambda r: (r.at, r.article_id))
     window = timedelta(days=settings.stories.window_days)
-    times = [r.at if r.at.tzinfo else r.at.replace(tzinfo=UTC) for r in rows]
+    times = [r.at for r in rows]
     candidates = _load_candidates(store, min(times) - window, max(times) + window)
     window_s = window.total_seconds()
     thresholds = thresholds_of(settings)

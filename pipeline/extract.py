@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import lxml.html
 from lxml import etree
@@ -270,41 +271,80 @@ def _stated_date(page: _PageMeta) -> datetime | None:
 
 
 _TITLE_SEPARATORS = re.compile(r"\s+(?:\||-|–|—|::|·|•|»|/)\s+")
+_SEPARATOR_CHARS = " |-–—:·•»/"
+# Host labels that name no site ("www.", "edition.", "co.uk"): never a site-name match.
+_GENERIC_HOST_LABELS = frozenset({"www", "m", "amp", "mobile", "edition", "news", "co", "com",
+                                  "org", "net", "gov", "ac", "int"})
 
 
-def _strip_site_suffix(title: str, site_name: str | None) -> str:
-    """``"Story headline | Daily Planet"`` -> ``"Story headline"``."""
+def _squash(text: str) -> str:
+    """Lower-case letters and digits only, so a site name, a feed title and a host label
+    compare equal ("The Guardian" -> "theguardian")."""
+    return "".join(re.findall(r"\w+", text.casefold())).replace("_", "")
+
+
+def _without_the(name: str) -> str:
+    return name[3:] if name.startswith("the") and len(name) > 6 else name
+
+
+def site_names(url: str | None, *names: str | None) -> frozenset[str]:
+    """What a page's site may be called: the given names (``og:site_name``, the feed's
+    title, the outlet), their first part ("Reuters: World News" -> "Reuters") and the labels
+    of the URL's host ("www.bbc.co.uk" -> "bbc"), each squashed (see ``_squash``) with and
+    without a leading "the"."""
+    found: set[str] = set()
+    for name in names:
+        if name and name.strip():
+            found.add(_squash(name))
+            found.add(_squash(re.split(r"\s*[:|–—-]\s+|\s+[|–—-]\s*", name.strip())[0]))
+    if url:
+        host = (urlsplit(url).hostname or "").lower()
+        labels = host.split(".")[:-1]  # the top-level domain names no site
+        found.update(label.replace("-", "") for label in labels
+                     if label not in _GENERIC_HOST_LABELS)
+    found |= {_without_the(n) for n in found}
+    return frozenset(n for n in found if len(n) >= 3)
+
+
+def _names_site(segment: str, names: frozenset[str]) -> bool:
+    """A title segment is the site's name: it is one of ``names`` or starts with one
+    ("BBC News" for bbc, "CNN Politics" for cnn), in at most five words."""
+    if len(segment.split()) > 5:
+        return False
+    squashed = {_squash(segment), _without_the(_squash(segment))} - {""}
+    return any(form.startswith(name) for form in squashed for name in names)
+
+
+def _strip_site_suffix(title: str, names: frozenset[str]) -> str:
+    """``"Story headline | Daily Planet"`` -> ``"Story headline"``, but only when the cut
+    segment names the site (``site_names``): real headlines also contain dashes ("... with
+    China – and Taiwan?") and must come through whole."""
     parts = _TITLE_SEPARATORS.split(title)
-    if len(parts) < 2:
+    if len(parts) < 2 or not names:
         return title
-    if site_name:
-        site = site_name.strip().lower()
-        if parts[-1].strip().lower() == site:
-            return title[: title.lower().rfind(parts[-1].lower())].rstrip(" |-–—:·•»/")
-        if parts[0].strip().lower() == site:
-            return title[len(parts[0]):].lstrip(" |-–—:·•»/")
-    # Unknown site name: drop a short last segment ("... - BBC News"), keep the rest intact.
-    last = parts[-1]
-    head = title[: title.rfind(last)].rstrip(" |-–—:·•»/")
-    if len(last.split()) <= 4 and len(head) > len(last):
-        return head
+    if _names_site(parts[-1], names):
+        return title[: title.rfind(parts[-1])].rstrip(_SEPARATOR_CHARS)
+    if _names_site(parts[0], names):
+        return title[len(parts[0]):].lstrip(_SEPARATOR_CHARS)
     return title
 
 
-def _title(page: _PageMeta, engine_title: str | None) -> str | None:
+def _title(page: _PageMeta, engine_title: str | None, url: str | None = None,
+           known_names: tuple[str | None, ...] = ()) -> str | None:
     """og:title, else the article's h1 or <title> minus the site name, else the engine's pick.
 
     When the h1 and <title> disagree the longer wins: an h1 is sometimes the site's logo, and a
     short <title> is often just "Home | Site".
     """
     site_name = page.meta.get("og:site_name") or page.meta.get("application-name")
+    names = site_names(url, site_name, *known_names)
     for candidate in (page.meta.get("og:title"), page.meta.get("twitter:title")):
         if candidate:
-            cleaned = " ".join(_strip_site_suffix(candidate, site_name).split())
+            cleaned = " ".join(_strip_site_suffix(candidate, names).split())
             if cleaned and (not site_name or cleaned.lower() != site_name.strip().lower()):
                 return cleaned
     page_title = page.page_title and " ".join(
-        _strip_site_suffix(page.page_title, site_name).split())
+        _strip_site_suffix(page.page_title, names).split())
     if page.h1 and page_title:
         h1, cleaned = page.h1.casefold(), page_title.casefold()
         if cleaned in h1 or (h1 in cleaned and len(h1.split()) >= 3):
@@ -313,7 +353,7 @@ def _title(page: _PageMeta, engine_title: str | None) -> str | None:
     if page.h1 or page_title:
         return page.h1 or page_title
     if engine_title and engine_title.strip():
-        return " ".join(_strip_site_suffix(engine_title.strip(), site_name).split())
+        return " ".join(_strip_site_suffix(engine_title.strip(), names).split())
     return None
 
 
@@ -448,13 +488,16 @@ def extract_html(
     fallback: bool = True,
     min_text_chars: int = DEFAULT_MIN_TEXT_CHARS,
     trafilatura_options: Mapping[str, bool] | None = None,
+    known_site_names: tuple[str | None, ...] = (),
 ) -> ExtractedArticle:
     """Extract the article's text and metadata from a page.
 
     ``engine`` runs first; when it fails or yields less than ``min_text_chars`` characters the
     other engine is tried (unless ``fallback=False``) and the longer text wins. ``engine`` in the
-    result names the engine whose text is returned. An empty or garbage page gives an article
-    with empty text; only input that is not a page at all raises ExtractionError.
+    result names the engine whose text is returned. ``known_site_names`` (the feed's title,
+    the outlet) help tell a site suffix in the title from the end of a headline. An empty or
+    garbage page gives an article with empty text; only input that is not a page at all
+    raises ExtractionError.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown extraction engine {engine!r} (expected one of {ENGINES})")
@@ -477,7 +520,7 @@ def extract_html(
     used, output = best if best is not None else (engine, _EngineOutput())
     if not output.text:
         used = engine
-    title = _title(page, output.title)
+    title = _title(page, output.title, url, known_site_names)
     return ExtractedArticle(
         title=title,
         text=_drop_headline(output.text, (title, page.h1, output.title)),

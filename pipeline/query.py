@@ -36,10 +36,9 @@ def run_search(settings: Settings, text: str, *, since: str | None = None,
 def embed_query(settings: Settings, text: str) -> list[float] | None:
     """The query's embedding, or None (then hybrid search degrades to keyword search)."""
     try:
-        from pipeline.embeddings import encode
+        from pipeline.embeddings import encode_for
 
-        conf = settings.embedding
-        return encode([text], conf.model, conf.device, conf.batch_size)[0].tolist()
+        return encode_for(settings, [text])[0].tolist()
     except Exception as exc:  # a missing model must not break keyword search
         log.warning("query embedding unavailable, using keyword search: %s", exc)
         return None

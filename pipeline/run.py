@@ -8,9 +8,13 @@ the store; stages exchange only ids and counts.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET
@@ -38,6 +42,7 @@ class RunReport:
     feeds: list[Any] = field(default_factory=list)  # FeedReport per feed
     stages: dict[str, dict[str, int]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # stage -> one-line reason
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, all chunks
 
     @property
     def feeds_ok(self) -> int:
@@ -72,6 +77,7 @@ class RunReport:
             "feeds": {"ok": self.feeds_ok, "failed": self.feeds_failed, "total": len(self.feeds)},
             "stages": self.stages,
             "errors": self.errors,
+            "timings": {stage: round(s, 3) for stage, s in self.timings.items()},
             "left_pending": self.left_pending,
             "item_errors": self.item_errors,
         }
@@ -146,24 +152,28 @@ STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
 def run_once(settings: Settings, *, run_id: str | None = None, stages: tuple[str, ...] = STAGES,
              force: bool = False, progress: ProgressCallback | None = None,
              store: Store | None = None) -> RunReport:
-    """Run the pipeline once. A failing stage is reported; the stages after it still run
-    on whatever the store holds (records are never lost to a later stage's failure)."""
+    """Run the pipeline once: fetch, then the backlog in chunks.
+
+    Each chunk (``run.chunk_size`` articles) is extracted, embedded and assigned to stories,
+    indexed and scored, and committed before the next one starts, so a run stopped at any
+    point keeps every finished chunk and the next run resumes with what is still pending.
+    A failing stage is reported and ends the chunk loop; the stages after it still run on
+    whatever the store holds (records are never lost to a later stage's failure). Runs left
+    ``running`` by a process that died are marked ``abandoned`` first.
+    """
     own_store = store is None
     store = store or open_store(settings.store.url)
-    run_id = store.start_run(run_id)
-    report = RunReport(run_id=run_id, started_at=utcnow())
     try:
-        for stage in stages:
-            try:
-                if stage == "fetch":
-                    report.feeds = stage_fetch(store, settings, run_id, force=force,
-                                               progress=progress)
-                else:
-                    STAGE_FUNCTIONS[stage](store, settings, run_id, progress=progress)
-            except Exception as exc:  # reported, and the run goes on
-                log.exception("stage %s failed", stage)
-                report.errors[stage] = f"{type(exc).__name__}: {exc}"
-                store.count(run_id, stage, "stage-error")
+        mark_abandoned_runs(store, settings.run.stale_after_s)
+        run_id = store.start_run(run_id)
+        heartbeat(store, run_id)
+        report = RunReport(run_id=run_id, started_at=utcnow())
+        if "fetch" in stages:
+            _guarded(report, store, "fetch", lambda: setattr(report, "feeds", stage_fetch(
+                store, settings, run_id, force=force, progress=progress)))
+        chunked = tuple(stage for stage in stages if stage != "fetch")
+        if chunked:
+            run_chunks(store, settings, run_id, chunked, report, progress)
         report.stages = store.run_counts(run_id)
         report.finished_at = utcnow()
         status = "failed" if report.all_feeds_failed or report.errors else "ok"
@@ -172,3 +182,126 @@ def run_once(settings: Settings, *, run_id: str | None = None, stages: tuple[str
         if own_store:
             store.close()
     return report
+
+
+def _guarded(report: RunReport, store: Store, stage: str, work: Callable[[], Any]) -> bool:
+    """Run one stage (timed); a failure is logged, counted and reported, never raised."""
+    started = time.perf_counter()
+    try:
+        work()
+        return True
+    except Exception as exc:  # reported, and the run goes on
+        log.exception("stage %s failed", stage)
+        report.errors[stage] = f"{type(exc).__name__}: {exc}"
+        store.count(report.run_id, stage, "stage-error")
+        return False
+    finally:
+        report.timings[stage] = report.timings.get(stage, 0.0) + time.perf_counter() - started
+
+
+def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str, ...],
+               report: RunReport, progress: ProgressCallback | None = None) -> int:
+    """Work through the extraction backlog chunk by chunk; returns the chunks done.
+
+    Page downloads are capped per run (``extraction.max_articles_per_run``); articles that
+    take their feed text are not, so a feed-text-only backlog finishes in one run.
+    """
+    conf = settings.extraction
+    download_budget = conf.max_articles_per_run if conf.fetch_pages else None
+    pending = store.count_articles_to_extract() if "extract" in stages else 0
+    planned = max(1, -(-min(pending, download_budget if download_budget is not None
+                            else pending) // settings.run.chunk_size))
+    if progress:
+        progress("chunk", 0, planned)
+        if "extract" in stages:
+            progress("extract", 0, pending)
+    chunk = 0
+    while True:
+        chunk += 1
+        extracted: dict[str, int] = {}
+        processed = 0
+
+        def article_done(_outcome: Any) -> None:
+            nonlocal processed
+            processed += 1
+            if progress:
+                progress("extract", 1, None)
+
+        healthy = True
+        for stage in stages:
+            if stage == "extract":
+                work = partial(_extract_into, extracted, store, settings, run_id,
+                               download_budget, article_done)
+            else:
+                work = partial(STAGE_FUNCTIONS[stage], store, settings, run_id,
+                               progress=progress)
+            healthy = _guarded(report, store, stage, work) and healthy
+        heartbeat(store, run_id, chunk)
+        store.count(run_id, "run", "chunks")
+        if progress:
+            progress("chunk", 1, max(planned, chunk))
+        if download_budget is not None:
+            download_budget -= extracted.get("downloaded", 0)
+        # A short chunk means the backlog is drained. A failed stage ends the loop: the next
+        # run retries rather than repeating the error.
+        if (not healthy or "extract" not in stages or processed < settings.run.chunk_size
+                or (download_budget is not None and download_budget <= 0)):
+            return chunk
+
+
+def _extract_into(counts: dict[str, int], store: Store, settings: Settings, run_id: str,
+                  page_budget: int | None, on_done: Callable[[Any], None]) -> None:
+    """One chunk of the extraction stage; its outcome counts land in ``counts``."""
+    from pipeline.articles import extract_pending
+
+    counts.update(extract_pending(store, settings, run_id, limit=settings.run.chunk_size,
+                                  page_budget=page_budget, on_article_done=on_done))
+
+
+def heartbeat(store: Store, run_id: str, chunk: int = 0) -> None:
+    """Record that this run is alive (and who runs it), for :func:`mark_abandoned_runs`."""
+    store.update_run_summary(run_id, {"owner": process_identity(), "chunk": chunk,
+                                      "heartbeat_at": utcnow().isoformat()})
+
+
+def process_identity() -> dict[str, Any]:
+    """Host, pid and process start time: enough to tell later whether this process is gone
+    (the start time guards against a reused pid)."""
+    import psutil
+
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "created": psutil.Process().create_time()}
+
+
+def _process_gone(owner: dict[str, Any]) -> bool:
+    import psutil
+
+    if owner.get("host") != socket.gethostname() or "pid" not in owner:
+        return False  # another machine's run: only its heartbeat can tell
+    try:
+        return abs(psutil.Process(int(owner["pid"])).create_time()
+                   - float(owner.get("created", 0))) > 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return True
+
+
+def mark_abandoned_runs(store: Store, stale_after_s: float) -> list[str]:
+    """Mark ``abandoned`` (with the time) every run still ``running`` whose process on this
+    host is gone, or whose last heartbeat (or start) is older than ``stale_after_s``."""
+    now = utcnow()
+    abandoned = []
+    for run in store.running_runs():
+        summary = run.get("summary") or {}
+        owner = summary.get("owner") or {}
+        try:
+            seen = datetime.fromisoformat(summary["heartbeat_at"])
+        except (KeyError, TypeError, ValueError):
+            seen = run["started_at"]
+        if _process_gone(owner) or (now - seen).total_seconds() > stale_after_s:
+            store.finish_run(run["run_id"], "abandoned", {
+                **summary, "abandoned_at": now.isoformat(),
+                "reason": "its process is gone" if _process_gone(owner)
+                else f"no progress for {int((now - seen).total_seconds())} s"})
+            log.warning("run %s was left running: marked abandoned", run["run_id"])
+            abandoned.append(run["run_id"])
+    return abandoned

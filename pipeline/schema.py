@@ -122,7 +122,7 @@ articles = Table(
     Column("source", Text),  # outlet / feed name shown to users
     Column("title", Text),
     Column("text", Text, nullable=False, default=""),
-    Column("text_source", String(8)),  # "page" or "feed"
+    Column("text_source", String(8)),  # "page", "feed" (its summary) or "title" (headline only)
     Column("authors", JSON),
     Column("published_at", UTCDateTime),
     Column("language", String(16)),

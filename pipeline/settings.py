@@ -90,7 +90,9 @@ class FetchSettings(Section):
 
 class ExtractionSettings(Section):
     engine: Literal["trafilatura", "newspaper"] = "trafilatura"
-    max_articles_per_run: int = Field(500, ge=0)
+    max_articles_per_run: int = Field(500, ge=0, description="article pages downloaded per "
+                                      "run at most; the rest wait for the next run (articles "
+                                      "that take their feed text are not capped)")
     min_text_chars: int = Field(200, ge=0, description="shorter page text counts as empty")
     fetch_pages: bool = True
     stage_budget_s: float | None = Field(
@@ -101,8 +103,34 @@ class ExtractionSettings(Section):
 class EmbeddingSettings(Section):
     model: str = Field("default", description="'default' = packaged all-MiniLM-L6-v2, or any "
                        "sentence-transformers name or local path")
+    backend: Literal["torch", "onnx", "onnx-int8", "openvino"] = Field(
+        "openvino", description="inference engine for the model: torch (sentence-transformers "
+        "fp32), onnx (ONNX Runtime, fused fp32), onnx-int8 (per-channel int8, faster, cosine "
+        "~0.99 to torch) or openvino (fp32); the ONNX ones are exported once from the local "
+        "model into <data_dir>/models. Changing it re-embeds stored articles")
     batch_size: int = Field(32, ge=1)
-    device: str = "cpu"
+    device: str = Field("cpu", description="torch device (cpu, cuda); the other backends run "
+                        "on the CPU")
+    threads: int = Field(0, ge=0, description="CPU threads for onnx/openvino inference "
+                         "(0 = the library's default, all cores)")
+
+    model_cache: str = Field("", description="folder for the exported onnx/openvino model "
+                             "files (empty = <data_dir>/models); deployments may share one")
+
+    def cache_dir(self, data_dir: str) -> str:
+        """Where exported models are kept: beside the other data of this deployment."""
+        return self.model_cache or str(Path(data_dir) / "models")
+
+
+class RunSettings(Section):
+    chunk_size: int = Field(1000, ge=1, description="articles per chunk of a run: each chunk "
+                            "is extracted, embedded, assigned to stories, indexed, scored and "
+                            "committed before the next, so a stopped run keeps every finished "
+                            "chunk and memory does not grow with a backlog")
+    stale_after_s: float = Field(21_600.0, gt=0, description="a run still marked running "
+                                 "whose last progress is older than this is marked abandoned "
+                                 "by the next run (a run from this host whose process is gone "
+                                 "is marked at once)")
 
 
 class SearchSettings(Section):
@@ -160,6 +188,11 @@ class StoriesSettings(Section):
                                "the looser half's own mean score (0 = never split)")
     duplicate_threshold: float = Field(0.92, ge=-1, le=1, description="min embedding cosine "
                                        "to a member for a near-duplicate (wire copy)")
+    duplicate_text_overlap: float = Field(0.5, ge=0, le=1, description="min share of word "
+                                          "3-grams two texts have in common (Jaccard, first "
+                                          "3,000 characters) for a near-duplicate: the "
+                                          "embedding alone cannot tell a copy from a report "
+                                          "on the same event")
 
     @model_validator(mode="after")
     def _weights_leave_room(self) -> StoriesSettings:
@@ -284,6 +317,7 @@ class Settings(BaseSettings):
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     stories: StoriesSettings = Field(default_factory=StoriesSettings)
     multilingual: MultilingualSettings = Field(default_factory=MultilingualSettings)

@@ -280,6 +280,23 @@ class Store:
                 finished_at=utcnow(), status=status,
                 summary=json.loads(json.dumps(summary or {}, default=str))))
 
+    def update_run_summary(self, run_id: str, values: dict[str, Any]) -> None:
+        """Merge ``values`` into a running run's summary (its heartbeat and owner)."""
+        r = schema.runs
+        with self.engine.begin() as conn:
+            row = conn.execute(select(r.c.summary).where(r.c.run_id == run_id)).first()
+            if row is None:
+                return
+            summary = {**(row.summary or {}), **json.loads(json.dumps(values, default=str))}
+            conn.execute(update(r).where(r.c.run_id == run_id).values(summary=summary))
+
+    def running_runs(self) -> list[dict[str, Any]]:
+        """Runs still marked ``running`` (alive, or left behind by a process that died)."""
+        r = schema.runs
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(r).where(r.c.status == "running")).mappings().all()
+        return [dict(row) for row in rows]
+
     def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(schema.runs).order_by(schema.runs.c.started_at.desc())
@@ -292,7 +309,8 @@ class Store:
         """Record a feed entry. Returns its outcome: new, linked, unchanged or entry-updated.
 
         The same article linked from two feeds is stored once with both feeds recorded; an
-        entry whose feed text changed is queued for re-extraction.
+        entry whose feed text changed is queued for re-extraction, when the feed speaks for
+        the article's feed text (``_owning_feeds``).
         """
         with self.engine.begin() as conn:
             return self._write_entries(conn, feed_id, source, [entry], utcnow())[0]
@@ -361,11 +379,15 @@ class Store:
             raced = [row["article_id"] for row in new_rows if row["article_id"] not in inserted]
             if raced:  # another worker recorded these since our read
                 stored.update(self._entry_fingerprints(conn, raced))
+        differs = [article_id for article_id, (_, _, fingerprint) in firsts.items()
+                   if article_id not in inserted and stored.get(article_id) != fingerprint]
+        owners = self._owning_feeds(conn, differs) if differs else {}
         changed = []
         for article_id, (index, entry, fingerprint) in firsts.items():
             if article_id in inserted:
                 outcomes[index] = "new"
-            elif stored.get(article_id) != fingerprint:
+            elif stored.get(article_id) != fingerprint and owners.get(article_id,
+                                                                        feed_id) >= feed_id:
                 outcomes[index] = "entry-updated"
                 changed.append({"b_id": article_id, "b_title": entry.title,
                                 "b_summary": _entry_fallback_text(entry),
@@ -385,6 +407,23 @@ class Store:
                 outcomes[index] = "linked"  # already known from another feed
         return outcomes
 
+    @staticmethod
+    def _owning_feeds(conn: Connection, article_ids: list[str]) -> dict[str, int]:
+        """The feed that speaks for each article's feed text: the lowest-numbered one that
+        lists it (feeds are numbered in the order they were configured). A fixed rule, so
+        concurrent fetches of two feeds listing one URL with different headlines cannot swap
+        the role between runs; otherwise each would rewrite the entry in turn and the
+        unchanged article would be re-downloaded and re-versioned on every run. A feed with a
+        lower number than the current owner takes over (once)."""
+        af = schema.article_feeds
+        found: dict[str, int] = {}
+        for start in range(0, len(article_ids), 500):
+            found.update(conn.execute(
+                select(af.c.article_id, func.min(af.c.feed_id))
+                .where(af.c.article_id.in_(article_ids[start:start + 500]))
+                .group_by(af.c.article_id)).tuples().all())
+        return found
+
     def _entry_fingerprints(self, conn: Connection, article_ids: list[str]) -> dict[str, str]:
         a = schema.articles
         found: dict[str, str] = {}
@@ -394,17 +433,29 @@ class Store:
                 .where(a.c.article_id.in_(article_ids[start:start + 500]))).tuples().all())
         return found
 
+    @staticmethod
+    def _waiting_for_text(max_attempts: int) -> Any:
+        a = schema.articles
+        return or_(a.c.extraction_status == "pending",
+                   and_(a.c.extraction_status == "retry", a.c.extraction_attempts < max_attempts))
+
+    def count_articles_to_extract(self, max_attempts: int = 3) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(schema.articles)
+                                .where(self._waiting_for_text(max_attempts))).scalar_one()
+
     def articles_to_extract(self, limit: int, max_attempts: int = 3) -> list[dict[str, Any]]:
+        """The next ``limit`` articles waiting for text, in publication order: a backlog's
+        chunks then cover consecutive spans of time, so the stories each chunk compares with
+        (its time window) stay few however long the backlog is."""
         a = schema.articles
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(a.c.article_id, a.c.url, a.c.link, a.c.entry_title, a.c.entry_summary,
                        a.c.published_at, a.c.source, a.c.extraction_attempts,
                        a.c.text_source)
-                .where(or_(a.c.extraction_status == "pending",
-                           and_(a.c.extraction_status == "retry",
-                                a.c.extraction_attempts < max_attempts)))
-                .order_by(a.c.first_seen_at, a.c.article_id)
+                .where(self._waiting_for_text(max_attempts))
+                .order_by(func.coalesce(a.c.published_at, a.c.first_seen_at), a.c.article_id)
                 .limit(limit)
             ).mappings().all()
         return [dict(r) for r in rows]

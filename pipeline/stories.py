@@ -31,7 +31,13 @@ from scipy import sparse
 from sqlalchemy import and_, func, or_, select, update
 
 from pipeline import crosslingual, schema
-from pipeline.embeddings import encode, pack_vector, unpack_vector
+from pipeline.embeddings import (
+    embedding_key,
+    encode_for,
+    legacy_keys,
+    pack_vector,
+    unpack_vector,
+)
 from pipeline.language import detect_language
 from pipeline.sanitize import plausible_date
 from pipeline.settings import Settings, StoriesSettings
@@ -144,6 +150,24 @@ def story_names(title: str | None, text: str | None) -> frozenset[str]:
                      if token and _keep(token) and (raw[0].isdigit() or raw[0].isupper()))
 
 
+def text_shingles(text: str | None) -> frozenset[int]:
+    """Hashes of the word 3-grams of the first ``NAME_CHARS`` characters of the body: two
+    texts sharing most of them are the same text (a wire copy, a re-headlined re-save), which
+    an embedding of title + lead cannot tell from two reports of one event."""
+    words = [token for _, token in _tokens((text or "")[:NAME_CHARS])]
+    if len(words) < 3:
+        return frozenset({hash(tuple(words))}) if words else frozenset()
+    return frozenset(hash(gram) for gram in zip(words, words[1:], words[2:], strict=False))
+
+
+def shingle_overlap(a: frozenset[int], b: frozenset[int]) -> float:
+    """Jaccard similarity of two shingle sets (0 when either is empty)."""
+    if not a or not b:
+        return 0.0
+    shared = len(a & b)
+    return shared / (len(a) + len(b) - shared)
+
+
 # ---- cohesion: is one story really two? ------------------------------------------------------
 
 def _mean_off_diagonal(scores: np.ndarray) -> float:
@@ -202,6 +226,7 @@ class StoryItem:
     vector: np.ndarray  # L2-normalised embedding of article_text_for_embedding()
     terms: frozenset[str] = frozenset()  # story_terms()
     names: frozenset[str] = frozenset()  # story_names()
+    shingles: frozenset[int] = frozenset()  # text_shingles() of the body
 
 
 @dataclass(slots=True)
@@ -224,6 +249,9 @@ class ActiveStory:
     members: dict[str, np.ndarray] = field(default_factory=dict)
     member_terms: dict[str, frozenset[str]] = field(default_factory=dict)
     member_names: dict[str, frozenset[str]] = field(default_factory=dict)
+    member_shingles: dict[str, frozenset[int]] = field(default_factory=dict)
+    member_titles: dict[str, str] = field(default_factory=dict)
+    representative: str | None = None  # the member the story is named after
     dirty: bool = False
 
     def add_member(self, item: StoryItem) -> None:
@@ -231,12 +259,36 @@ class ActiveStory:
         self.members[item.article_id] = item.vector
         self.member_terms[item.article_id] = item.terms
         self.member_names[item.article_id] = item.names
+        self.member_shingles[item.article_id] = item.shingles
+        self.member_titles[item.article_id] = item.title
 
     def recompute_centroid(self) -> None:
         if not self.members:
             return
         total = np.sum(np.stack(list(self.members.values())), axis=0)
         self.centroid = (total / (float(np.linalg.norm(total)) or 1.0)).astype(np.float32)
+
+    def rename_after_representative(self) -> None:
+        """Title the story after its most representative member: the one closest to the
+        centroid (the others' common ground), not the earliest, so one early intruder or an
+        odd first headline does not name a whole story. The current name is kept while its
+        member is as close as the best (two-member stories: both are), so titles do not flap.
+        """
+        titled = [aid for aid in self.members if self.member_titles.get(aid)]
+        if not titled:
+            return
+        closeness = np.stack([self.members[aid] for aid in titled]) @ self.centroid
+        best = int(np.argmax(closeness))
+        current = self.representative
+        if current is None:  # a stored story: the member whose title it carries
+            current = next((aid for aid in titled if self.member_titles[aid] == self.title),
+                           None)
+        if current in titled and closeness[titled.index(current)] >= closeness[best] - 1e-6:
+            best = titled.index(current)
+        self.representative = titled[best]
+        if self.title != self.member_titles[titled[best]]:
+            self.title = self.member_titles[titled[best]]
+            self.dirty = True
 
 
 def _ts(when: datetime) -> float:
@@ -307,8 +359,10 @@ class StoryAssigner:
        its own) fits better — this undoes the early, order-dependent mistakes of step 1;
     3. *cohesion check*: a story whose run articles form two clearly separate groups is split
        in two (``split_ratio``; see ``_split_incoherent``);
-    4. new stories are named after their earliest article; ``duplicate_of`` points at the
-       closest earlier member when it is a near-copy.
+    4. new stories take their id from their earliest article (stable) and every touched
+       story its title from its most representative member (``rename_after_representative``);
+       ``duplicate_of`` points at the closest member when it is a near-copy on the embedding
+       *and* on the text (``duplicate_text_overlap``).
 
     Stored members never move: a rerun or a later run never changes an earlier decision.
 
@@ -333,7 +387,13 @@ class StoryAssigner:
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._first = np.zeros(0)
         self._last = np.zeros(0)
+        # Time index: bucket number -> rows whose span touches that stretch of time, so an
+        # article's candidates are found without looking at stories outside its window.
+        self._bucket_s = self.window_s / 2
+        self._buckets: dict[int, set[int]] = {}
+        self._indexed: dict[int, tuple[int, int]] = {}  # row -> bucket range in the index
         self._new = 0
+        self.scanned = 0  # centroids looked at to find candidates (over this assigner's life)
         self.splits = 0  # stories split in two by the cohesion check (over this assigner's life)
         for story in stories:
             self._adopt(story)
@@ -379,8 +439,34 @@ class StoryAssigner:
         self._matrix[row] = centroid
         if cluster.members:
             self._first[row], self._last[row] = cluster.first, cluster.last
+            self._index(row, cluster.first, cluster.last)
         else:  # emptied by refinement: never a candidate again
             self._first[row], self._last[row] = math.inf, -math.inf
+
+    def _bucket(self, when: float) -> int:
+        return math.floor(when / self._bucket_s)
+
+    def _index(self, row: int, first: float, last: float) -> None:
+        """Add ``row`` to the time buckets its span [first, last] touches. Spans only grow
+        while a story gains members; a span that shrank leaves stale entries, which the exact
+        window test in ``_candidates`` drops."""
+        low, high = self._bucket(first), self._bucket(last)
+        known = self._indexed.get(row)
+        if known is not None and known[0] <= low and high <= known[1]:
+            return
+        for bucket in range(low, high + 1):
+            if known is None or not known[0] <= bucket <= known[1]:
+                self._buckets.setdefault(bucket, set()).add(row)
+        self._indexed[row] = (low, high) if known is None else (min(low, known[0]),
+                                                                max(high, known[1]))
+
+    def _rows_near(self, when: float) -> np.ndarray:
+        """Rows of the stories whose span may overlap [when - window, when + window]."""
+        low, high = self._bucket(when - self.window_s), self._bucket(when + self.window_s)
+        rows: set[int] = set()
+        for bucket in range(low, high + 1):
+            rows.update(self._buckets.get(bucket, ()))
+        return np.fromiter(rows, dtype=np.int64, count=len(rows))
 
     @property
     def active_count(self) -> int:
@@ -433,18 +519,22 @@ class StoryAssigner:
                                    item.names), cluster, exclude=item.article_id)
 
     def _candidates(self, member: _Member, current: str | None = None) -> list[str]:
-        """The best few active stories by centroid cosine (plus the current one)."""
-        n = len(self._ids)
+        """The best few stories active within the window of the article's time, by centroid
+        cosine (plus its current story). The window is applied first, through the time index:
+        the cost depends on the stories active around the article, not on how many the
+        assigner holds."""
+        rows = self._rows_near(member.time)
+        self.scanned += rows.size
+        active = (self._last[rows] >= member.time - self.window_s) & (
+            self._first[rows] <= member.time + self.window_s)
+        rows = np.sort(rows[active])
         labels: list[str] = []
-        if n:
-            cosines = self._matrix[:n] @ member.vector
-            active = (self._last[:n] >= member.time - self.window_s) & (
-                self._first[:n] <= member.time + self.window_s)
-            cosines = np.where(active, cosines, -np.inf)
-            k = min(TOP_K, n)
-            top = np.argpartition(-cosines, k - 1)[:k] if k < n else np.arange(n)
-            labels = [self._ids[i] for i in sorted(top.tolist(), key=lambda i: (-cosines[i], i))
-                      if np.isfinite(cosines[i])]
+        if rows.size:
+            cosines = self._matrix[rows] @ member.vector
+            k = min(TOP_K, rows.size)
+            top = np.argpartition(-cosines, k - 1)[:k] if k < rows.size else np.arange(rows.size)
+            labels = [self._ids[rows[i]]
+                      for i in sorted(top.tolist(), key=lambda i: (-cosines[i], rows[i]))]
         if current is not None and current not in labels:
             labels.append(current)
         return labels
@@ -608,19 +698,14 @@ class StoryAssigner:
                 self.stories[story_id] = story
                 results[n] = Assignment(story_id, None, True, 1.0)
             else:
-                duplicate_of = None
-                if story.members:
-                    ids = sorted(story.members)
-                    sims = np.stack([story.members[i] for i in ids]) @ item.vector
-                    top = int(np.argmax(sims))
-                    if float(sims[top]) >= self.conf.duplicate_threshold:
-                        duplicate_of = ids[top]
+                duplicate_of = self._duplicate_of(story, item)
                 results[n] = Assignment(story_id, duplicate_of, False,
                                         round(scores.get(item.article_id, 1.0), 6))
             self._add(story, item)
             touched.add(story_id)
         for story_id in touched:
             self.stories[story_id].recompute_centroid()
+            self.stories[story_id].rename_after_representative()
         for label, story_id in names.items():  # later batches see the final names
             cluster = self._clusters.pop(label)
             cluster.stored = self.stories[story_id]
@@ -643,6 +728,7 @@ class StoryAssigner:
         self._count(member.terms, member.names)
         story.add_member(item)
         story.recompute_centroid()
+        story.rename_after_representative()
         story.dirty = True
         if old is not None:
             cluster.remove(item.article_id)
@@ -650,16 +736,31 @@ class StoryAssigner:
         self._place(story_id, story.centroid)
         return True
 
+    def _duplicate_of(self, story: ActiveStory, item: StoryItem) -> str | None:
+        """The member ``item`` is a near-copy of: embedding cosine at least
+        ``duplicate_threshold`` and most of the text shared (a profile of a man and the report
+        of his death can be as close on title + lead; their texts are not)."""
+        ids = sorted(story.members)
+        if not ids:
+            return None
+        sims = np.stack([story.members[i] for i in ids]) @ item.vector
+        for top in np.argsort(-sims, kind="stable"):
+            if float(sims[top]) < self.conf.duplicate_threshold:
+                break
+            overlap = shingle_overlap(item.shingles, story.member_shingles.get(ids[top],
+                                                                                frozenset()))
+            if overlap >= self.conf.duplicate_text_overlap:
+                return ids[top]
+        return None
+
     @staticmethod
     def _add(story: ActiveStory, item: StoryItem) -> None:
         story.add_member(item)
         story.count += 1
         if item.source and item.source not in story.sources:
             story.sources.append(item.source)
-        if item.time < story.first_seen or not story.title:
-            if item.time < story.first_seen:
-                story.first_seen = item.time
-            story.title = item.title or story.title
+        story.first_seen = min(story.first_seen, item.time)
+        story.title = story.title or item.title
         story.last_seen = max(story.last_seen, item.time)
         story.dirty = True
 
@@ -668,29 +769,42 @@ class StoryAssigner:
 
 def embed_pending(store: Store, settings: Settings, run_id: str | None = None,
                   progress: Progress | None = None, batch: int = 256) -> int:
-    """Embed every current article version that has no embedding yet (never twice)."""
+    """Embed every current article version without an embedding from the configured model
+    and backend (never twice; a backend or model switch re-embeds, so spaces never mix).
+    Works in batches of ``batch`` rows, so memory does not grow with the backlog."""
     a, v = schema.articles, schema.article_versions
     conf = settings.embedding
-    query = (select(v.c.article_id, v.c.version, v.c.title, v.c.text)
-             .join(a, and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version))
-             .where(v.c.embedding.is_(None)).order_by(v.c.article_id))
+    key = embedding_key(conf.model, conf.backend)
+    current = or_(v.c.embedding_model == key, *(v.c.embedding_model == k
+                                                for k in legacy_keys(conf.model, conf.backend)))
+    todo = (and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version),
+            or_(v.c.embedding.is_(None), v.c.embedding_model.is_(None), ~current))
     if (english_only := crosslingual.english_pass_filter(settings)) is not None:
-        query = query.where(english_only)  # other languages: pipeline/crosslingual.py
+        todo = (todo[0], and_(todo[1], english_only))  # other languages: crosslingual.py
     with store.engine.connect() as conn:
-        rows = conn.execute(query).all()
+        total = conn.execute(select(func.count()).select_from(v.join(a, todo[0]))
+                             .where(todo[1])).scalar_one()
     if progress:
-        progress(0, len(rows))
+        progress(0, total)
     done = 0
-    for start in range(0, len(rows), batch):
-        chunk = rows[start:start + batch]
+    after = ""
+    while done < total:
+        with store.engine.connect() as conn:
+            chunk = conn.execute(select(v.c.article_id, v.c.version, v.c.title, v.c.text)
+                                 .join(a, todo[0]).where(todo[1])
+                                 .where(v.c.article_id > after)
+                                 .order_by(v.c.article_id).limit(batch)).all()
+        if not chunk:
+            break
         texts = [article_text_for_embedding(r.title or derive_title(r.text), r.text)
                  for r in chunk]
-        vectors = encode(texts, conf.model, conf.device, conf.batch_size)
+        vectors = encode_for(settings, texts)
         with store.engine.begin() as conn:
             for row, vector in zip(chunk, vectors, strict=True):
                 conn.execute(update(v).where(and_(v.c.article_id == row.article_id,
                                                   v.c.version == row.version))
-                             .values(embedding=pack_vector(vector), embedding_model=conf.model))
+                             .values(embedding=pack_vector(vector), embedding_model=key))
+        after = chunk[-1].article_id
         done += len(chunk)
         if progress:
             progress(len(chunk), None)
@@ -740,6 +854,8 @@ def _load_active(store: Store, since: datetime, until: datetime,
                     story.members[m.article_id] = _normalised(m.embedding)
                     story.member_terms[m.article_id] = story_terms(title, m.lead)
                     story.member_names[m.article_id] = story_names(title, m.lead)
+                    story.member_shingles[m.article_id] = text_shingles(m.lead)
+                    story.member_titles[m.article_id] = title
             for story in stories.values():
                 story.recompute_centroid()
     return list(stories.values())
@@ -783,7 +899,7 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
             title = row["title"] or derive_title(row["text"])
             item = StoryItem(row["article_id"], title, row["source"], time,
                              _normalised(row["embedding"]), story_terms(title, row["text"]),
-                             story_names(title, row["text"]))
+                             story_names(title, row["text"]), text_shingles(row["text"]))
         except Exception:  # this article waits for the next run; the others get stories
             log.exception("stories: article %s skipped", row["article_id"])
             counts["item-error"] = counts.get("item-error", 0) + 1
@@ -887,13 +1003,14 @@ def cluster_records(records: list[dict[str, Any]], settings: Settings, *,
                     aid = internal[ids[n]]
                     text = str(record.get("text") or "")
                     title = str(record.get("title") or "") or derive_title(text)
-                    text = text or title  # a headline-only item
+                    text_source = "feed" if text else "title"  # a headline-only item
+                    text = text or title
                     published = _parse_time(record.get("published_at"))
                     language = detect_language(title, text, record.get("language")) \
                         if settings.multilingual.enabled else record.get("language")
                     conn.execute(schema.articles.insert().values(
                         article_id=aid, url=record.get("url"), source=record.get("source"),
-                        title=title, text=text, text_source="feed", published_at=published,
+                        title=title, text=text, text_source=text_source, published_at=published,
                         language=language,
                         content_hash=content_hash(title, text), version=1,
                         extraction_status="ok", first_seen_at=base + timedelta(seconds=n),

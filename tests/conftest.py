@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support.httpserver import LocalHTTPServer
 from tests.support.postgres import PostgresServer, PostgresUnavailable
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_model_cache() -> Iterator[None]:
+    """Every test (and the CLI processes tests start) shares one exported-model cache, so
+    the ONNX export happens once per machine instead of once per test's data_dir."""
+    key = "NEWSWATCH_EMBEDDING__MODEL_CACHE"
+    previous = os.environ.get(key)
+    os.environ[key] = previous or str(Path(tempfile.gettempdir()) / "newswatch-test-models")
+    yield
+    if previous is None:
+        os.environ.pop(key, None)
 
 
 @pytest.fixture

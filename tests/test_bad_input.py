@@ -96,7 +96,8 @@ def fake_encode(texts, *_args, **_kwargs):
 
 def test_stories_stage_survives_a_stored_year_one_date(store, monkeypatch):
     """Records written before dates were checked still hold year 1: the stage must cope."""
-    monkeypatch.setattr(stories_module, "encode", fake_encode)
+    monkeypatch.setattr(stories_module, "encode_for",
+                        lambda _settings, texts: fake_encode(texts))
     entries = [FeedEntry(link=f"https://news.example/{n}", guid=None, title=f"Report {n}",
                          summary="", content="", published_at=None, updated_at=None)
                for n in ("old", "new")]
@@ -118,7 +119,8 @@ def test_stories_stage_survives_a_stored_year_one_date(store, monkeypatch):
 
 
 def test_stories_stage_isolates_an_article_that_raises(store, monkeypatch):
-    monkeypatch.setattr(stories_module, "encode", fake_encode)
+    monkeypatch.setattr(stories_module, "encode_for",
+                        lambda _settings, texts: fake_encode(texts))
     original = stories_module.story_terms
 
     def exploding(title, text):
@@ -199,14 +201,17 @@ def test_batched_entries_have_the_outcomes_of_one_by_one(store):
         return FeedEntry(link=f"https://news.example/{slug}", guid=None, title=slug.title(),
                          summary=summary, content="", published_at=None, updated_at=None)
 
-    store.upsert_entries(a, "A", [entry("kept"), entry("edited")])
-    results = store.upsert_entries(b, "B", [
+    # b lists them first; a (the lower-numbered feed, which speaks for an article's feed
+    # text: Store._owning_feeds) then edits one
+    store.upsert_entries(b, "B", [entry("kept"), entry("edited")])
+    results = store.upsert_entries(a, "A", [
         entry("kept"), entry("edited", "Changed."), entry("fresh"), entry("fresh"),
         FeedEntry(link=None, guid=None, title="No link", summary="", content="",
                   published_at=None, updated_at=None)])
     assert [outcome for outcome, _ in results] == [
         "linked", "entry-updated", "new", "unchanged", "no-link"]
-    assert store.upsert_entries(b, "B", [entry("kept")]) == [("unchanged", None)]
+    assert store.upsert_entries(a, "A", [entry("kept")]) == [("unchanged", None)]
+    assert store.upsert_entries(b, "B", [entry("edited")]) == [("unchanged", None)]
     edited = store.get_article(article_id_for("https://news.example/edited"))
     assert edited["entry_summary"] == "Changed." and edited["extraction_status"] == "pending"
     assert sorted(store.get_article(article_id_for("https://news.example/kept"))["feeds"]) \

@@ -80,14 +80,42 @@ def test_metadata_from_markup() -> None:
 
 def test_title_from_title_tag_without_site_suffix() -> None:
     html = page(head="<title>Snow shuts Kellendorf pass again - Alpine Courier</title>")
-    assert extract_html(html).title == "Snow shuts Kellendorf pass again"
+    assert extract_html(html, "https://www.alpinecourier.example/snow").title == (
+        "Snow shuts Kellendorf pass again")
 
 
 def test_title_prefers_headline_over_logo_h1() -> None:
     body = ('<header><h1>Courier</h1></header><article>'
             + "".join(f"<p>{p}</p>" for p in PARAGRAPHS) + "</article>")
     html = page(body, head="<title>Snow shuts Kellendorf pass again | Courier</title>")
-    assert extract_html(html).title == "Snow shuts Kellendorf pass again"
+    assert extract_html(html, known_site_names=("Courier",)).title == (
+        "Snow shuts Kellendorf pass again")
+
+
+TAIWAN_HEADLINE = "Could a Trump-Vance win reshape America's relationship with China – and Taiwan?"
+
+
+@pytest.mark.parametrize(("title", "site_name", "url", "known", "expected"), [
+    # a real headline's last segment is kept, whatever its length
+    (TAIWAN_HEADLINE, "South China Morning Post", "https://www.scmp.com/news/x", (),
+     TAIWAN_HEADLINE),
+    (TAIWAN_HEADLINE, None, "https://www.scmp.com/news/x", ("SCMP",), TAIWAN_HEADLINE),
+    (TAIWAN_HEADLINE, None, None, (), TAIWAN_HEADLINE),
+    ("Dam fails after storms - in pictures", None, "https://gazette.example/a", (),
+     "Dam fails after storms - in pictures"),
+    # a segment that names the site goes: og:site_name, the feed's title, or the host
+    ("Dam fails after storms | Daily Planet", "Daily Planet", None, (), "Dam fails after storms"),
+    ("Dam fails after storms - BBC News", None, "https://www.bbc.co.uk/news/1", (),
+     "Dam fails after storms"),
+    ("Dam fails after storms | Reuters", None, "https://example.org/x",
+     ("Reuters: World News",), "Dam fails after storms"),
+    ("The Guardian | Dam fails after storms", None, "https://www.theguardian.com/x", (),
+     "Dam fails after storms"),
+])
+def test_site_suffix_is_cut_only_when_it_names_the_site(title, site_name, url, known, expected):
+    meta = f'<meta property="og:site_name" content="{site_name}">' if site_name else ""
+    html = page(head=f'<meta property="og:title" content="{title}">{meta}')
+    assert extract_html(html, url, known_site_names=known).title == expected
 
 
 def test_title_prefers_full_h1_over_truncated_title() -> None:

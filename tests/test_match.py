@@ -128,7 +128,8 @@ def test_match_records_uses_the_configured_model_in_chunks(
 
     models: list[str] = []
 
-    def fake_encode(texts: list[str], model: str, device: str, batch_size: int = 32) -> Any:
+    def fake_encode(texts: list[str], model: str, device: str, batch_size: int = 32,
+                    **_options: Any) -> Any:
         import numpy as np
 
         models.append(model)

@@ -24,9 +24,11 @@ from pipeline.stories import (
     cluster_records,
     derive_title,
     list_stories,
+    shingle_overlap,
     split_is_clear,
     story_names,
     story_terms,
+    text_shingles,
 )
 from pipeline.urls import content_hash
 from tests.support.seeds import fictional_seed_files
@@ -108,9 +110,10 @@ def unit(*values: float) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def item(aid: str, vector: np.ndarray, hours: float, terms: str = "", source: str = "S"):
-    return StoryItem(aid, f"title {aid}", source, T0 + timedelta(hours=hours), vector,
-                     frozenset(terms.split()))
+def item(aid: str, vector: np.ndarray, hours: float, terms: str = "", source: str = "S",
+         text: str = "", title: str | None = None):
+    return StoryItem(aid, title or f"title {aid}", source, T0 + timedelta(hours=hours), vector,
+                     frozenset(terms.split()), shingles=text_shingles(text or f"text of {aid}"))
 
 
 def test_assigner_joins_close_items_and_starts_stories_for_others():
@@ -119,15 +122,43 @@ def test_assigner_joins_close_items_and_starts_stories_for_others():
     assigner = StoryAssigner(conf)
     first = assigner.assign(item("a1", unit(1, 0, 0), 0, source="A"))
     assert first.new_story and first.story_id == "s-a1"
-    joined = assigner.assign(item("a2", unit(1, 0.3, 0), 1, source="B"))
+    joined = assigner.assign(item("a2", unit(1, 0.3, 0), 1, source="B", text=QUAKE_PERU[1]))
     assert (joined.story_id, joined.new_story, joined.duplicate_of) == ("s-a1", False, None)
-    copy = assigner.assign(item("a3", unit(1, 0.3, 0), 2, source="C"))
+    copy = assigner.assign(item("a3", unit(1, 0.3, 0), 2, source="C", text=QUAKE_PERU_WIRE[1]))
     assert copy.duplicate_of == "a2" and copy.story_id == "s-a1"
     other = assigner.assign(item("b1", unit(0, 1, 0), 3))
     assert other.new_story and other.story_id == "s-b1"
     story = assigner.stories["s-a1"]
     assert story.count == 3 and story.sources == ["A", "B", "C"]
-    assert story.title == "title a1" and story.last_seen == T0 + timedelta(hours=2)
+    assert story.first_seen == T0 and story.last_seen == T0 + timedelta(hours=2)
+
+
+def test_duplicate_needs_the_same_text_not_only_a_close_embedding():
+    conf = StoriesSettings(threshold=0.5, term_weight=0.0, name_weight=0.0,
+                           duplicate_threshold=0.95)
+    assigner = StoryAssigner(conf)
+    assigner.assign(item("death", unit(1, 0.1, 0), 0, text=QUAKE_PERU[1]))
+    profile = assigner.assign(item("profile", unit(1, 0.1, 0), 1, text=QUAKE_TURKEY[1]))
+    assert profile.story_id == "s-death" and profile.duplicate_of is None
+    resave = assigner.assign(item("resave", unit(1, 0.12, 0), 2, text=QUAKE_PERU_WIRE[1],
+                                  title="A new headline for the same text"))
+    assert resave.duplicate_of == "death"
+    assert shingle_overlap(text_shingles(QUAKE_PERU[1]), text_shingles(QUAKE_PERU_WIRE[1])) > 0.9
+    assert shingle_overlap(text_shingles(QUAKE_PERU[1]), text_shingles(QUAKE_TURKEY[1])) < 0.1
+
+
+def test_story_is_named_after_its_most_representative_member_and_keeps_its_id():
+    conf = StoriesSettings(threshold=0.3, term_weight=0.0, name_weight=0.0, refine_passes=0,
+                           split_ratio=0.0)
+    assigner = StoryAssigner(conf)
+    # an early outlier, then three reports close to each other
+    assigner.assign(item("odd", unit(1, 0.8, 0), 0, title="Wildfire near Ridgeton"))
+    assert assigner.stories["s-odd"].title == "Wildfire near Ridgeton"
+    for n, y in enumerate((0.1, 0.12, 0.14)):
+        assigner.assign(item(f"park{n}", unit(1, y, 0), 1 + n, title=f"Park Fire report {n}"))
+    story = assigner.stories["s-odd"]
+    assert set(assigner.stories) == {"s-odd"} and story.count == 4
+    assert story.title.startswith("Park Fire report")
 
 
 def test_assigner_only_compares_with_stories_in_the_window():
@@ -136,6 +167,50 @@ def test_assigner_only_compares_with_stories_in_the_window():
     assigner.assign(item("a1", unit(1, 0, 0), 0))
     late = assigner.assign(item("a2", unit(1, 0, 0), 30))  # 30 h later: the story is retired
     assert late.new_story and set(assigner.stories) == {"s-a1", "s-a2"}
+
+
+def test_a_run_spanning_more_than_the_window_never_compares_across_it(monkeypatch):
+    """One batch over 12 days, window 1 day: identical articles every day would all join one
+    story if the window were applied after scoring; instead each article is only ever scored
+    against stories active within a day of its own time."""
+    conf = StoriesSettings(threshold=0.5, term_weight=0.0, name_weight=0.0, window_days=1)
+    assigner = StoryAssigner(conf)
+    compared: list[tuple[float, float, float]] = []
+    score = StoryAssigner._score
+
+    def recording(self, member, cluster, exclude=None):
+        compared.append((member.time, cluster.first, cluster.last))
+        return score(self, member, cluster, exclude)
+
+    monkeypatch.setattr(StoryAssigner, "_score", recording)
+    # three articles at 09:00, 10:00, 11:00 on every third day: groups 72 h apart
+    items = [item(f"d{day:02d}h{hour}", unit(1, 0, 0), 24 * day + hour)
+             for day in range(0, 12, 3) for hour in range(3)]
+    results = assigner.assign_batch(items)
+    window = 86_400.0
+    assert compared and all(last >= when - window and first <= when + window
+                            for when, first, last in compared)
+    story_of = {i.article_id: r.story_id for i, r in zip(items, results, strict=True)}
+    assert sorted(set(story_of.values())) == ["s-d00h0", "s-d03h0", "s-d06h0", "s-d09h0"]
+
+
+def test_candidate_lookup_does_not_grow_with_the_run():
+    """Stories far outside an article's window are never even looked at: the centroids
+    scanned per article stay the same whether the run spans 10 or 100 days of stories."""
+    conf = StoriesSettings(threshold=0.99, term_weight=0.0, name_weight=0.0, window_days=1,
+                           refine_passes=0)
+    rng = np.random.default_rng(3)
+
+    def scanned_per_article(days: int) -> float:
+        assigner = StoryAssigner(conf)
+        items = [item(f"x{n:05d}", unit(*rng.normal(size=8)), n * 6)
+                 for n in range(days * 4)]  # four stories a day
+        assigner.assign_batch(items)
+        assert assigner.active_count == len(items)
+        return assigner.scanned / len(items)
+
+    short, long = scanned_per_article(10), scanned_per_article(100)
+    assert 0 < long <= 1.1 * short and long <= 4 * 4
 
 
 def test_rare_shared_terms_decide_between_two_same_type_stories():
@@ -372,6 +447,26 @@ def test_stage_groups_seeds_splits_hard_negatives_and_marks_wire_copies(
     before = snapshot(store)
     assert assign_stories(store, settings, store.start_run()) == {"embedded": 0}
     assert snapshot(store) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("headline_first", [True, False])
+def test_a_headline_and_a_full_text_report_of_one_event_share_a_story(
+        model, make_store, settings, headline_first):
+    """Texts of every length in one window: a headline-only item (its title is its text) joins
+    the full-text story of its event, and the other way round; other events stay apart."""
+    store = make_store()
+    headline = "Strong 6.4 quake hits northern Peru's Piura region, homes damaged"
+    first, second = (T0, T0 + timedelta(hours=1))[:: 1 if headline_first else -1]
+    put(store, "headline", headline, headline, first, "Wire headlines")
+    put(store, "quake-peru", *QUAKE_PERU, second, "Andes Herald")
+    put(store, "quake-turkey", *QUAKE_TURKEY, T0 + timedelta(hours=2), "Anatolia Times")
+    put(store, "bakery", *BAKERY, T0 + timedelta(hours=3), "Harbour Gazette")
+    assign_stories(store, settings)
+    got = stories_of(store)
+    assert got["headline"]["story_id"] == got["quake-peru"]["story_id"]
+    assert got["headline"]["duplicate_of"] is None  # one event, not one text
+    assert len({got[k]["story_id"] for k in ("quake-peru", "quake-turkey", "bakery")}) == 3
 
 
 @pytest.mark.slow

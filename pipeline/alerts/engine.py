@@ -42,6 +42,7 @@ from pipeline.alerts.render import (
     render_message,
     shorten,
 )
+from pipeline.embeddings import embedding_key
 from pipeline.language import original_headlines
 from pipeline.settings import ChannelConfig, Settings, WatchConfig
 from pipeline.store import Store, utcnow
@@ -291,7 +292,8 @@ def _scores(ctx: _Context, watch: WatchConfig, articles: list[dict[str, Any]],
             scorer: Scorer) -> dict[str, _Score]:
     """Relevance per article, from the cache unless the text or the watch changed."""
     t = schema.article_watch_scores
-    fingerprint = watch_fingerprint(watch, ctx.settings.embedding.model)
+    conf = ctx.settings.embedding
+    fingerprint = watch_fingerprint(watch, embedding_key(conf.model, conf.backend))
     version = {a["article_id"]: (a["content_hash"] or f"e:{a['entry_fingerprint'] or ''}")[:40]
                for a in articles}
     scores: dict[str, _Score] = {}

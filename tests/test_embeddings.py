@@ -1,0 +1,113 @@
+"""Embedding backends: the exported graphs agree with sentence-transformers on torch, truncate
+where it does, load without torch, and a backend switch re-embeds stored articles."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from pipeline import schema
+from pipeline.embeddings import BACKENDS, embedding_key, encode
+from pipeline.settings import load_settings
+from pipeline.store import open_store, utcnow
+from pipeline.stories import embed_pending
+
+TEXTS = [
+    "Brindlemoor council approves the harbour bridge repairs after a storm",
+    "Lantern makers prepare for the river festival in the old town of Kessfield",
+    "Frost damaged half the orchards of the Tarrow valley, growers say",
+    "Short",
+    # Far past 256 word pieces: all backends must cut it where torch does.
+    " ".join(f"paragraph{n} about the glacier museum and its winter visitors" for n in range(80)),
+]
+
+
+@pytest.fixture(scope="module")
+def torch_vectors() -> np.ndarray:
+    return encode(TEXTS, backend="torch")
+
+
+@pytest.mark.parametrize("backend,floor", [("onnx", 0.999), ("openvino", 0.999),
+                                           ("onnx-int8", 0.97)])
+def test_backends_agree_with_torch(backend, floor, torch_vectors, tmp_path):
+    vectors = encode(TEXTS, backend=backend)
+    assert vectors.shape == torch_vectors.shape and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    cosines = (vectors * torch_vectors).sum(axis=1)
+    assert cosines.min() >= floor, cosines
+    # Batching and order do not change a text's vector (padding is masked out); int8 comes
+    # close only (its activation ranges are measured per batch).
+    alone = encode([TEXTS[3]], backend=backend)[0]
+    assert float(alone @ vectors[3]) > (0.9999 if floor > 0.99 else floor)
+
+
+def test_onnx_inference_never_imports_torch():
+    """A fresh process that embeds with the exported graph (already in the cache) and runs
+    a keyword command keeps torch, transformers and sentence-transformers out."""
+    encode(["warm the cache"], backend="openvino")  # exports in this process if needed
+    code = ("import sys, json\n"
+            "from pipeline.embeddings import encode\n"
+            "for b in ('openvino', 'onnx', 'onnx-int8'):\n"
+            "    encode(['a fictional line'], backend=b)\n"
+            "print(json.dumps(sorted(m for m in ('torch', 'transformers', "
+            "'sentence_transformers') if m in sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_commands_that_do_not_embed_do_not_load_torch(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"store: {{url: 'sqlite:///{tmp_path / 'r.db'}'}}\n"
+                      f"data_dir: {tmp_path}\n", encoding="utf-8")
+    code = ("import sys\n"
+            "from typer.testing import CliRunner\n"
+            "from pipeline.cli import app\n"
+            f"for args in (['feeds', '-c', {str(config)!r}], ['stories', '-c', {str(config)!r}],"
+            f" ['search', 'harbour', '--mode', 'keyword', '-c', {str(config)!r}]):\n"
+            "    result = CliRunner().invoke(app, args)\n"
+            "    assert result.exit_code == 0, (args, result.output)\n"
+            "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown embedding backend"):
+        encode(["x"], backend="tensorrt")
+    assert set(BACKENDS) == {"torch", "onnx", "onnx-int8", "openvino"}
+
+
+def test_a_backend_switch_re_embeds_stored_articles(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = open_store(url)
+    now = utcnow()
+    try:
+        with store.engine.begin() as conn:
+            for n, text in enumerate(TEXTS[:3]):
+                conn.execute(schema.articles.insert().values(
+                    article_id=f"a{n}", title=text, text=text, version=1,
+                    content_hash=f"h{n}", extraction_status="ok", first_seen_at=now,
+                    updated_at=now))
+                conn.execute(schema.article_versions.insert().values(
+                    article_id=f"a{n}", version=1, content_hash=f"h{n}", title=text,
+                    text=text, seen_at=now))
+        torch_settings = load_settings(data_dir=str(tmp_path),
+                                       embedding={"backend": "torch"})
+        assert embed_pending(store, torch_settings) == 3
+        assert embed_pending(store, torch_settings) == 0  # never twice
+        fast = load_settings(data_dir=str(tmp_path), embedding={"backend": "openvino"})
+        assert embed_pending(store, fast) == 3  # another backend: re-embedded, not mixed
+        with store.engine.connect() as conn:
+            keys = {r.embedding_model for r in conn.execute(
+                select(schema.article_versions.c.embedding_model))}
+        assert keys == {embedding_key("default", "openvino")}
+    finally:
+        store.close()
