@@ -13,7 +13,7 @@ from docs.gen import commands, help_text, layout_entries
 from pipeline.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-GENERATED = ["README.md", "docs/cli.md"]
+GENERATED = ["README.md", "docs/cli.md", "docs/decisions.md"]
 COMMANDS = [path for path, _ in commands()]
 
 
