@@ -60,3 +60,11 @@ def test_every_setting_has_a_description():
 
     undocumented = [key for key, _default, meaning in settings_rows() if not meaning]
     assert not undocumented, f"settings without a description: {undocumented}"
+
+
+def test_no_benchmark_script_shadows_a_project_package():
+    """`python benchmarks/x.py` puts benchmarks/ first on sys.path: a benchmarks/pipeline.py
+    would be imported instead of the library by every other benchmark script."""
+    packages = {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()} | {"docs"}
+    scripts = {p.stem for p in (REPO / "benchmarks").glob("*.py")}
+    assert "pipeline" in packages and not scripts & packages
