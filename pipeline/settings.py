@@ -138,6 +138,10 @@ class RunSettings(Section):
                             "is extracted, embedded, assigned to stories, indexed, scored and "
                             "committed before the next, so a stopped run keeps every finished "
                             "chunk and memory does not grow with a backlog")
+    budget_s: float = Field(3_000.0, gt=0, description="a run starts no new chunk after this "
+                            "long (the chunk in hand finishes); the rest of the backlog is left "
+                            "pending for the next run and counted as run/deferred-run-budget, "
+                            "so an hourly run does not overlap the next")
     stale_after_s: float = Field(21_600.0, gt=0, description="a run still marked running "
                                  "whose last progress is older than this is marked abandoned "
                                  "by the next run (a run from this host whose process is gone "
