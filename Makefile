@@ -44,7 +44,7 @@ lint: install
 
 # Rewrite the generated parts of README.md and docs/cli.md (tests/test_docs.py checks them).
 docs: install
-	$(BIN)/cog -r README.md docs/cli.md
+	$(BIN)/cog -r README.md docs/cli.md docs/decisions.md
 
 # The evaluation gate: quality benchmarks on ../shared/data against benchmarks/baseline.json.
 gate: install

@@ -7,7 +7,7 @@
 
 Every figure comes from the shipped code path, ``pipeline.stories.cluster_records`` (a
 throwaway store and the real ``assign_stories`` stage) with the configured defaults — nothing
-is tuned at run time. The only shortcut is a memo around ``encode`` so that reruns over the
+is tuned at run time. The only shortcut is a memo around ``encode_for`` so that reruns over the
 same texts (orders, sweep) do not embed them again; the vectors are identical.
 
 ECB+ has no dates (``published_at`` is null), so every article falls back to its fetch time:
@@ -89,7 +89,9 @@ def memoise_encoder(cache: Path | None = None) -> None:
     (one ``.npz`` per model, keyed by a hash of the text; written after each new batch)."""
     import hashlib
 
-    original = stories_module.encode
+    from pipeline.embeddings import embedding_key
+
+    original = stories_module.encode_for
     memo: dict[tuple[str, str], np.ndarray] = {}
     stored: dict[str, dict[str, np.ndarray]] = {}
 
@@ -107,24 +109,23 @@ def memoise_encoder(cache: Path | None = None) -> None:
             cache.mkdir(parents=True, exist_ok=True)
             np.savez(cache / f"vectors-{digest(model)[:12]}.npz", **disk(model))
 
-    def encode(texts: list[str], model: str = "default", device: str = "cpu",
-               batch_size: int = 32) -> np.ndarray:
+    def encode_for(settings: Any, texts: list[str]) -> np.ndarray:
+        model = embedding_key(settings.embedding.model, settings.embedding.backend)
         on_disk = disk(model)
         for text in texts:
             if (model, text) not in memo and digest(text) in on_disk:
                 memo[(model, text)] = on_disk[digest(text)]
         missing = sorted({t for t in texts if (model, t) not in memo})
         if missing:
-            for text, vector in zip(missing, original(missing, model, device, batch_size),
-                                    strict=True):
+            for text, vector in zip(missing, original(settings, missing), strict=True):
                 memo[(model, text)] = vector
                 on_disk[digest(text)] = vector
             save(model)
         if not texts:
-            return original(texts, model, device, batch_size)
+            return original(settings, texts)
         return np.stack([memo[(model, t)] for t in texts])
 
-    stories_module.encode = encode  # type: ignore[assignment]
+    stories_module.encode_for = encode_for  # type: ignore[assignment]
 
 
 # ---- ECB+ -----------------------------------------------------------------------------------
@@ -289,16 +290,16 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
     vectors = stream_vectors(items, cache)
     known = {article_text_for_embedding(i["title"], i["text"]): v
              for i, v in zip(items, vectors, strict=True)}
-    original = stories_module.encode
+    original = stories_module.encode_for
 
-    def encode(texts: list[str], *args: Any, **kwargs: Any) -> np.ndarray:
+    def encode_for(run_settings: Any, texts: list[str]) -> np.ndarray:
         missing = [t for t in texts if t not in known]
         if missing:
-            for text, vector in zip(missing, original(missing, *args, **kwargs), strict=True):
+            for text, vector in zip(missing, original(run_settings, missing), strict=True):
                 known[text] = vector
-        return np.stack([known[t] for t in texts]) if texts else original(texts, *args, **kwargs)
+        return np.stack([known[t] for t in texts]) if texts else original(run_settings, texts)
 
-    stories_module.encode = encode  # type: ignore[assignment]
+    stories_module.encode_for = encode_for  # type: ignore[assignment]
     days: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in items:
         days[item["time"].date().isoformat()].append(item)
@@ -327,7 +328,7 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
                 rows = conn.execute(select_story_members()).all()
         finally:
             store.close()
-    stories_module.encode = original  # type: ignore[assignment]
+    stories_module.encode_for = original  # type: ignore[assignment]
     members: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
     titles: dict[str, str] = {}
     for story_id, story_title, article_id, title, source, when in rows:

@@ -3,7 +3,7 @@
 Thin: each task calls one function of :mod:`pipeline.orchestration` (imported inside the
 task, so parsing this file imports neither the pipeline nor its ML dependencies). Records
 pass through the store; XCom carries only feed-id batches and counts. See
-docs/_parts/airflow.md for the design, idempotency, pools and backfills.
+docs/decisions.md, "Running on Airflow", for the design, idempotency, pools and backfills.
 """
 
 from __future__ import annotations

@@ -206,3 +206,50 @@ def layout() -> None:
 
 def results(name: str) -> dict[str, Any]:
     return json.loads((REPO / "benchmarks" / "results" / f"{name}.json").read_text("utf-8"))
+
+
+SHIPPED_EXTRACTION = "auto (trafilatura, then newspaper if <200 chars)"
+
+
+def quality_rows() -> list[tuple[str, str, str, str]]:
+    """(data, measure, figure, aim) for the quality benchmarks, from benchmarks/results/."""
+    extraction = results("extraction")["results"][SHIPPED_EXTRACTION]
+    stories = results("stories")
+    ecb, uci, semeval = stories["ecbplus"], stories["uci_headlines"], stories["semeval"]
+    relevance = results("relevance")
+    cv, tag = relevance["cv"], relevance["tag_taiwan"]["cv"]
+    return [
+        ("aeb-dev, 92 real news pages", "extraction F1 (P / R), shipped engine",
+         f"{extraction['f1']:.3f} ({extraction['precision']:.3f} / {extraction['recall']:.3f})",
+         ""),
+        (f"ECB+ dev, {ecb['file_order']['articles']} articles, "
+         f"{ecb['file_order']['events']} events", "stories BCubed F1, file order / mean of "
+         f"{len(ecb['shuffled']) + 1} orders",
+         f"{ecb['file_order']['bcubed']['f1']:.3f} / {ecb['bcubed_f1_mean_over_orders']:.3f}",
+         "0.93"),
+        ("ECB+ dev", "stories pairwise F1, file order",
+         f"{ecb['file_order']['pairwise']['f1']:.3f}", ""),
+        (f"UCI headlines dev, {uci['articles']:,} real feed headlines, {uci['events']} stories",
+         "stories BCubed F1 (P / R)",
+         f"{uci['bcubed']['f1']:.3f} ({uci['bcubed']['p']:.3f} / {uci['bcubed']['r']:.3f})",
+         "0.90"),
+        (f"SemEval-2022 pairs ({semeval['pairs']})", "rated 1 (same event) put together",
+         f"{semeval['rated_1_together']:.0%} ({semeval['rated_1_count']} pairs)", "90%"),
+        ("SemEval-2022 pairs", "rated 4 (different) kept apart",
+         f"{semeval['rated_4_apart']:.0%} ({semeval['rated_4_count']} pairs)", "99%"),
+        ("Taiwan developments 2007–11, 1,285 Guardian articles (135 D)",
+         f"relevance to the taiwan watch, {cv['repeats']}×{cv['folds']}-fold CV: P / R / F1",
+         f"{cv['precision']['mean']:.3f} / {cv['recall']['mean']:.3f} / "
+         f"{cv['f1']['mean']:.3f}", "P 0.90, R 0.85"),
+        ("the same articles, editors' Taiwan tag", "relevance CV: P / R / F1",
+         f"{tag['precision']['mean']:.3f} / {tag['recall']['mean']:.3f} / "
+         f"{tag['f1']['mean']:.3f}", ""),
+    ]
+
+
+def quality_table() -> None:
+    """The quality figures with the shipped defaults, as the results files hold them."""
+    lines = ["| data | measure | newswatch | aim |", "|---|---|---|---|"]
+    lines += [f"| {data} | {measure} | {figure} | {aim} |"
+              for data, measure, figure, aim in quality_rows()]
+    out("\n".join(lines) + "\n")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -218,9 +219,30 @@ def unpack_vector(blob: bytes) -> np.ndarray:
     return quantized * (scale / 127.0)
 
 
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """Everything :func:`encode` needs, hashable, so callers that cache per model (watch
+    descriptions) can pass the configured backend along instead of a bare model name."""
+
+    model: str = DEFAULT_MODEL
+    device: str = "cpu"
+    backend: str = DEFAULT_BACKEND
+    cache_dir: str | None = None
+    threads: int = 0
+    batch_size: int = 32
+
+    @classmethod
+    def of(cls, settings: Settings) -> EmbeddingSpec:
+        conf = settings.embedding
+        return cls(conf.model, conf.device, conf.backend, conf.cache_dir(settings.data_dir),
+                   conf.threads, conf.batch_size)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return encode(texts, self.model, self.device, self.batch_size, backend=self.backend,
+                      cache_dir=self.cache_dir, threads=self.threads)
+
+
 def encode_for(settings: Settings, texts: list[str]) -> np.ndarray:
     """:func:`encode` with the configured model, backend, device, batch size, threads and
     export cache (the one call for code that has the settings)."""
-    conf = settings.embedding
-    return encode(texts, conf.model, conf.device, conf.batch_size, backend=conf.backend,
-                  cache_dir=conf.cache_dir(settings.data_dir), threads=conf.threads)
+    return EmbeddingSpec.of(settings).encode(texts)

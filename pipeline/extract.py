@@ -36,8 +36,9 @@ from pipeline.models import ExtractedArticle
 log = logging.getLogger(__name__)
 
 ENGINES = ("trafilatura", "newspaper")
-# Chosen on aeb-dev by benchmarks/extraction.py (docs/_parts/extraction.md): favor_precision
-# with tables had the best F1 (recall unchanged, less boilerplate) at the same speed.
+# Chosen on aeb-dev by benchmarks/extraction.py (docs/decisions.md, "Article extraction"):
+# favor_precision with tables had the best F1 (recall unchanged, less boilerplate) at the
+# same speed.
 TRAFILATURA_OPTIONS: Mapping[str, bool] = {
     "favor_precision": True,
     "favor_recall": False,

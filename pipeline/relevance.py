@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.cjk import keyword_pattern
-from pipeline.embeddings import DEFAULT_MODEL, encode
+from pipeline.embeddings import DEFAULT_MODEL, EmbeddingSpec
 from pipeline.settings import Settings, WatchConfig
 
 if TYPE_CHECKING:
@@ -341,9 +341,9 @@ def description_sentences(watch: WatchConfig) -> list[str]:
 
 
 @lru_cache(maxsize=64)
-def _description_vectors(sentences: tuple[str, ...], model: str, device: str) -> np.ndarray:
+def _description_vectors(sentences: tuple[str, ...], spec: EmbeddingSpec) -> np.ndarray:
     """Cached per description text and model: a watch's description is embedded once."""
-    vectors = encode(list(sentences), model, device)
+    vectors = spec.encode(list(sentences))
     vectors.setflags(write=False)
     return vectors
 
@@ -438,20 +438,20 @@ def passage_text(evidence: KeywordEvidence, title: str, text: str) -> str:
     return evidence.passage or semantic_text(title, text)
 
 
-def _semantics(watch: WatchConfig, lead: np.ndarray, passage: np.ndarray, model: str,
-               device: str) -> Semantics:
+def _semantics(watch: WatchConfig, lead: np.ndarray, passage: np.ndarray,
+               spec: EmbeddingSpec) -> Semantics:
     sentences = description_sentences(watch)
-    vectors = _description_vectors(tuple(sentences), model, device)
+    vectors = _description_vectors(tuple(sentences), spec)
     lead_sim, best = _semantic(vectors, lead)
     passage_sim, _ = _semantic(vectors, passage)
     return Semantics(lead_sim, passage_sim, sentences[best] if best else None)
 
 
-def _encode_unique(texts: list[str], model: str, device: str, batch_size: int) -> np.ndarray:
+def _encode_unique(texts: list[str], spec: EmbeddingSpec) -> np.ndarray:
     """One row per text, each distinct text encoded once (a short article's passage is
     often its lead)."""
     unique = list(dict.fromkeys(texts))
-    vectors = encode(unique, model, device, batch_size=batch_size)
+    vectors = spec.encode(unique)
     row = {text: i for i, text in enumerate(unique)}
     return vectors[[row[text] for text in texts]] if texts else vectors
 
@@ -459,10 +459,13 @@ def _encode_unique(texts: list[str], model: str, device: str, batch_size: int) -
 def score_text(watch: WatchConfig, title: str, text: str, *,
                embedding: Sequence[float] | np.ndarray | None = None,
                passage_embedding: Sequence[float] | np.ndarray | None = None,
-               model: str = DEFAULT_MODEL, device: str = "cpu") -> RelevanceScore:
+               model: str = DEFAULT_MODEL, device: str = "cpu",
+               spec: EmbeddingSpec | None = None) -> RelevanceScore:
     """Score one text. ``embedding`` / ``passage_embedding``: precomputed, L2-normalised
     embeddings of ``semantic_text(title, text)`` and of ``passage_text(...)`` (then the model
-    is only needed for the description)."""
+    is only needed for the description). ``spec`` (the configured backend) beats
+    ``model``/``device``."""
+    spec = spec or EmbeddingSpec(model, device)
     evidence = keyword_evidence(watch, title, text)
     if embedding is None and not _needs_semantic(evidence):
         return _combine(watch, evidence, None)
@@ -470,11 +473,11 @@ def score_text(watch: WatchConfig, title: str, text: str, *,
     given = [embedding, passage_embedding]
     todo = [i for i in (0, 1) if given[i] is None]
     if todo:
-        encoded = _encode_unique([texts[i] for i in todo], model, device, 32)
+        encoded = _encode_unique([texts[i] for i in todo], spec)
         for row, i in enumerate(todo):
             given[i] = encoded[row]
     lead, passage = (np.asarray(v, dtype=np.float32) for v in given)
-    return _combine(watch, evidence, _semantics(watch, lead, passage, model, device))
+    return _combine(watch, evidence, _semantics(watch, lead, passage, spec))
 
 
 def _record_text(record: dict[str, Any]) -> tuple[str, str]:
@@ -484,9 +487,11 @@ def _record_text(record: dict[str, Any]) -> tuple[str, str]:
 
 
 def score_records(watch: WatchConfig, records: list[dict[str, Any]], *, batch_size: int = 32,
-                  model: str = DEFAULT_MODEL, device: str = "cpu") -> list[RelevanceScore]:
+                  model: str = DEFAULT_MODEL, device: str = "cpu",
+                  spec: EmbeddingSpec | None = None) -> list[RelevanceScore]:
     """Score many records (``title`` and ``text`` keys) with one encode call for all the
     texts that have keyword evidence; same results as ``score_text`` one by one."""
+    spec = spec or EmbeddingSpec(model, device, batch_size=batch_size)
     texts = [_record_text(record) for record in records]
     evidence = [keyword_evidence(watch, title, text) for title, text in texts]
     todo = [i for i, ev in enumerate(evidence) if _needs_semantic(ev)]
@@ -494,10 +499,10 @@ def score_records(watch: WatchConfig, records: list[dict[str, Any]], *, batch_si
     if todo:
         wanted = [semantic_text(*texts[i]) for i in todo]
         wanted += [passage_text(evidence[i], *texts[i]) for i in todo]
-        embedded = _encode_unique(wanted, model, device, batch_size)
+        embedded = _encode_unique(wanted, spec)
         for row, i in enumerate(todo):
             results[i] = _combine(watch, evidence[i], _semantics(
-                watch, embedded[row], embedded[len(todo) + row], model, device))
+                watch, embedded[row], embedded[len(todo) + row], spec))
     return [result if result is not None else _combine(watch, ev, None)
             for result, ev in zip(results, evidence, strict=True)]
 
@@ -518,11 +523,11 @@ def scorer_id(model: str = DEFAULT_MODEL) -> str:
 
 def scorer_for(settings: Settings) -> Callable[[WatchConfig, list[dict[str, Any]]],
                                                 list[RelevanceScore]]:
-    """``score_records`` bound to the configured embedding model, device and batch size."""
-    conf = settings.embedding
+    """``score_records`` bound to the configured embedding model, backend, device and batch
+    size."""
+    spec = EmbeddingSpec.of(settings)
 
     def scorer(watch: WatchConfig, records: list[dict[str, Any]]) -> list[RelevanceScore]:
-        return score_records(watch, records, batch_size=conf.batch_size, model=conf.model,
-                             device=conf.device)
+        return score_records(watch, records, spec=spec)
 
     return scorer

@@ -28,7 +28,8 @@ STAGES = ("fetch", "extract", "stories", "index", "alerts")
 FEED_SUCCESS = {"ok", "not-modified"}
 FEED_SKIPPED = {"skipped-not-due", "skipped-dead", "skipped-disabled", STAGE_BUDGET,
                 HOST_BUDGET}
-DEFERRED = (STAGE_BUDGET, HOST_BUDGET)  # work a time budget left for the next run
+RUN_BUDGET = "deferred-run-budget"  # articles the run's time budget left for the next run
+DEFERRED = (STAGE_BUDGET, HOST_BUDGET, RUN_BUDGET)  # work a time budget left for the next run
 ITEM_ERROR = "item-error"  # one item failed; the rest of its stage went on
 
 ProgressCallback = Callable[[str, int, int | None], None]  # (stage, advance, total)
@@ -207,6 +208,7 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
     take their feed text are not, so a feed-text-only backlog finishes in one run.
     """
     conf = settings.extraction
+    deadline = time.monotonic() + settings.run.budget_s
     download_budget = conf.max_articles_per_run if conf.fetch_pages else None
     pending = store.count_articles_to_extract() if "extract" in stages else 0
     planned = max(1, -(-min(pending, download_budget if download_budget is not None
@@ -246,6 +248,12 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
         # run retries rather than repeating the error.
         if (not healthy or "extract" not in stages or processed < settings.run.chunk_size
                 or (download_budget is not None and download_budget <= 0)):
+            return chunk
+        if time.monotonic() >= deadline:
+            store.count(run_id, "run", RUN_BUDGET, store.count_articles_to_extract())
+            log.warning("run %s: time budget (run.budget_s=%ss) spent after %d chunks; the "
+                        "rest of the backlog waits for the next run", run_id,
+                        settings.run.budget_s, chunk)
             return chunk
 
 

@@ -201,7 +201,7 @@ Index("ix_stories_last_seen", stories.c.last_seen_at)
 # ---- alerts (pipeline/alerts): relevance cache and the exactly-once ledger ------------------
 
 # Relevance of one article version to one watch; re-scored only when the text or the watch's
-# matching settings change (docs/_parts/alerts.md).
+# matching settings change (docs/decisions.md, "Watches and alerts").
 article_watch_scores = Table(
     "article_watch_scores",
     metadata,

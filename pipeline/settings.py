@@ -31,11 +31,11 @@ class Section(BaseModel):
 
 
 class FeedConfig(Section):
-    url: str
-    name: str | None = None
+    url: str = Field(description="the feed's address (http or https)")
+    name: str | None = Field(None, description="shown in tables and reports (default: the url)")
     source: str | None = Field(None, description="outlet shown for its articles (default: "
                                "name); feeds of one outlet share it")
-    enabled: bool = True
+    enabled: bool = Field(True, description="false keeps the feed listed but never fetched")
 
     @field_validator("url")
     @classmethod
@@ -47,7 +47,8 @@ class FeedConfig(Section):
 
 
 class StoreSettings(Section):
-    url: str = "sqlite:///data/newswatch.db"
+    url: str = Field("sqlite:///data/newswatch.db", description="SQLAlchemy URL of the records: "
+                     "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:5432/DB")
 
     @field_validator("url")
     @classmethod
@@ -61,17 +62,24 @@ class FetchSettings(Section):
     timeout_s: float = Field(20.0, gt=0, description="connect and read timeout")
     deadline_s: float = Field(60.0, gt=0, description="total time allowed for one request")
     max_bytes: int = Field(10_000_000, gt=0, description="body cap after decompression")
-    user_agent: str = DEFAULT_USER_AGENT
+    user_agent: str = Field(DEFAULT_USER_AGENT, description="sent with every request")
     concurrency: int = Field(8, ge=1, le=256, description="requests in flight overall")
-    per_host_concurrency: int = Field(2, ge=1, le=32)
-    max_redirects: int = Field(5, ge=0, le=20)
-    allow_private_networks: bool = False
+    per_host_concurrency: int = Field(2, ge=1, le=32, description="requests in flight per host "
+                                      "(feeds and pages share it)")
+    max_redirects: int = Field(5, ge=0, le=20, description="each hop is re-checked against the "
+                               "address rules")
+    allow_private_networks: bool = Field(False, description="allow loopback, RFC 1918, ULA and "
+                                         "CGNAT addresses (the demo does); link-local, "
+                                         "multicast, reserved and cloud-metadata addresses "
+                                         "stay refused")
     revalidate_every: int = Field(
         50, ge=0, description="1 in N fetches skips ETag/Last-Modified (0 = never)"
     )
-    dead_after_failures: int = Field(10, ge=1)
+    dead_after_failures: int = Field(10, ge=1, description="consecutive failures before a feed "
+                                     "is marked dead (`newswatch feeds enable` revives it)")
     backoff_base_s: float = Field(300.0, ge=0, description="first retry delay after a failure")
-    backoff_max_s: float = Field(86_400.0, ge=0)
+    backoff_max_s: float = Field(86_400.0, ge=0, description="longest retry delay (exponential "
+                                 "backoff with jitter)")
     max_retry_after_s: float = Field(86_400.0, ge=0, description="cap on a server's Retry-After")
     min_interval_s: float = Field(0.0, ge=0, description="never fetch one feed more often")
     stage_budget_s: float | None = Field(
@@ -89,12 +97,15 @@ class FetchSettings(Section):
 
 
 class ExtractionSettings(Section):
-    engine: Literal["trafilatura", "newspaper"] = "trafilatura"
+    engine: Literal["trafilatura", "newspaper"] = Field(
+        "trafilatura", description="text extractor: trafilatura or newspaper (newspaper4k); the "
+        "other one is the fallback for short results (docs/decisions.md)")
     max_articles_per_run: int = Field(500, ge=0, description="article pages downloaded per "
                                       "run at most; the rest wait for the next run (articles "
                                       "that take their feed text are not capped)")
     min_text_chars: int = Field(200, ge=0, description="shorter page text counts as empty")
-    fetch_pages: bool = True
+    fetch_pages: bool = Field(True, description="false keeps only the feed's own text (no page "
+                              "downloads)")
     stage_budget_s: float | None = Field(
         900.0, gt=0, description="time budget of the extraction stage in one run; articles "
         "not started by then stay pending for the next run (null = no budget)")
@@ -108,7 +119,7 @@ class EmbeddingSettings(Section):
         "fp32), onnx (ONNX Runtime, fused fp32), onnx-int8 (per-channel int8, faster, cosine "
         "~0.99 to torch) or openvino (fp32); the ONNX ones are exported once from the local "
         "model into <data_dir>/models. Changing it re-embeds stored articles")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="texts per encoder call")
     device: str = Field("cpu", description="torch device (cpu, cuda); the other backends run "
                         "on the CPU")
     threads: int = Field(0, ge=0, description="CPU threads for onnx/openvino inference "
@@ -127,6 +138,10 @@ class RunSettings(Section):
                             "is extracted, embedded, assigned to stories, indexed, scored and "
                             "committed before the next, so a stopped run keeps every finished "
                             "chunk and memory does not grow with a backlog")
+    budget_s: float = Field(3_000.0, gt=0, description="a run starts no new chunk after this "
+                            "long (the chunk in hand finishes); the rest of the backlog is left "
+                            "pending for the next run and counted as run/deferred-run-budget, "
+                            "so an hourly run does not overlap the next")
     stale_after_s: float = Field(21_600.0, gt=0, description="a run still marked running "
                                  "whose last progress is older than this is marked abandoned "
                                  "by the next run (a run from this host whose process is gone "
@@ -150,13 +165,17 @@ class SearchSettings(Section):
                              "Elasticsearch URL")
         return value
     sqlite_path: str | None = Field(None, description="FTS5 file when the records are not SQLite")
-    index_prefix: str = "newswatch"
-    vectors: bool = True
-    api_key: str | None = None
-    username: str | None = None
-    password: str | None = None
-    verify_certs: bool = True
-    ca_certs: str | None = None
+    index_prefix: str = Field("newswatch", description="Elasticsearch aliases are "
+                              "<prefix>-articles and <prefix>-stories")
+    vectors: bool = Field(True, description="store embeddings in the search index for the "
+                          "semantic part of search")
+    api_key: str | None = Field(None, description="Elasticsearch API key (preferred; set it in "
+                                "the environment, not the YAML)")
+    username: str | None = Field(None, description="Elasticsearch basic-auth user")
+    password: str | None = Field(None, description="Elasticsearch basic-auth password (from the "
+                                 "environment)")
+    verify_certs: bool = Field(True, description="verify the cluster's TLS certificate")
+    ca_certs: str | None = Field(None, description="PEM file of a private CA for the cluster")
     similarity_floor: float = Field(0.55, ge=-1, le=1, description="default (hybrid) mode: the "
                                     "query-to-article embedding cosine an article needs to be "
                                     "added without containing every query word (it must still "
@@ -223,7 +242,7 @@ class MultilingualSettings(Section):
 class WatchConfig(Section):
     """A topic to alert on (see docs: Watches and alerts)."""
 
-    name: str
+    name: str = Field(description="the watch's name in alerts, the ledger and commands")
     description: str = Field("", description="what the watch is about, in plain sentences "
                              "(one per sub-topic); compared with each article's title and lead")
     keywords: list[str] = Field(default_factory=list, description="words and phrases (whole "
@@ -235,15 +254,19 @@ class WatchConfig(Section):
                              "(pipeline/relevance.py) reaches this; 0.5 = the threshold picked "
                              "with the shipped coefficients on the labelled Taiwan file "
                              "(docs/decisions.md, Watch relevance)")
-    channels: list[str] = Field(default_factory=lambda: ["console"])
-    mode: Literal["immediate", "digest"] = "immediate"
-    digest_at: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    timezone: str = "UTC"
+    channels: list[str] = Field(default_factory=lambda: ["console"], description="names of "
+                                "channels (the channels section) to alert")
+    mode: Literal["immediate", "digest"] = Field("immediate", description="immediate: alert as "
+                                                 "stories come; digest: one message a day")
+    digest_at: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM "
+                           "in the watch's time zone when a digest is sent")
+    timezone: str = Field("UTC", description="IANA zone for digest_at and quiet_hours")
     quiet_hours: str | None = Field(
         None, pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$",
         description="HH:MM-HH:MM in the watch's time zone: alerts wait until it ends")
-    max_per_window: int = Field(10, ge=1)
-    enabled: bool = True
+    max_per_window: int = Field(10, ge=1, description="alerts per delivery window; more become "
+                                "one \"+N more\" roll-up")
+    enabled: bool = Field(True, description="false stops scoring and alerting for this watch")
 
     @field_validator("timezone")
     @classmethod
@@ -263,24 +286,32 @@ class WatchConfig(Section):
 class ChannelConfig(Section):
     """Where alerts go: email, slack, console or a JSONL file."""
 
-    type: Literal["email", "slack", "console", "file"]
+    type: Literal["email", "slack", "console", "file"] = Field(description="email (SMTP), slack "
+                                                               "(incoming webhook), console "
+                                                               "or file (JSONL outbox)")
     # email
-    host: str | None = None
-    port: int | None = None
-    starttls: bool = False
-    ssl: bool = False
-    username: str | None = None
-    password: str | None = None
-    password_env: str | None = None
-    sender: str | None = None
-    to: list[str] = Field(default_factory=list)
-    smtp_conn_id: str | None = None
+    host: str | None = Field(None, description="email: SMTP server")
+    port: int | None = Field(None, description="email: SMTP port (default 25, 465 with ssl, 587 "
+                             "with starttls)")
+    starttls: bool = Field(False, description="email: upgrade with STARTTLS")
+    ssl: bool = Field(False, description="email: connect over TLS")
+    username: str | None = Field(None, description="email: SMTP login")
+    password: str | None = Field(None, description="email: SMTP password (prefer password_env)")
+    password_env: str | None = Field(None, description="email: environment variable holding the "
+                                     "password")
+    sender: str | None = Field(None, description="email: From address")
+    to: list[str] = Field(default_factory=list, description="email: recipients")
+    smtp_conn_id: str | None = Field(None, description="email: Airflow connection with host, "
+                                     "port, login and password")
     # slack
-    webhook_url: str | None = None
-    webhook_url_env: str | None = None
-    slack_conn_id: str | None = None
+    webhook_url: str | None = Field(None, description="slack: incoming-webhook URL (prefer "
+                                    "webhook_url_env)")
+    webhook_url_env: str | None = Field(None, description="slack: environment variable holding "
+                                        "the webhook URL")
+    slack_conn_id: str | None = Field(None, description="slack: Airflow connection holding the "
+                                      "webhook")
     # file
-    path: str | None = None
+    path: str | None = Field(None, description="file: the JSONL outbox to append to")
 
 
 class AlertSettings(Section):
@@ -293,12 +324,13 @@ class AlertSettings(Section):
 
 
 class DemoSettings(Section):
-    site_dir: str = "examples/sample_site"
+    site_dir: str = Field("examples/sample_site", description="the bundled fictional sample "
+                          "site served by `newswatch demo`")
     seeds_dir: str = Field("../shared/data/seeds", description="the user's two seed articles "
                            "(publishers' text, not in the repository); the sample site serves "
                            "their pages from here, or its fictional pair when they are absent")
-    host: str = "127.0.0.1"
-    port: int = Field(8765, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="address the sample site listens on")
+    port: int = Field(8765, ge=0, le=65535, description="port of the sample site (0 = any free)")
 
 
 class Settings(BaseSettings):
@@ -311,8 +343,10 @@ class Settings(BaseSettings):
         validate_assignment=True,
     )
 
-    data_dir: str = "data"
-    feeds: list[FeedConfig] = Field(default_factory=list)
+    data_dir: str = Field("data", description="where local state lives (exported models, SQLite "
+                          "search beside non-SQLite records)")
+    feeds: list[FeedConfig] = Field(default_factory=list, description="the feeds to watch, or "
+                                    "the path of a YAML file holding `feeds:`")
     store: StoreSettings = Field(default_factory=StoreSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     extraction: ExtractionSettings = Field(default_factory=ExtractionSettings)

@@ -13,7 +13,7 @@ from docs.gen import commands, help_text, layout_entries
 from pipeline.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-GENERATED = ["README.md", "docs/cli.md"]
+GENERATED = ["README.md", "docs/cli.md", "docs/decisions.md"]
 COMMANDS = [path for path, _ in commands()]
 
 
@@ -52,3 +52,19 @@ def test_the_layout_names_every_module_with_a_line():
         rel = module.relative_to(REPO)
         key = f"{rel.parent}/" if module.name == "__init__.py" else str(rel)
         assert entries.get(key), f"{key} has no docstring line for the README layout"
+
+
+def test_every_setting_has_a_description():
+    """The settings table is generated from the model: a blank meaning is a missing doc."""
+    from docs.gen import settings_rows
+
+    undocumented = [key for key, _default, meaning in settings_rows() if not meaning]
+    assert not undocumented, f"settings without a description: {undocumented}"
+
+
+def test_no_benchmark_script_shadows_a_project_package():
+    """`python benchmarks/x.py` puts benchmarks/ first on sys.path: a benchmarks/pipeline.py
+    would be imported instead of the library by every other benchmark script."""
+    packages = {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()} | {"docs"}
+    scripts = {p.stem for p in (REPO / "benchmarks").glob("*.py")}
+    assert "pipeline" in packages and not scripts & packages

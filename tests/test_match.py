@@ -124,7 +124,7 @@ def test_find_watch_prefers_the_configured_one_and_falls_back_to_built_in() -> N
 def test_match_records_uses_the_configured_model_in_chunks(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The progress bar sees every chunk; the scorer gets ``embedding.model``."""
-    from pipeline import relevance
+    from pipeline import embeddings
 
     models: list[str] = []
 
@@ -135,7 +135,7 @@ def test_match_records_uses_the_configured_model_in_chunks(
         models.append(model)
         return np.zeros((len(texts), 3), dtype=np.float32)
 
-    monkeypatch.setattr(relevance, "encode", fake_encode)
+    monkeypatch.setattr(embeddings, "encode", fake_encode)
     monkeypatch.setattr(match_module, "CHUNK", 2)
     settings = Settings(embedding={"model": "/models/custom"})
     records = [{"id": i, "title": f"Taiwan item {i}", "text": None} for i in range(5)]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import relevance
+from pipeline import embeddings, relevance
 from pipeline.alerts.engine import watch_fingerprint
 from pipeline.relevance import (
     LEAD_WORDS,
@@ -196,7 +196,7 @@ def test_the_passage_quote_is_cut_around_the_keyword() -> None:
 
 
 def test_exclude_in_title_or_lead_suppresses_without_the_model(monkeypatch: Any) -> None:
-    monkeypatch.setattr(relevance, "encode", _no_model)
+    monkeypatch.setattr(embeddings, "encode", _no_model)
     watch = default_taiwan_watch().model_copy(update={"exclude": ["median line"]})
     result = score_text(watch, PLA_TITLE, PLA_TEXT)
     assert result.score == 0.0 and not result.relevant
@@ -205,7 +205,7 @@ def test_exclude_in_title_or_lead_suppresses_without_the_model(monkeypatch: Any)
 
 
 def test_no_keyword_means_no_embedding_and_a_negligible_score(monkeypatch: Any) -> None:
-    monkeypatch.setattr(relevance, "encode", _no_model)
+    monkeypatch.setattr(embeddings, "encode", _no_model)
     result = score_text(default_taiwan_watch(), "Rail line opens", RAIL_TEXT)
     assert result.score < 0.01 and not result.relevant
     assert result.semantic is None and result.reasons == ["no keyword match"]
@@ -218,22 +218,26 @@ def test_watch_without_keywords_falls_back_to_its_name() -> None:
     assert ev.title_terms == {"taiwan": 1}
 
 
-def test_scorer_for_uses_the_configured_model(monkeypatch: Any) -> None:
+def test_scorer_for_uses_the_configured_model_and_backend(monkeypatch: Any) -> None:
     import numpy as np
 
-    calls: list[tuple[str, str, int]] = []
+    from pipeline import embeddings
 
-    def fake_encode(texts: list[str], model: str, device: str, batch_size: int = 32) -> Any:
-        calls.append((model, device, batch_size))
+    calls: list[tuple[str, str, int, str]] = []
+
+    def fake_encode(texts: list[str], model: str, device: str, batch_size: int = 32, *,
+                    backend: str, cache_dir: str | None = None, threads: int = 0) -> Any:
+        calls.append((model, device, batch_size, backend))
         return np.ones((len(texts), 4), dtype=np.float32) / 2.0
 
-    monkeypatch.setattr(relevance, "encode", fake_encode)
-    settings = Settings(embedding={"model": "/models/other", "device": "cpu", "batch_size": 7})
+    monkeypatch.setattr(embeddings, "encode", fake_encode)
+    settings = Settings(embedding={"model": "/models/other", "device": "cpu", "batch_size": 7,
+                                   "backend": "onnx"})
     [result] = scorer_for(settings)(default_taiwan_watch(), [{"title": PLA_TITLE,
                                                              "text": PLA_TEXT}])
     assert result.semantic is not None
-    assert {model for model, _, _ in calls} == {"/models/other"} and (
-        "/models/other", "cpu", 7) in calls
+    assert {model for model, *_ in calls} == {"/models/other"} and (
+        "/models/other", "cpu", 7, "onnx") in calls
 
 
 def test_watch_fingerprint_follows_scorer_version_and_model(monkeypatch: Any) -> None:

@@ -120,6 +120,24 @@ def test_a_backlog_goes_through_in_committed_chunks(tmp_path, feeds_server, monk
     assert report.stages["stories"]["embedded"] == 120
 
 
+def test_a_spent_run_budget_leaves_the_rest_of_the_backlog_for_the_next_run(
+        tmp_path, feeds_server, monkeypatch):
+    """After run.budget_s no new chunk starts: the run says how much waits, the next run
+    finishes it, and nothing is done twice."""
+    monkeypatch.setattr(pipeline.stories, "encode_for", fake_encode)
+    settings = load_settings(**config_for(tmp_path, feeds_server, run={"budget_s": 0.001}))
+    first = run_once(settings)
+    assert not first.errors and first.stages["run"]["chunks"] == 1
+    assert first.left_pending == {"run": 95}  # 120 articles, one chunk of 25 done
+    done = [r for r in store_state(settings.store.url)["rows"] if r.story_id]
+    assert len(done) == 25
+    relaxed = load_settings(**config_for(tmp_path, feeds_server))
+    second = run_once(relaxed)
+    state = store_state(relaxed.store.url)
+    assert second.stages["stories"]["embedded"] == 95 and second.left_pending == {}
+    assert all(r.story_id and r.version == 1 for r in state["rows"]) and state["versions"] == 120
+
+
 def test_the_download_cap_counts_pages_only(tmp_path, feeds_server, monkeypatch):
     monkeypatch.setattr(pipeline.stories, "encode_for", fake_encode)
     settings = load_settings(**config_for(

@@ -6,5 +6,5 @@
 - :mod:`pipeline.alerts.channels` — email, Slack, console and JSONL-file delivery.
 
 Nothing is imported here, so ``import pipeline.alerts`` stays cheap (Airflow DAG parsing).
-See docs/_parts/alerts.md for the design.
+See docs/decisions.md, "Watches and alerts", for the design.
 """

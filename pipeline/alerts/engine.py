@@ -5,7 +5,7 @@ against every enabled watch (cached per article version), decides ``new`` and ``
 events, writes them to the ledger, then delivers whatever is due: fresh alerts, retries
 whose backoff has passed, deliveries held by quiet hours, and digests whose time has come.
 ``send_digest`` and ``retry_failed`` back the ``newswatch digest`` / ``alerts retry``
-commands. Design and guarantees: docs/_parts/alerts.md.
+commands. Design and guarantees: docs/decisions.md, "Watches and alerts".
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class AlertStageError(RuntimeError):
 
 @dataclass(frozen=True)
 class AlertRules:
-    """Alert tunables with their defaults (not yet in settings; docs/_parts/alerts.md)."""
+    """Alert tunables with their defaults (not yet settings: issue 17)."""
 
     update_min_new_sources: int = 3  # distinct outlets not covered by the last alert
     far_similarity: float = 0.5  # a new article this unlike the first report is news

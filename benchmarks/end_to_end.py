@@ -1,8 +1,8 @@
 """End-to-end `newswatch run` over feeds the benchmark serves itself on 127.0.0.1.
 
-    .venv/bin/python benchmarks/pipeline.py site --articles 1000 [--feeds 20]
-    .venv/bin/python benchmarks/pipeline.py not-modified --feeds 1000
-    .venv/bin/python benchmarks/pipeline.py backlog \
+    .venv/bin/python benchmarks/end_to_end.py site --articles 1000 [--feeds 20]
+    .venv/bin/python benchmarks/end_to_end.py not-modified --feeds 1000
+    .venv/bin/python benchmarks/end_to_end.py backlog \
         --data ../shared/data/stream/rss-2023-06-10-to-25.jsonl.gz [--items 40000]
 
 * ``site``: N generated articles (fictional text, realistic HTML pages with boilerplate)
@@ -307,7 +307,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
     args = parser.parse_args()
     if args.mode == "backlog" and not Path(args.data).is_file():
-        print(f"pipeline.py: no such file: {args.data}", file=sys.stderr)
+        print(f"end_to_end.py: no such file: {args.data}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="newswatch-bench-") as tmp:
         bench = {"site": bench_site, "not-modified": bench_not_modified,
