@@ -14,6 +14,7 @@ starts one. Story ids derive from the first article's id, so reruns are stable a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 from sqlalchemy import and_, func, or_, select, update
+from threadpoolctl import ThreadpoolController
 
 from pipeline import crosslingual, schema
 from pipeline.embeddings import (
@@ -213,6 +215,13 @@ def split_is_clear(scores: np.ndarray, labels: np.ndarray, ratio: float) -> bool
     within = min(_mean_off_diagonal(scores[np.ix_(zero, zero)]),
                  _mean_off_diagonal(scores[np.ix_(one, one)]))
     return between < ratio * within
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The process's BLAS thread pools (looked up once: the lookup walks the loaded
+    libraries)."""
+    return ThreadpoolController()
 
 
 # ---- in-memory assignment -------------------------------------------------------------------
@@ -637,7 +646,16 @@ class StoryAssigner:
         return self.assign_batch([item])[0]
 
     def assign_batch(self, items: list[StoryItem]) -> list[Assignment]:
-        """Assign a run's new articles (in time order); returns one decision per item."""
+        """Assign a run's new articles (in time order); returns one decision per item.
+
+        BLAS runs single-threaded meanwhile: the products here are one article against a few
+        thousand centroids, and OpenBLAS hands those (above ~2,000 rows) to its thread pool,
+        whose hand-off cost 40× the product itself on two busy cores (docs/performance.md).
+        """
+        with _blas().limit(limits=1, user_api="blas"):
+            return self._assign_batch(items)
+
+    def _assign_batch(self, items: list[StoryItem]) -> list[Assignment]:
         members = [_Member(i.article_id, _ts(i.time), i.vector, i.terms, i.names)
                    for i in items]
         for member in members:
