@@ -313,6 +313,19 @@ class _Member:
     names: frozenset[str]
 
 
+@dataclass(slots=True)
+class _Profile:
+    """What scoring needs of a story's member sample: their stacked vectors and the sums of
+    their idf-weighted words and names (a sum of dot products is the dot product with the
+    sum, so one dict pass replaces one per member)."""
+
+    key: tuple[int, int]  # (cluster version, idf generation) it was built at
+    size: int
+    vectors: np.ndarray
+    terms: dict[str, float]
+    names: dict[str, float]
+
+
 @dataclass
 class _Cluster:
     """A story while a batch is being assigned: its members, their vector sum and time span
@@ -325,6 +338,8 @@ class _Cluster:
     first: float = math.inf
     last: float = -math.inf
     total: np.ndarray | None = None
+    version: int = 0  # bumped on every join and leave (invalidates ``profile``)
+    profile: _Profile | None = None
 
     def __post_init__(self) -> None:
         members, self.members = self.members, {}
@@ -334,16 +349,19 @@ class _Cluster:
 
     def add(self, member: _Member) -> None:
         self.members[member.article_id] = member
+        self.version += 1
         self.total = member.vector.copy() if self.total is None else self.total + member.vector
         self.first, self.last = min(self.first, member.time), max(self.last, member.time)
 
     def remove(self, article_id: str) -> None:
         member = self.members.pop(article_id)
+        self.version += 1
         if self.total is not None:
             self.total = self.total - member.vector
-        times = [m.time for m in self.members.values()]
-        self.first = min([self.fixed_first, *times])
-        self.last = max([self.fixed_last, *times])
+        if member.time <= self.first or member.time >= self.last:  # only an end can move
+            times = [m.time for m in self.members.values()]
+            self.first = min([self.fixed_first, *times])
+            self.last = max([self.fixed_last, *times])
 
     def centroid(self) -> np.ndarray:
         total = self.total if self.total is not None else np.zeros(0, np.float32)
@@ -399,7 +417,8 @@ class StoryAssigner:
         # Time index: bucket number -> rows whose span touches that stretch of time, so an
         # article's candidates are found without looking at stories outside its window.
         self._bucket_s = self.window_s / 2
-        self._buckets: dict[int, set[int]] = {}
+        self._buckets: dict[int, list[int]] = {}
+        self._bucket_rows: dict[int, np.ndarray] = {}  # bucket -> its rows as an array
         self._indexed: dict[int, tuple[int, int]] = {}  # row -> bucket range in the index
         self._new = 0
         self.scanned = 0  # centroids looked at to find candidates (over this assigner's life)
@@ -465,17 +484,26 @@ class StoryAssigner:
             return
         for bucket in range(low, high + 1):
             if known is None or not known[0] <= bucket <= known[1]:
-                self._buckets.setdefault(bucket, set()).add(row)
+                self._buckets.setdefault(bucket, []).append(row)
+                self._bucket_rows.pop(bucket, None)
         self._indexed[row] = (low, high) if known is None else (min(low, known[0]),
                                                                 max(high, known[1]))
 
     def _rows_near(self, when: float) -> np.ndarray:
-        """Rows of the stories whose span may overlap [when - window, when + window]."""
+        """Rows of the stories whose span may overlap [when - window, when + window]
+        (sorted, each once)."""
         low, high = self._bucket(when - self.window_s), self._bucket(when + self.window_s)
-        rows: set[int] = set()
+        parts = []
         for bucket in range(low, high + 1):
-            rows.update(self._buckets.get(bucket, ()))
-        return np.fromiter(rows, dtype=np.int64, count=len(rows))
+            rows = self._bucket_rows.get(bucket)
+            if rows is None:
+                rows = np.array(self._buckets.get(bucket, ()), dtype=np.int64)
+                self._bucket_rows[bucket] = rows
+            parts.append(rows)
+        if not parts:
+            return np.zeros(0, np.int64)
+        rows = np.sort(np.concatenate(parts))  # a row spanning two buckets is in both
+        return rows[np.concatenate(([True], rows[1:] != rows[:-1]))] if rows.size else rows
 
     @property
     def active_count(self) -> int:
@@ -504,19 +532,41 @@ class StoryAssigner:
             a, b = b, a
         return sum(w * b[t] for t, w in a.items() if t in b)
 
-    def _score(self, member: _Member, cluster: _Cluster, exclude: str | None = None) -> float:
+    def _profile(self, cluster: _Cluster, exclude: str | None) -> _Profile | None:
+        """The member sample's profile; cached on the cluster while neither its members nor
+        the document frequencies change (not when the article scored is itself a member)."""
+        own = exclude is not None and exclude in cluster.members
+        key = (cluster.version, self._generation)
+        if not own and cluster.profile is not None and cluster.profile.key == key:
+            return cluster.profile
         others = cluster.sample(exclude)
         if not others:
+            return None
+        terms: dict[str, float] = {}
+        names: dict[str, float] = {}
+        if self.conf.term_weight or self.conf.name_weight:
+            for other in others:
+                other_terms, other_names = self._weights_of(other)
+                for total, weights in ((terms, other_terms), (names, other_names)):
+                    for token, weight in weights.items():
+                        total[token] = total.get(token, 0.0) + weight
+        profile = _Profile(key, len(others), np.stack([m.vector for m in others]), terms,
+                           names)
+        if not own:
+            cluster.profile = profile
+        return profile
+
+    def _score(self, member: _Member, cluster: _Cluster, exclude: str | None = None) -> float:
+        profile = self._profile(cluster, exclude)
+        if profile is None:
             return -math.inf
-        cosine = float(np.mean(np.stack([m.vector for m in others]) @ member.vector))
+        cosine = float(np.mean(profile.vectors @ member.vector))
         term_w, name_w = self.conf.term_weight, self.conf.name_weight
         score = (1.0 - term_w - name_w) * cosine
         if term_w or name_w:
             terms, names = self._weights_of(member)
-            for other in others:
-                other_terms, other_names = self._weights_of(other)
-                score += (term_w * self._dot(terms, other_terms)
-                          + name_w * self._dot(names, other_names)) / len(others)
+            score += (term_w * self._dot(terms, profile.terms)
+                      + name_w * self._dot(names, profile.names)) / profile.size
         return score
 
     def score(self, item: StoryItem, story: ActiveStory) -> float:
@@ -536,10 +586,14 @@ class StoryAssigner:
         self.scanned += rows.size
         active = (self._last[rows] >= member.time - self.window_s) & (
             self._first[rows] <= member.time + self.window_s)
-        rows = np.sort(rows[active])
+        rows = rows[active]
         labels: list[str] = []
         if rows.size:
-            cosines = self._matrix[rows] @ member.vector
+            low, high = int(rows[0]), int(rows[-1]) + 1
+            if high - low <= 2 * rows.size:  # mostly one stretch of rows: no copy of them
+                cosines = (self._matrix[low:high] @ member.vector)[rows - low]
+            else:
+                cosines = self._matrix[rows] @ member.vector
             k = min(TOP_K, rows.size)
             top = np.argpartition(-cosines, k - 1)[:k] if k < rows.size else np.arange(rows.size)
             labels = [self._ids[rows[i]]
