@@ -213,6 +213,43 @@ def test_candidate_lookup_does_not_grow_with_the_run():
     assert 0 < long <= 1.1 * short and long <= 4 * 4
 
 
+def test_cached_story_profiles_score_as_the_member_by_member_mean():
+    """A story's sample profile is cached between joins and leaves: after a batch full of
+    both, every score still equals the mean over the latest members, computed one by one."""
+    conf = StoriesSettings(threshold=0.6, term_weight=0.3, name_weight=0.2)
+    rng = np.random.default_rng(5)
+    centres = [rng.normal(size=16) for _ in range(6)]
+    words = ["harbour", "strike", "vote", "flood", "summit", "trial", "drill", "tariff"]
+    items = [StoryItem(f"a{n:03d}", f"t{n}", "S", T0 + timedelta(hours=n),
+                       unit(*(centres[n % 6] + 0.8 * rng.normal(size=16))),
+                       frozenset(rng.choice(words, 3, replace=False)),
+                       frozenset(rng.choice(words, 2, replace=False)))
+             for n in range(90)]
+    assigner = StoryAssigner(conf)
+    assigner.assign_batch(items)
+
+    def by_hand(member, cluster) -> float:
+        others = cluster.sample(None)
+        cosine = float(np.mean(np.stack([o.vector for o in others]) @ member.vector))
+        terms, names = assigner._weights_of(member)
+        lexical = sum(conf.term_weight * assigner._dot(terms, assigner._weights_of(o)[0])
+                      + conf.name_weight * assigner._dot(names, assigner._weights_of(o)[1])
+                      for o in others) / len(others)
+        return (1 - conf.term_weight - conf.name_weight) * cosine + lexical
+
+    probe = assigner._clusters[next(iter(assigner.stories))].sample(None)[0]
+    clusters = [c for c in assigner._clusters.values() if c.members]
+    for cluster in clusters:
+        assigner._score(probe, cluster)  # cached now
+    mover = next(c for c in clusters if len(c.members) > 2)
+    leaving = next(iter(mover.members.values()))
+    label = next(k for k, c in assigner._clusters.items() if c is mover)
+    assigner._leave(leaving, label)  # invalidates that story's profile
+    for cluster in clusters:
+        assert assigner._score(probe, cluster) == pytest.approx(by_hand(probe, cluster),
+                                                                abs=1e-9)
+
+
 def test_rare_shared_terms_decide_between_two_same_type_stories():
     conf = StoriesSettings(threshold=0.5, term_weight=0.5, name_weight=0.0)
     assigner = StoryAssigner(conf)
