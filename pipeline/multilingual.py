@@ -37,7 +37,7 @@ def release_model() -> None:
     MiniLM, and holding both doubles the models' share of the run's peak memory; reloading
     costs a few seconds per chunk."""
     load_model.cache_clear()
-    gc.collect()  # its weights hang in reference cycles
+    gc.collect()  # now, not at the next automatic collection
 
 
 def encode_multilingual(texts: list[str], batch_size: int = 64) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import socket
@@ -42,17 +43,30 @@ MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # mallopt(3) parameter number in glibc's malloc.h
 
 
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's per-thread heaps before the run starts its thread pools (as
-    ``MALLOC_ARENA_MAX`` would); a no-op where the C library is not glibc."""
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (malloc tuning applies), else None."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
     except OSError:
-        return False
-    if libc is None or not hasattr(libc, "gnu_get_libc_version"):
-        return False
-    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+        return None
+    return libc if libc is not None and hasattr(libc, "gnu_get_libc_version") else None
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's per-thread heaps before the run starts its thread pools (as
+    ``MALLOC_ARENA_MAX`` would); a no-op where the C library is not glibc."""
+    libc = _glibc()
+    return bool(libc and libc.mallopt(_M_ARENA_MAX, arenas))
+
+
+def return_free_memory() -> None:
+    """Hand the heap's free pages back to the system between stages of a backlog run: after
+    fetch has parsed every feed (26k items: ~75 MB free but kept), the chunks' model memory
+    would otherwise stack on top of it."""
+    if libc := _glibc():
+        libc.malloc_trim(0)
 
 
 @dataclass
@@ -194,6 +208,7 @@ def run_once(settings: Settings, *, run_id: str | None = None, stages: tuple[str
             _guarded(report, store, "fetch", lambda: setattr(report, "feeds", stage_fetch(
                 store, settings, run_id, force=force, progress=progress)))
         chunked = tuple(stage for stage in stages if stage != "fetch")
+        return_free_memory()
         if chunked:
             run_chunks(store, settings, run_id, chunked, report, progress)
         report.stages = store.run_counts(run_id)
@@ -261,6 +276,7 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
             healthy = _guarded(report, store, stage, work) and healthy
         heartbeat(store, run_id, chunk)
         store.count(run_id, "run", "chunks")
+        return_free_memory()
         if progress:
             progress("chunk", 1, max(planned, chunk))
         if download_budget is not None:

@@ -704,7 +704,7 @@ class StoryAssigner:
 
         BLAS runs single-threaded meanwhile: the products here are one article against a few
         thousand centroids, and OpenBLAS hands those (above ~2,000 rows) to its thread pool,
-        whose hand-off cost 40× the product itself on two busy cores (docs/performance.md).
+        whose hand-off cost ~16× the product itself on two busy cores (docs/decisions.md, Stories).
         """
         with _blas().limit(limits=1, user_api="blas"):
             return self._assign_batch(items)

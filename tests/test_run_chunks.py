@@ -253,3 +253,17 @@ def test_chunks_follow_publication_time(tmp_path, feeds_server):
     assert times == sorted(times)
     assert len(first_chunk) == 25
     assert len({row["source"] for row in first_chunk}) == 3  # all three feeds interleave
+
+
+def test_malloc_tuning_applies_on_glibc_and_is_a_no_op_elsewhere(monkeypatch):
+    """A backlog run caps glibc's per-thread heaps and trims free pages between chunks; on
+    another C library both helpers do nothing and never fail."""
+    import platform
+
+    from pipeline import run as run_module
+
+    if platform.libc_ver()[0] == "glibc":
+        assert run_module.limit_malloc_arenas() is True
+    monkeypatch.setattr(run_module, "_glibc", lambda: None)
+    assert run_module.limit_malloc_arenas() is False
+    run_module.return_free_memory()  # no C library call, no error
