@@ -41,7 +41,7 @@ from pipeline.feedparse import parse_feed
 from pipeline.feeds import fetch_feeds
 from pipeline.models import FeedEntry
 from pipeline.settings import FeedConfig, Settings
-from pipeline.store import open_store
+from pipeline.records import open_store
 
 RESULTS = Path(__file__).parent / "results" / "bad_input.json"
 PAGE = ("<html><head><title>Fictional report {n}</title></head><body><article><h1>Fictional "

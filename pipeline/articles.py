@@ -20,7 +20,7 @@ from pipeline.fetcher import Fetcher, FetchResult, host_key
 from pipeline.hostqueue import Deferred, run_per_host
 from pipeline.sanitize import plausible_date, strip_control, strip_control_bytes
 from pipeline.settings import Settings
-from pipeline.store import Store
+from pipeline.records import Store
 
 log = logging.getLogger(__name__)
 

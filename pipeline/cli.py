@@ -283,7 +283,7 @@ def demo(
 
 
 def _print_demo_summary(settings: Settings) -> None:
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     store = open_store(settings.store.url)
     try:
@@ -369,7 +369,7 @@ def stories(
     json_out: JsonOption = False,
 ) -> None:
     """Stories with article counts, sources and first/last seen."""
-    from pipeline.store import open_store
+    from pipeline.records import open_store
     from pipeline.stories import list_stories
 
     settings = get_settings(config)
@@ -444,7 +444,7 @@ def match(
             results = match_records(chosen, records, settings, progress=progress)
         else:
             from pipeline.match import preview_stories
-            from pipeline.store import open_store
+            from pipeline.records import open_store
 
             since_at = since_option(since)
             store = open_store(settings.store.url)
@@ -485,7 +485,7 @@ def reindex(
     from pipeline.search import open_search
     from pipeline.search import reindex as rebuild
     from pipeline.search.base import SearchMisconfigured, SearchUnavailable
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     settings = get_settings(config)
     if search_url is not None:
@@ -525,7 +525,7 @@ def feeds_list(
     if ctx.invoked_subcommand is not None:
         ctx.obj = config
         return
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     settings = get_settings(config)
     store = open_store(settings.store.url)
@@ -566,7 +566,7 @@ def feeds_enable(
     config: ConfigOption = None,
 ) -> None:
     """Bring back a feed marked dead after repeated failures."""
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     settings = get_settings(config or ctx.obj)
     store = open_store(settings.store.url)
@@ -642,7 +642,7 @@ def alerts_list(
         ctx.obj = config
         return
     from pipeline.alerts.ledger import list_alerts
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     settings = get_settings(config)
     since_at = since_option(since)
@@ -672,7 +672,7 @@ def alerts_retry(
 ) -> None:
     """Retry failed deliveries now (quiet hours still apply)."""
     from pipeline.alerts.engine import retry_failed
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     settings = get_settings(config or ctx.obj)
     store = open_store(settings.store.url)
@@ -690,7 +690,7 @@ def digest(
 ) -> None:
     """Send a watch's digest for the current window now (once per window)."""
     from pipeline.alerts.engine import send_digest
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     settings = get_settings(config)
     store = open_store(settings.store.url)

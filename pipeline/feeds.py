@@ -33,7 +33,7 @@ from pipeline.fetcher import Fetcher, host_key
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET, Deferred, run_per_host
 from pipeline.models import ParsedFeed
 from pipeline.settings import FetchSettings, Settings
-from pipeline.store import FeedRow, Store
+from pipeline.records import FeedRow, Store
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from pipeline.run import FEED_SKIPPED, FEED_SUCCESS, STAGE_FUNCTIONS
 from pipeline.settings import Settings, load_settings
-from pipeline.store import Store, open_store
+from pipeline.records import Store, open_store
 
 log = logging.getLogger(__name__)
 

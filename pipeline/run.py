@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET
 from pipeline.settings import Settings
-from pipeline.store import Store, open_store, utcnow
+from pipeline.records import Store, open_store, utcnow
 
 log = logging.getLogger(__name__)
 

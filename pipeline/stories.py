@@ -41,7 +41,7 @@ from pipeline.embeddings import (
 from pipeline.language import detect_language
 from pipeline.sanitize import plausible_date
 from pipeline.settings import Settings, StoriesSettings
-from pipeline.store import Store, open_store, utcnow
+from pipeline.records import Store, open_store, utcnow
 
 log = logging.getLogger(__name__)
 STAGE = "stories"

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiri
 
 @pytest.fixture
 def store(tmp_path):
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     s = open_store(f"sqlite:///{tmp_path / 'records.db'}")
     yield s

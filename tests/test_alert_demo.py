@@ -18,7 +18,7 @@ import pytest
 from pipeline.run import run_once
 from pipeline.sample_site import SampleSite
 from pipeline.settings import load_settings
-from pipeline.store import open_store
+from pipeline.records import open_store
 from pipeline.urls import article_id_for
 from tests.support.seeds import requires_user_seeds, user_seeds_dir
 

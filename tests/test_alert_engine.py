@@ -25,7 +25,7 @@ from pipeline.alerts.engine import (
 )
 from pipeline.embeddings import pack_vector
 from pipeline.settings import Settings, WatchConfig
-from pipeline.store import open_store
+from pipeline.records import open_store
 from tests.support.httpserver import Response
 from tests.test_alert_delivery import SMTPSink, free_port
 

@@ -117,7 +117,7 @@ def test_dagbag_imports_cleanly_and_fast(airflow_env: dict[str, str]) -> None:
 
 
 def _counts(store_url: str) -> dict[str, int]:
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     store = open_store(store_url)
     try:
@@ -151,7 +151,7 @@ def test_news_monitor_dag_test_twice_is_idempotent(
     sent = _lines(outbox)
     assert sent > 0, "the Taiwan stories of the sample site alert on the first run"
 
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     store = open_store(store_url)
     try:
@@ -182,7 +182,7 @@ def test_parallel_fetch_batches_share_sqlite(site: SampleSite, tmp_path: Path) -
 
     config = str(_write_config(tmp_path, site))
     assert plan_feed_batches(config, 4)  # syncs the feeds (one host: one batch)
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     store = open_store(f"sqlite:///{tmp_path}/newswatch.db")
     try:

@@ -26,7 +26,7 @@ from pipeline.search.base import (
 )
 from pipeline.search.elastic import ElasticSearch
 from pipeline.settings import FeedConfig, SearchSettings
-from pipeline.store import open_store
+from pipeline.records import open_store
 from tests.support.es_recorder import matches_path, recording_node_class
 from tests.test_search_contract import CORPUS, DIMS, _vector
 from tests.test_search_index import _add

@@ -18,7 +18,7 @@ from pipeline.feeds import (
 )
 from pipeline.fetcher import Fetcher
 from pipeline.settings import FeedConfig, FetchSettings, Settings
-from pipeline.store import FeedRow, open_store
+from pipeline.records import FeedRow, open_store
 from pipeline.urls import article_id_for
 from tests.support.httpserver import RecordedRequest, Response
 

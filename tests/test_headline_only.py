@@ -10,7 +10,7 @@ from pipeline import schema
 from pipeline.query import run_search
 from pipeline.run import run_once
 from pipeline.settings import load_settings
-from pipeline.store import open_store
+from pipeline.records import open_store
 from pipeline.urls import article_id_for
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from pipeline.search.base import SearchDocument, SearchQuery, SearchUnavailable
 from pipeline.search.elastic import ElasticSearch
 from pipeline.search.sqlite_fts import SqliteSearch
 from pipeline.settings import ConfigError, FeedConfig, SearchSettings, Settings, load_settings
-from pipeline.store import Store, open_store
+from pipeline.records import Store, open_store
 from pipeline.urls import article_id_for
 
 FEED = "https://example.com/feed.xml"

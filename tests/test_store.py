@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.models import FeedEntry
 from pipeline.settings import FeedConfig
-from pipeline.store import open_store
+from pipeline.records import open_store
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import schema
 from pipeline.settings import StoriesSettings, load_settings
-from pipeline.store import open_store
+from pipeline.records import open_store
 from pipeline.stories import (
     LEAD_CHARS,
     StoryAssigner,

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.run import run_once
 from pipeline.settings import load_settings
-from pipeline.store import open_store
+from pipeline.records import open_store
 from pipeline.urls import article_id_for
 
 STAGES = ("fetch", "extract")

@@ -16,7 +16,7 @@ from pipeline import schema
 from pipeline.run import run_once
 from pipeline.sample_site import SampleSite
 from pipeline.settings import Settings, load_settings
-from pipeline.store import open_store
+from pipeline.records import open_store
 from pipeline.web.app import create_app, highlight, safe_url
 
 SITE = Path("examples/sample_site")

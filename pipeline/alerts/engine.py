@@ -45,7 +45,7 @@ from pipeline.alerts.render import (
 from pipeline.embeddings import embedding_key
 from pipeline.language import original_headlines
 from pipeline.settings import ChannelConfig, Settings, WatchConfig
-from pipeline.store import Store, utcnow
+from pipeline.records import Store, utcnow
 from pipeline.urls import host_of
 
 log = logging.getLogger(__name__)

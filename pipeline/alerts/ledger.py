@@ -31,7 +31,7 @@ from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from pipeline import schema
-from pipeline.store import Store
+from pipeline.records import Store
 
 # alert statuses
 QUEUED = "queued"  # digest mode: waiting for its digest

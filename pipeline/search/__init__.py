@@ -31,10 +31,10 @@ from pipeline.search.base import (
     parse_since,
 )
 from pipeline.settings import ConfigError, Settings
-from pipeline.store import index_fingerprint
+from pipeline.records import index_fingerprint
 
 if TYPE_CHECKING:
-    from pipeline.store import Store
+    from pipeline.records import Store
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from pipeline.search.base import (
     parse_since,
 )
 from pipeline.settings import Settings
-from pipeline.store import FeedRow, Store, open_store
+from pipeline.records import FeedRow, Store, open_store
 
 log = logging.getLogger(__name__)
 
