@@ -40,8 +40,8 @@ from pipeline.articles import extract_pending
 from pipeline.feedparse import parse_feed
 from pipeline.feeds import fetch_feeds
 from pipeline.models import FeedEntry
-from pipeline.settings import FeedConfig, Settings
 from pipeline.records import open_store
+from pipeline.settings import FeedConfig, Settings
 
 RESULTS = Path(__file__).parent / "results" / "bad_input.json"
 PAGE = ("<html><head><title>Fictional report {n}</title></head><body><article><h1>Fictional "

@@ -18,9 +18,9 @@ from typing import Any
 from pipeline.extract import extract_html, looks_paywalled
 from pipeline.fetcher import Fetcher, FetchResult, host_key
 from pipeline.hostqueue import Deferred, run_per_host
+from pipeline.records import Store
 from pipeline.sanitize import plausible_date, strip_control, strip_control_bytes
 from pipeline.settings import Settings
-from pipeline.records import Store
 
 log = logging.getLogger(__name__)
 

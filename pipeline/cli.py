@@ -482,10 +482,10 @@ def reindex(
         "(http(s):// for Elasticsearch).")] = None,
 ) -> None:
     """Rebuild the search index from the SQL records (the records are the source of truth)."""
+    from pipeline.records import open_store
     from pipeline.search import open_search
     from pipeline.search import reindex as rebuild
     from pipeline.search.base import SearchMisconfigured, SearchUnavailable
-    from pipeline.records import open_store
 
     settings = get_settings(config)
     if search_url is not None:

@@ -37,9 +37,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from pipeline import schema
 from pipeline.embeddings import pack_vector, unpack_vector
 from pipeline.multilingual import MODEL_NAME, encode_multilingual
+from pipeline.records import Store, utcnow
 from pipeline.sanitize import plausible_date
 from pipeline.settings import Settings
-from pipeline.records import Store, utcnow
 
 Progress = Callable[[int, int | None], None]
 # A story is scored against its latest members (average linkage over a bounded sample).

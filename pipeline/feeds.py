@@ -32,8 +32,8 @@ from pipeline.feedparse import FeedParseError, parse_feed
 from pipeline.fetcher import Fetcher, host_key
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET, Deferred, run_per_host
 from pipeline.models import ParsedFeed
-from pipeline.settings import FetchSettings, Settings
 from pipeline.records import FeedRow, Store
+from pipeline.settings import FetchSettings, Settings
 
 logger = logging.getLogger(__name__)
 

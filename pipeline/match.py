@@ -23,9 +23,9 @@ from sqlalchemy import select
 
 from pipeline import schema
 from pipeline.alerts.engine import recent_stories
+from pipeline.records import Store
 from pipeline.relevance import RelevanceScore, default_taiwan_watch, scorer_for
 from pipeline.settings import Settings, WatchConfig
-from pipeline.records import Store
 
 # progress(advance, total): the CLI's progress bar; total is given on the first call
 Progress = Callable[[int, int | None], None]

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from pipeline.records import Store, open_store
 from pipeline.run import FEED_SKIPPED, FEED_SUCCESS, STAGE_FUNCTIONS
 from pipeline.settings import Settings, load_settings
-from pipeline.records import Store, open_store
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from functools import partial
 from typing import Any
 
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET
-from pipeline.settings import Settings
 from pipeline.records import Store, open_store, utcnow
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ from pipeline.embeddings import (
     unpack_vector,
 )
 from pipeline.language import detect_language
+from pipeline.records import Store, open_store, utcnow
 from pipeline.sanitize import plausible_date
 from pipeline.settings import Settings, StoriesSettings
-from pipeline.records import Store, open_store, utcnow
 
 log = logging.getLogger(__name__)
 STAGE = "stories"

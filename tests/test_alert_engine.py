@@ -24,8 +24,8 @@ from pipeline.alerts.engine import (
     send_digest,
 )
 from pipeline.embeddings import pack_vector
-from pipeline.settings import Settings, WatchConfig
 from pipeline.records import open_store
+from pipeline.settings import Settings, WatchConfig
 from tests.support.httpserver import Response
 from tests.test_alert_delivery import SMTPSink, free_port
 

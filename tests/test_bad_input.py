@@ -17,9 +17,9 @@ from pipeline.articles import extract_pending
 from pipeline.feeds import fetch_feeds
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET, Deferred, run_per_host
 from pipeline.models import FeedEntry
+from pipeline.records import open_store
 from pipeline.sanitize import has_control, plausible_date, strip_control
 from pipeline.settings import FeedConfig, FetchSettings, Settings
-from pipeline.records import open_store
 from pipeline.stories import assign_stories
 from pipeline.urls import article_id_for
 from tests.support.httpserver import Response

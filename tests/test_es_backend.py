@@ -17,6 +17,7 @@ import elasticsearch
 import numpy as np
 import pytest
 
+from pipeline.records import open_store
 from pipeline.search import index_pending, reindex
 from pipeline.search.base import (
     SearchAccessDenied,
@@ -26,7 +27,6 @@ from pipeline.search.base import (
 )
 from pipeline.search.elastic import ElasticSearch
 from pipeline.settings import FeedConfig, SearchSettings
-from pipeline.records import open_store
 from tests.support.es_recorder import matches_path, recording_node_class
 from tests.test_search_contract import CORPUS, DIMS, _vector
 from tests.test_search_index import _add

@@ -17,8 +17,8 @@ from pipeline.feeds import (
     group_feeds_by_host,
 )
 from pipeline.fetcher import Fetcher
-from pipeline.settings import FeedConfig, FetchSettings, Settings
 from pipeline.records import FeedRow, open_store
+from pipeline.settings import FeedConfig, FetchSettings, Settings
 from pipeline.urls import article_id_for
 from tests.support.httpserver import RecordedRequest, Response
 

@@ -20,8 +20,8 @@ from pipeline.alerts import ledger
 from pipeline.alerts.engine import run_alerts
 from pipeline.embeddings import pack_vector, unpack_vector
 from pipeline.models import FeedEntry
-from pipeline.settings import FeedConfig
 from pipeline.records import Store, open_store
+from pipeline.settings import FeedConfig
 from pipeline.urls import article_id_for
 from tests.support.threads import in_threads
 from tests.test_alert_engine import (

@@ -26,11 +26,11 @@ from sqlalchemy import func, select
 
 import pipeline.stories
 from pipeline import schema
+from pipeline.records import open_store
 from pipeline.run import mark_abandoned_runs, run_once
 from pipeline.search import open_search
 from pipeline.search.base import SearchQuery
 from pipeline.settings import load_settings
-from pipeline.records import open_store
 from tests.support.httpserver import LocalHTTPServer
 
 TOPICS = ["harbour bridge repairs", "river festival lanterns", "orchard frost damage",

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.models import FeedEntry
-from pipeline.settings import FeedConfig
 from pipeline.records import open_store
+from pipeline.settings import FeedConfig
 
 
 @pytest.fixture

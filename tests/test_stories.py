@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from pipeline import schema
-from pipeline.settings import StoriesSettings, load_settings
 from pipeline.records import open_store
+from pipeline.settings import StoriesSettings, load_settings
 from pipeline.stories import (
     LEAD_CHARS,
     StoryAssigner,

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from pipeline import schema
+from pipeline.records import open_store
 from pipeline.run import run_once
 from pipeline.sample_site import SampleSite
 from pipeline.settings import Settings, load_settings
-from pipeline.records import open_store
 from pipeline.web.app import create_app, highlight, safe_url
 
 SITE = Path("examples/sample_site")

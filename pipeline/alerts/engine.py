@@ -44,8 +44,8 @@ from pipeline.alerts.render import (
 )
 from pipeline.embeddings import embedding_key
 from pipeline.language import original_headlines
-from pipeline.settings import ChannelConfig, Settings, WatchConfig
 from pipeline.records import Store, utcnow
+from pipeline.settings import ChannelConfig, Settings, WatchConfig
 from pipeline.urls import host_of
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.exc import OperationalError
 
 from pipeline import schema
+from pipeline.records import index_fingerprint
 from pipeline.search.base import (
     HybridPolicy,
     SearchBackend,
@@ -31,7 +32,6 @@ from pipeline.search.base import (
     parse_since,
 )
 from pipeline.settings import ConfigError, Settings
-from pipeline.records import index_fingerprint
 
 if TYPE_CHECKING:
     from pipeline.records import Store

@@ -29,6 +29,7 @@ from sqlalchemy import func, inspect, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline import schema
+from pipeline.records import FeedRow, Store, open_store
 from pipeline.sanitize import EARLIEST_DATE, has_control, plausible_date
 from pipeline.search.base import (
     MAX_LIMIT,
@@ -38,7 +39,6 @@ from pipeline.search.base import (
     parse_since,
 )
 from pipeline.settings import Settings
-from pipeline.records import FeedRow, Store, open_store
 
 log = logging.getLogger(__name__)
 
