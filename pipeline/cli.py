@@ -289,7 +289,7 @@ def _print_demo_summary(settings: Settings) -> None:
     try:
         counts = store.counts()
         console.print("Store: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-        from pipeline.stories import list_stories
+        from pipeline.records.stories import list_stories
 
         top = list_stories(store, limit=10)
         if top:
@@ -370,7 +370,7 @@ def stories(
 ) -> None:
     """Stories with article counts, sources and first/last seen."""
     from pipeline.records import open_store
-    from pipeline.stories import list_stories
+    from pipeline.records.stories import list_stories
 
     settings = get_settings(config)
     since_at = since_option(since)
@@ -641,8 +641,8 @@ def alerts_list(
     if ctx.invoked_subcommand is not None:
         ctx.obj = config
         return
-    from pipeline.alerts.ledger import list_alerts
     from pipeline.records import open_store
+    from pipeline.records.alerts import list_alerts
 
     settings = get_settings(config)
     since_at = since_option(since)

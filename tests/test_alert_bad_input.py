@@ -13,8 +13,9 @@ from datetime import timedelta
 
 import pytest
 
-from pipeline.alerts import engine, ledger
+from pipeline.alerts import engine
 from pipeline.alerts.engine import AlertRules, run_alerts
+from pipeline.records import alerts as ledger
 from pipeline.settings import Settings
 from tests.support.httpserver import Response
 from tests.test_alert_delivery import SMTPSink

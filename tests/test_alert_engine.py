@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import select, update
 
 from pipeline import schema
-from pipeline.alerts import ledger
 from pipeline.alerts.engine import (
     AlertRules,
     AlertStageError,
@@ -24,6 +23,7 @@ from pipeline.alerts.engine import (
     send_digest,
 )
 from pipeline.embeddings import pack_vector
+from pipeline.records import alerts as ledger
 from pipeline.records import open_store
 from pipeline.settings import Settings, WatchConfig
 from tests.support.httpserver import Response

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import select, update
 
 from pipeline import schema
-from pipeline.alerts import ledger
 from pipeline.alerts.engine import run_alerts
 from pipeline.embeddings import pack_vector, unpack_vector
 from pipeline.models import FeedEntry
 from pipeline.records import Store, open_store
+from pipeline.records import alerts as ledger
 from pipeline.settings import FeedConfig
 from pipeline.urls import article_id_for
 from tests.support.threads import in_threads

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline import schema
 from pipeline.records import open_store
+from pipeline.records.stories import list_stories
 from pipeline.settings import StoriesSettings, load_settings
 from pipeline.stories import (
     LEAD_CHARS,
@@ -23,7 +24,6 @@ from pipeline.stories import (
     bisect_scores,
     cluster_records,
     derive_title,
-    list_stories,
     shingle_overlap,
     split_is_clear,
     story_names,

@@ -341,3 +341,80 @@ def _index_fingerprint_expr():
     return func.substr(func.coalesce(a.c.content_hash, "") + ":" +
                        func.coalesce(a.c.story_id, ""), 1, 40)
 
+
+
+# ---- reads and writes for the later stages (stories, index, alerts, web) ---------------------
+
+def articles_by_story(store: Records, story_ids: Sequence[str],
+                      columns: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The articles of each story (``columns`` of each), in no particular order."""
+    a = schema.articles
+    selected = [a.c[name] for name in dict.fromkeys(["story_id", *columns])]
+    ids = list(story_ids)
+    by_story: dict[str, list[dict[str, Any]]] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            for row in conn.execute(select(*selected).where(
+                    a.c.story_id.in_(ids[start:start + 500]))).mappings():
+                by_story.setdefault(row["story_id"], []).append(
+                    {name: row[name] for name in columns})
+    return by_story
+
+
+def load_texts(store: Records, articles: list[dict[str, Any]]) -> None:
+    """Fill in ``text`` only where needed (scoring, summaries): bodies are the bulk."""
+    missing = [art for art in articles if "text" not in art]
+    a = schema.articles
+    with store.engine.connect() as conn:
+        for start in range(0, len(missing), 500):
+            chunk = {art["article_id"]: art for art in missing[start:start + 500]}
+            for article_id, text in conn.execute(select(a.c.article_id, a.c.text).where(
+                    a.c.article_id.in_(list(chunk)))):
+                chunk[article_id]["text"] = text or ""
+
+
+def article_embeddings(store: Records, versions: dict[str, int]) -> dict[str, bytes]:
+    """The stored embedding of each article's given version (absent: none stored)."""
+    v = schema.article_versions
+    ids = list(versions)
+    found: dict[str, bytes] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            rows = conn.execute(select(v.c.article_id, v.c.version, v.c.embedding).where(
+                v.c.article_id.in_(ids[start:start + 500]), v.c.embedding.is_not(None))).all()
+            found.update({aid: blob for aid, version, blob in rows
+                          if versions.get(aid) == version and blob})
+    return found
+
+
+def feeds_of(store: Records, article_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Feed ids (as strings, stable across renames) each article was seen in."""
+    af = schema.article_feeds
+    ids = list(article_ids)
+    feeds: dict[str, list[str]] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            rows = conn.execute(select(af.c.article_id, af.c.feed_id)
+                                .where(af.c.article_id.in_(ids[start:start + 500]))
+                                .order_by(af.c.article_id, af.c.feed_id)).all()
+            for article_id, feed_id in rows:
+                feeds.setdefault(article_id, []).append(str(feed_id))
+    return feeds
+
+
+def replace_index_marks(store: Records, sent: Iterable[dict[str, Any]]) -> None:
+    """The index now holds exactly ``sent``: say so in the records, atomically."""
+    a = schema.articles
+    with store.engine.begin() as conn:
+        conn.execute(update(a).values(indexed_fingerprint=None))
+        for article in sent:
+            conn.execute(update(a).where(a.c.article_id == article["article_id"])
+                         .values(indexed_fingerprint=index_fingerprint(article)))
+
+
+def list_sources(store: Records) -> list[str]:
+    """Every outlet credited on some article, sorted."""
+    a = schema.articles
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(a.c.source).where(a.c.source.is_not(None)).distinct()).all()
+    return sorted(r[0] for r in rows if r[0])
