@@ -585,7 +585,6 @@ def extract(
     sources: Annotated[list[str], typer.Argument(help="Saved .html/.html.gz files or URLs.")],
     config: ConfigOption = None,
     engine: Annotated[str | None, typer.Option(help="trafilatura or newspaper.")] = None,
-    json_out: JsonOption = True,
 ) -> None:
     """Extract article text from saved pages or URLs; one JSON object per page."""
     from pipeline.extract import extract_html, extract_path

@@ -468,11 +468,6 @@ class StoryAssigner:
             rows.update(self._buckets.get(bucket, ()))
         return np.fromiter(rows, dtype=np.int64, count=len(rows))
 
-    @property
-    def active_count(self) -> int:
-        """Stories that still hold members (stored, or started in this assigner)."""
-        return sum(1 for c in self._clusters.values() if c.members)
-
     # -- scoring --
 
     def _idf_weights(self, tokens: frozenset[str], df: Counter[str]) -> dict[str, float]:
