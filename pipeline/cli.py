@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.settings import ConfigError, Settings, load_settings
+from pipeline.settings import ConfigError, Settings, resolve_settings
 from pipeline.terminal import clean, safe
 
 app = typer.Typer(
@@ -61,13 +61,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def get_settings(config: Path | None) -> Settings:
-    import os
-
-    path: str | Path | None = config
-    if path is None and not os.environ.get("NEWSWATCH_CONFIG") and Path(DEFAULT_CONFIG).is_file():
-        path = DEFAULT_CONFIG
     try:
-        return load_settings(path)
+        return resolve_settings(config, default_file=DEFAULT_CONFIG)
     except ConfigError as exc:
         raise fail(str(exc), code=2) from exc
 

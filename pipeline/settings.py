@@ -1,13 +1,16 @@
 """Every newswatch setting, with its default and validation, in one place.
 
-Settings come from a YAML file (``--config PATH`` or ``NEWSWATCH_CONFIG``) and any key can be
-overridden from the environment as ``NEWSWATCH_<SECTION>__<KEY>`` (lists/dicts as JSON).
+Settings come from a YAML file and any key can be overridden from the environment as
+``NEWSWATCH_<SECTION>__<KEY>`` (lists/dicts as JSON). :func:`resolve_settings` is the one
+place that decides which file (:func:`resolve_config_path`) and how the layers stack; the
+CLI, the orchestration functions, the DAGs and the Airflow plugin all go through it.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pydantic_settings.exceptions import SettingsError
 
 DEFAULT_CONFIG_ENV = "NEWSWATCH_CONFIG"
+AIRFLOW_CONFIG_VARIABLE = "newswatch_config"  # the Airflow Variable naming the config file
 DEFAULT_USER_AGENT = "newswatch/0.1 (+https://github.com/newswatch/newswatch; news monitoring)"
 
 
@@ -456,13 +460,48 @@ def _resolve_feeds_reference(data: dict[str, Any], base: Path) -> None:
         data["feeds"] = loaded.get("feeds", [])
 
 
-def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Load settings from ``path`` (or ``$NEWSWATCH_CONFIG``), env overrides applied.
+def resolve_config_path(explicit: str | Path | None = None, *,
+                        airflow_variable: str | Callable[[], str | None] | None = None,
+                        default_file: str | Path | None = None) -> str | None:
+    """Which config file to read; the first of these that is set wins:
 
-    Raises ConfigError with a one-line message naming the key and the problem.
+    1. ``explicit``: ``--config PATH`` or a function's config argument;
+    2. ``$NEWSWATCH_CONFIG``;
+    3. ``airflow_variable``: the value of the Airflow Variable ``newswatch_config`` (the DAG
+       and plugin layer pass it, or a function that reads it, called only when needed);
+    4. ``default_file``, when that file exists (the CLI's ``config/newswatch.yaml``);
+    5. none: the built-in defaults.
+
+    Reads the environment and, at most, the variable; changes nothing.
     """
-    if path is None:
-        path = os.environ.get(DEFAULT_CONFIG_ENV) or None
+    if explicit:
+        return str(explicit)
+    if env := os.environ.get(DEFAULT_CONFIG_ENV):
+        return env
+    variable = airflow_variable() if callable(airflow_variable) else airflow_variable
+    if variable:
+        return str(variable)
+    if default_file and Path(default_file).is_file():
+        return str(default_file)
+    return None
+
+
+def resolve_settings(explicit: str | Path | None = None, *,
+                     airflow_variable: str | Callable[[], str | None] | None = None,
+                     default_file: str | Path | None = None,
+                     overrides: Mapping[str, Any] | None = None,
+                     connection: Mapping[str, Mapping[str, Any]] | None = None) -> Settings:
+    """The settings, layered from lowest to highest: built-in defaults, the config file of
+    :func:`resolve_config_path`, ``overrides`` (whole top-level keys, as a caller's keyword
+    arguments), ``connection`` (keys of a section from a connection store, e.g. an Airflow
+    Elasticsearch connection for ``search``; merged into the file's section), and last the
+    environment (``NEWSWATCH_<SECTION>__<KEY>``: an operator's explicit variable wins).
+
+    No side effects: nothing is written to the environment. Raises ConfigError with a
+    one-line message naming the key and the problem.
+    """
+    path = resolve_config_path(explicit, airflow_variable=airflow_variable,
+                               default_file=default_file)
     data: dict[str, Any] = {}
     source = "settings"
     if path is not None:
@@ -471,10 +510,20 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         _resolve_feeds_reference(data, config_path.parent)
         source = str(config_path)
         data["config_path"] = str(config_path)
-    data.update(overrides)
+    data.update(overrides or {})
+    for section, values in (connection or {}).items():
+        current = data.get(section)
+        data[section] = {**(current if isinstance(current, dict) else {}),
+                         **{k: v for k, v in values.items() if v is not None and v != ""}}
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from exc
     except SettingsError as exc:  # an environment override that is not valid JSON
         raise _environment_error(exc) from exc
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``path`` (else as :func:`resolve_settings` finds them), with keyword
+    ``overrides`` of whole top-level keys (tests and library callers)."""
+    return resolve_settings(path, overrides=overrides)
