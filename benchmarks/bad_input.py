@@ -183,7 +183,7 @@ def run_drip_host(drip_articles: int, fast_articles: int) -> dict[str, Any]:
 
         counts = extract_pending(store, settings, "bench", on_article_done=done)
         elapsed = time.perf_counter() - begin
-        pending = len(store.articles_to_extract(10_000))
+        pending = len(store.articles_to_extract(10_000, settings.extraction.max_attempts))
         store.close()
     _Handler.stop.set()
     server.shutdown()

@@ -120,7 +120,7 @@ def extract_pending(
     budget leaves unstarted are counted (``deferred-*``) and stay pending."""
     if limit is None:  # one call per stage (Airflow task): the per-run cap is the limit
         limit = page_budget = settings.extraction.max_articles_per_run
-    pending = store.articles_to_extract(limit)
+    pending = store.articles_to_extract(limit, settings.extraction.max_attempts)
     counts: dict[str, int] = {}
 
     def downloads(article: dict[str, Any]) -> bool:

@@ -104,7 +104,8 @@ def stage_extract(store: Store, settings: Settings, run_id: str, *,
     from pipeline.articles import extract_pending
 
     if progress:
-        pending = len(store.articles_to_extract(settings.extraction.max_articles_per_run))
+        pending = len(store.articles_to_extract(settings.extraction.max_articles_per_run,
+                                                settings.extraction.max_attempts))
         progress("extract", 0, pending)
     return extract_pending(
         store, settings, run_id,
@@ -210,7 +211,7 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
     conf = settings.extraction
     deadline = time.monotonic() + settings.run.budget_s
     download_budget = conf.max_articles_per_run if conf.fetch_pages else None
-    pending = store.count_articles_to_extract() if "extract" in stages else 0
+    pending = store.count_articles_to_extract(conf.max_attempts) if "extract" in stages else 0
     planned = max(1, -(-min(pending, download_budget if download_budget is not None
                             else pending) // settings.run.chunk_size))
     if progress:
@@ -250,7 +251,8 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
                 or (download_budget is not None and download_budget <= 0)):
             return chunk
         if time.monotonic() >= deadline:
-            store.count(run_id, "run", RUN_BUDGET, store.count_articles_to_extract())
+            store.count(run_id, "run", RUN_BUDGET,
+                        store.count_articles_to_extract(conf.max_attempts))
             log.warning("run %s: time budget (run.budget_s=%ss) spent after %d chunks; the "
                         "rest of the backlog waits for the next run", run_id,
                         settings.run.budget_s, chunk)

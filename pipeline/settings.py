@@ -108,6 +108,9 @@ class ExtractionSettings(Section):
                                       "run at most; the rest wait for the next run (articles "
                                       "that take their feed text are not capped)")
     min_text_chars: int = Field(200, ge=0, description="shorter page text counts as empty")
+    max_attempts: int = Field(3, ge=1, description="runs that try to download and extract an "
+                              "article page that failed before; then the article keeps its "
+                              "feed text")
     fetch_pages: bool = Field(True, description="false keeps only the feed's own text (no page "
                               "downloads)")
     stage_budget_s: float | None = Field(
@@ -319,8 +322,35 @@ class ChannelConfig(Section):
 
 
 class AlertSettings(Section):
-    """How the alert stage hands deliveries between runs and workers."""
+    """When a story is news again, and how deliveries are retried and handed between runs."""
 
+    update_min_new_sources: int = Field(
+        3, ge=1, description="an update alert needs this many outlets not covered by the "
+        "story's last alert")
+    far_similarity: float = Field(
+        0.5, ge=-1.0, le=1.0, description="a new article whose embedding cosine to the first "
+        "report is below this is news (an update alert)")
+    lookback_days: float | None = Field(
+        None, gt=0, description="stories that gained articles this recently are considered "
+        "(null = stories.window_days, at least 1)")
+    continuation_days: float = Field(
+        30.0, gt=0, description="a story re-identified under a new id looks this far back "
+        "for its earlier alerts (so it is not alerted as new again)")
+    send_due_digests: bool = Field(
+        True, description="the alert stage also sends a digest whose time has come (the "
+        "digest DAG and `newswatch digest` send them too)")
+    score_batch: int = Field(256, ge=1, description="articles scored for relevance per call")
+    smtp_timeout_s: float = Field(30.0, gt=0, description="seconds an SMTP server gets to "
+                                  "accept a message")
+    slack_max_wait_s: float = Field(
+        30.0, ge=0, description="a Slack Retry-After up to this many seconds is waited out; a "
+        "longer one is left to a later run")
+    retry_base_s: float = Field(60.0, gt=0, description="first retry delay of a failed "
+                                "delivery; doubles with each attempt")
+    retry_max_s: float = Field(21600.0, gt=0, description="longest retry delay of a failed "
+                               "delivery")
+    max_attempts: int = Field(8, ge=1, description="delivery attempts before a delivery is "
+                              "dead (until `newswatch alerts retry`)")
     stale_claim_s: float = Field(
         600.0, gt=0, description="a delivery left 'sending' this long by another worker is "
         "taken over and resent (one claimed by a process of this host that has died is "

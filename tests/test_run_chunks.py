@@ -246,7 +246,8 @@ def test_chunks_follow_publication_time(tmp_path, feeds_server):
     run_once(settings, stages=("fetch",))
     store = open_store(settings.store.url)
     try:
-        first_chunk = store.articles_to_extract(settings.run.chunk_size)
+        first_chunk = store.articles_to_extract(settings.run.chunk_size,
+                                                  settings.extraction.max_attempts)
     finally:
         store.close()
     times = [row["published_at"] for row in first_chunk]

@@ -16,7 +16,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -45,7 +45,7 @@ from pipeline.records import alerts as ledger
 from pipeline.records.alerts import RetryPolicy, list_alerts
 from pipeline.records.articles import article_embeddings, articles_by_story, load_texts
 from pipeline.records.stories import recent_stories
-from pipeline.settings import ChannelConfig, Settings, WatchConfig
+from pipeline.settings import AlertSettings, ChannelConfig, Settings, WatchConfig
 from pipeline.urls import host_of
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ ITEM_ERROR = "item-error"  # one story failed on its own; the other stories went
 # scorer(watch, records) -> one object per record with .score, .relevant, .reasons
 Scorer = Callable[[WatchConfig, list[dict[str, Any]]], Sequence[Any]]
 
-__all__ = ["AlertRules", "AlertStageError", "digest_window", "list_alerts", "quiet_until",
+__all__ = ["AlertStageError", "digest_window", "list_alerts", "quiet_until",
            "retry_failed", "run_alerts", "send_digest"]
 
 
@@ -66,21 +66,6 @@ STORY_ARTICLE_COLUMNS = ("article_id", "story_id", "url", "link", "source", "tit
 
 class AlertStageError(RuntimeError):
     """Deciding alerts failed for some watch; what was due was still delivered."""
-
-
-@dataclass(frozen=True)
-class AlertRules:
-    """Alert tunables with their defaults (not yet settings: issue 17)."""
-
-    update_min_new_sources: int = 3  # distinct outlets not covered by the last alert
-    far_similarity: float = 0.5  # a new article this unlike the first report is news
-    lookback_days: float | None = None  # stories active this recently (None: stories window)
-    continuation_days: float = 30.0  # re-identified stories: look this far back for alerts
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    send_due_digests: bool = True  # run_alerts sends a digest whose time has passed
-    smtp_timeout_s: float = 30.0
-    slack_max_wait_s: float = 30.0  # longer Retry-After: retried by a later run
-    score_batch: int = 256
 
 
 @dataclass
@@ -95,7 +80,8 @@ class _Context:
     store: Store
     settings: Settings
     now: datetime
-    rules: AlertRules
+    rules: AlertSettings
+    retry: RetryPolicy
     resolver: SecretResolver | None
     worker: str
     counts: Counter = field(default_factory=Counter)
@@ -110,10 +96,10 @@ class _Context:
 # ---- public API ------------------------------------------------------------------------------
 
 def run_alerts(store: Store, settings: Settings, run_id: str, *, now: datetime | None = None,
-               scorer: Scorer | None = None, resolver: SecretResolver | None = None,
-               rules: AlertRules | None = None) -> dict[str, int]:
+               scorer: Scorer | None = None, resolver: SecretResolver | None = None
+               ) -> dict[str, int]:
     """The alert stage. Returns its outcome counts (also recorded per run)."""
-    ctx = _context(store, settings, now, resolver, rules)
+    ctx = _context(store, settings, now, resolver)
     watches = [w for w in settings.watches if w.enabled]
     if watches and scorer is None:
         try:
@@ -139,10 +125,10 @@ def run_alerts(store: Store, settings: Settings, run_id: str, *, now: datetime |
 
 def send_digest(store: Store, settings: Settings, watch_name: str, *,
                 now: datetime | None = None, resolver: SecretResolver | None = None,
-                run_id: str | None = None, rules: AlertRules | None = None) -> dict[str, int]:
+                run_id: str | None = None) -> dict[str, int]:
     """Send the watch's digest for the latest window (local date + ``digest_at``) that has
     begun: one message per channel with every alert queued before it, exactly once."""
-    ctx = _context(store, settings, now, resolver, rules)
+    ctx = _context(store, settings, now, resolver)
     watch = ctx.watch(watch_name)
     if watch is None:
         raise ValueError(f"no watch named {watch_name!r}")
@@ -155,10 +141,10 @@ def send_digest(store: Store, settings: Settings, watch_name: str, *,
 
 def retry_failed(store: Store, settings: Settings, now: datetime | None = None, *,
                  resolver: SecretResolver | None = None, watch: str | None = None,
-                 run_id: str | None = None, rules: AlertRules | None = None) -> dict[str, int]:
+                 run_id: str | None = None) -> dict[str, int]:
     """Retry failed and given-up deliveries now (``newswatch alerts retry``), then deliver
     everything else that is due. Quiet hours still apply."""
-    ctx = _context(store, settings, now, resolver, rules)
+    ctx = _context(store, settings, now, resolver)
     ctx.counts["reset"] += ledger.reset_failed(store, ctx.now, watch)
     names = [watch] if watch else [w.name for w in settings.watches if w.enabled]
     _deliver_due(ctx, watches=names)
@@ -539,15 +525,14 @@ def _create(ctx: _Context, watch: WatchConfig, message: AlertMessage, basis: dic
 # ---- delivering ------------------------------------------------------------------------------
 
 def _context(store: Store, settings: Settings, now: datetime | None,
-             resolver: SecretResolver | None, rules: AlertRules | None) -> _Context:
+             resolver: SecretResolver | None) -> _Context:
     now = now or utcnow()
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    rules = rules or AlertRules(retry=RetryPolicy(stale_claim_s=settings.alerts.stale_claim_s))
     # Claims of a crashed run on this host are taken over at once, not after stale_claim_s.
-    rules = replace(rules, retry=replace(rules.retry, dead_workers=ledger.dead_workers(store)))
-    return _Context(store=store, settings=settings, now=now, rules=rules,
-                    resolver=resolver, worker=ledger.worker_id())
+    retry = RetryPolicy.of(settings.alerts, ledger.dead_workers(store))
+    return _Context(store=store, settings=settings, now=now, rules=settings.alerts,
+                    retry=retry, resolver=resolver, worker=ledger.worker_id())
 
 
 def _make_digest(ctx: _Context, watch: WatchConfig, run_id: str | None) -> None:
@@ -592,7 +577,7 @@ def _render(ctx: _Context, row: dict[str, Any], watch: WatchConfig | None) -> Re
 def _send(ctx: _Context, channel: str, config: ChannelConfig | None, rows: list[dict[str, Any]],
           rendered_for: Callable[[list[dict[str, Any]]], Rendered], via: str) -> None:
     """Claim ``rows`` (one message's worth), send once, record the outcome on each."""
-    policy = ctx.rules.retry
+    policy = ctx.retry
     if channel in ctx.down:  # timed out earlier in this run: its alerts wait for the next
         ctx.counts["skipped-channel-down"] += len(rows)
         return
@@ -645,7 +630,7 @@ def _send(ctx: _Context, channel: str, config: ChannelConfig | None, rows: list[
 def _deliver_due(ctx: _Context, *, watches: Sequence[str],
                  kinds: Sequence[str] | None = None) -> None:
     """Send what is due, watch by watch (one misconfigured watch does not stop the others)."""
-    rows = ledger.due_deliveries(ctx.store, ctx.now, ctx.rules.retry, watches=watches,
+    rows = ledger.due_deliveries(ctx.store, ctx.now, ctx.retry, watches=watches,
                                  kinds=kinds)
     by_watch: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:

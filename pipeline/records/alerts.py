@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection
 
 from pipeline import schema
 from pipeline.records.store import Store
+from pipeline.settings import AlertSettings
 
 # alert statuses
 QUEUED = "queued"  # digest mode: waiting for its digest
@@ -47,14 +48,21 @@ DIGEST_STORY = ""  # story_id of a digest alert
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff for failed deliveries: base, 2×base, 4×base, ... capped."""
+    """Exponential backoff for failed deliveries: base, 2×base, 4×base, ... capped
+    (``alerts.retry_base_s``, ``retry_max_s``, ``max_attempts``, ``stale_claim_s``)."""
 
-    base_s: float = 60.0
-    max_s: float = 6 * 3600.0
-    max_attempts: int = 8  # then the delivery is dead until `newswatch alerts retry`
-    stale_claim_s: float = 600.0  # a `sending` row older than this belonged to a dead worker
+    base_s: float
+    max_s: float
+    max_attempts: int  # then the delivery is dead until `newswatch alerts retry`
+    stale_claim_s: float  # a `sending` row older than this belonged to a dead worker
     # Workers known dead (their claims are taken over at once, whatever their age).
     dead_workers: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(cls, conf: AlertSettings, dead_workers: frozenset[str] = frozenset()) -> RetryPolicy:
+        return cls(base_s=conf.retry_base_s, max_s=conf.retry_max_s,
+                   max_attempts=conf.max_attempts, stale_claim_s=conf.stale_claim_s,
+                   dead_workers=dead_workers)
 
     def delay(self, attempts: int, retry_after: float | None = None) -> float:
         delay = min(self.base_s * (2 ** max(0, attempts - 1)), self.max_s)

@@ -167,12 +167,12 @@ class ArticleRecords(Records):
         return or_(a.c.extraction_status == "pending",
                    and_(a.c.extraction_status == "retry", a.c.extraction_attempts < max_attempts))
 
-    def count_articles_to_extract(self, max_attempts: int = 3) -> int:
+    def count_articles_to_extract(self, max_attempts: int) -> int:
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(schema.articles)
                                 .where(self._waiting_for_text(max_attempts))).scalar_one()
 
-    def articles_to_extract(self, limit: int, max_attempts: int = 3) -> list[dict[str, Any]]:
+    def articles_to_extract(self, limit: int, max_attempts: int) -> list[dict[str, Any]]:
         """The next ``limit`` articles waiting for text, in publication order: a backlog's
         chunks then cover consecutive spans of time, so the stories each chunk compares with
         (its time window) stay few however long the backlog is."""
