@@ -200,11 +200,13 @@ def run(
 
 
 def print_run_report(report) -> None:
+    from pipeline.records.feeds import FEED_SUCCESS
+
     table = Table(title=f"Feeds (run {report.run_id[:8]})", title_justify="left")
     for col in ("feed", "outcome", "status", "entries", "new", "error"):
         table.add_column(col, overflow="fold")
     for f in report.feeds:
-        style = "green" if f.outcome in ("ok", "not-modified") else (
+        style = "green" if f.outcome in FEED_SUCCESS else (
             "dim" if str(f.outcome).startswith("skipped") else "red")
         table.add_row(safe(f.name or f.url), safe(f.outcome, style),
                       str(f.status or ""), str(f.entries), str(f.new), safe((f.error or "")[:120]))

@@ -33,6 +33,7 @@ from pipeline.fetcher import Fetcher, host_key
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET, Deferred, run_per_host
 from pipeline.models import ParsedFeed
 from pipeline.records import FeedRow, Store
+from pipeline.records.feeds import FEED_SUCCESS
 from pipeline.settings import FetchSettings, Settings
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 FEED_ACCEPT = ("application/rss+xml, application/atom+xml, application/feed+json, "
                "application/rdf+xml;q=0.9, application/xml;q=0.9, text/xml;q=0.9, "
                "application/json;q=0.8, */*;q=0.5")
-SUCCESS_OUTCOMES = frozenset({"ok", "not-modified"})
 SKIP_OUTCOMES = frozenset({"skipped-dead", "skipped-disabled", "skipped-not-due"})
 # Not fetched this run because a time budget was spent: due again on the next run.
 DEFERRED_OUTCOMES = frozenset({STAGE_BUDGET, HOST_BUDGET})
@@ -163,7 +163,7 @@ def _fetch_feed(store: Store, fetcher: Fetcher, feed: FeedRow, settings: Setting
             if result.headers.get(header):  # a 304 may carry refreshed validators
                 values[column] = result.headers[header]
 
-    if outcome in SUCCESS_OUTCOMES:
+    if outcome in FEED_SUCCESS:
         interval = max(ttl_s or 0.0, fetch.min_interval_s)
         values.update(consecutive_failures=0, last_success_at=now,
                       next_fetch_at=now + timedelta(seconds=interval))

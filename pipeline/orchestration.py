@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from pipeline.records import Store, open_store
-from pipeline.run import FEED_SKIPPED, FEED_SUCCESS, STAGE_FUNCTIONS
+from pipeline.records.feeds import FEED_SUCCESS
+from pipeline.run import FEED_SKIPPED, STAGE_FUNCTIONS, run_summary
 from pipeline.settings import Settings, resolve_settings
 
 log = logging.getLogger(__name__)
@@ -112,32 +113,21 @@ def index(config: Config, run_id: str) -> dict[str, Any]:
 def alerts(config: Config, run_id: str,
            resolver: SecretResolver | None = None) -> dict[str, Any]:
     """Decide and deliver alerts; the alert ledger makes each one go out once."""
-    with _opened(config, run_id) as (settings, store):
-        if not any(w.enabled for w in settings.watches):
-            store.count(run_id, "alerts", DONE)
-            return {}
-        from pipeline.alerts.engine import run_alerts
-
-        result = run_alerts(store, settings, run_id, resolver=resolver)
-        store.count(run_id, "alerts", DONE)
-    return {str(k): int(v) for k, v in dict(result).items()}
+    return _stage("alerts", config, run_id, resolver=resolver)
 
 
 def finish(config: Config, run_id: str) -> dict[str, Any]:
-    """Record the run's status and summary; status is ``failed`` when a stage did not
-    complete or every attempted feed failed."""
+    """Record the run's status and summary (:func:`pipeline.run.run_summary`, as a CLI run
+    records it); status is ``failed`` when a stage did not complete or every attempted feed
+    failed."""
     with _opened(config, run_id) as (_settings, store):
         counts = store.run_counts(run_id)
         missing = [s for s in POST_FETCH_STAGES if DONE not in counts.get(s, {})]
-        fetch = counts.get("fetch", {})
-        ok = sum(n for o, n in fetch.items() if o in FEED_SUCCESS)
-        attempted = sum(n for o, n in fetch.items() if o not in FEED_SKIPPED)
-        all_failed = attempted > 0 and ok == 0
-        status = "failed" if missing or all_failed else "ok"
-        summary = {"run_id": run_id, "stages": counts, "missing": missing,
-                   "all_feeds_failed": all_failed}
+        summary = run_summary(run_id, counts, missing=missing)
+        status = "failed" if missing or summary["all_feeds_failed"] else "ok"
         store.finish_run(run_id, status, summary)
-    return {"status": status, "missing": missing, "all_feeds_failed": all_failed}
+    return {"status": status, "missing": missing,
+            "all_feeds_failed": summary["all_feeds_failed"]}
 
 
 def due_digests(config: Config) -> list[str]:

@@ -19,13 +19,13 @@ from typing import Any
 
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET
 from pipeline.records import Store, open_store, utcnow
+from pipeline.records.feeds import FEED_SUCCESS
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 STAGES = ("fetch", "extract", "stories", "index", "alerts")
-# Fetch outcomes that mean "this feed was read" (or deliberately not needed now).
-FEED_SUCCESS = {"ok", "not-modified"}
+# Fetch outcomes of a feed deliberately not read now (FEED_SUCCESS: it was read).
 FEED_SKIPPED = {"skipped-not-due", "skipped-dead", "skipped-disabled", STAGE_BUDGET,
                 HOST_BUDGET}
 RUN_BUDGET = "deferred-run-budget"  # articles the run's time budget left for the next run
@@ -73,15 +73,32 @@ class RunReport:
                 if counts.get(ITEM_ERROR)}
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "feeds": {"ok": self.feeds_ok, "failed": self.feeds_failed, "total": len(self.feeds)},
-            "stages": self.stages,
-            "errors": self.errors,
-            "timings": {stage: round(s, 3) for stage, s in self.timings.items()},
-            "left_pending": self.left_pending,
-            "item_errors": self.item_errors,
-        }
+        return run_summary(self.run_id, self.stages, errors=self.errors, timings=self.timings)
+
+
+def run_summary(run_id: str, stages: dict[str, dict[str, int]], *,
+                errors: dict[str, str] | None = None, timings: dict[str, float] | None = None,
+                missing: list[str] | None = None) -> dict[str, Any]:
+    """The one shape of ``runs.summary``, from the run's outcome counts, whether the CLI ran
+    every stage in one process (:func:`run_once`) or Airflow ran them as tasks
+    (``orchestration.finish``, which names the stages that never completed in ``missing``).
+    Feeds are counted from the fetch outcomes: each feed is counted once per run."""
+    fetch = stages.get("fetch", {})
+    ok = sum(n for outcome, n in fetch.items() if outcome in FEED_SUCCESS)
+    attempted = sum(n for outcome, n in fetch.items() if outcome not in FEED_SKIPPED)
+    return {
+        "run_id": run_id,
+        "feeds": {"ok": ok, "failed": attempted - ok, "total": sum(fetch.values())},
+        "all_feeds_failed": attempted > 0 and ok == 0,
+        "stages": stages,
+        "errors": dict(errors or {}),
+        "missing": list(missing or []),
+        "timings": {stage: round(s, 3) for stage, s in (timings or {}).items()},
+        "left_pending": {stage: n for stage, counts in stages.items()
+                         if (n := sum(counts.get(reason, 0) for reason in DEFERRED))},
+        "item_errors": {stage: counts[ITEM_ERROR] for stage, counts in stages.items()
+                        if counts.get(ITEM_ERROR)},
+    }
 
 
 def stage_fetch(store: Store, settings: Settings, run_id: str, *,
@@ -134,12 +151,13 @@ def stage_index(store: Store, settings: Settings, run_id: str, *,
 
 
 def stage_alerts(store: Store, settings: Settings, run_id: str, *,
-                 progress: ProgressCallback | None = None) -> dict[str, int]:
+                 progress: ProgressCallback | None = None,
+                 resolver: Callable[..., Any] | None = None) -> dict[str, int]:
     if not any(w.enabled for w in settings.watches):
         return {}
     from pipeline.alerts.engine import run_alerts
 
-    return run_alerts(store, settings, run_id)
+    return run_alerts(store, settings, run_id, resolver=resolver)
 
 
 STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {

@@ -46,6 +46,8 @@ class FeedRow:
         return self.source or self.name or self.title or host_of(self.url)
 
 
+# Fetch outcomes that mean "this feed was read" (its state, health and run summaries agree).
+FEED_SUCCESS = frozenset({"ok", "not-modified"})
 _FEED_FIELDS = [f for f in FeedRow.__slots__]  # type: ignore[attr-defined]
 
 

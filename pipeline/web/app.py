@@ -31,6 +31,7 @@ from pipeline.records import FeedRow, Store, open_store
 from pipeline.records import alerts as alert_records
 from pipeline.records import stories as story_records
 from pipeline.records.articles import list_sources
+from pipeline.records.feeds import FEED_SUCCESS
 from pipeline.sanitize import EARLIEST_DATE, has_control, plausible_date
 from pipeline.search.base import (
     MAX_LIMIT,
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 MODES = ("hybrid", "keyword", "semantic")
-FEED_OK = {"ok", "not-modified"}
 _MARK = re.compile(r"\[\[(.+?)\]\]", re.S)
 MAX_TEXT_CHARS = 1000  # longest text parameter (a query, a source name, an id)
 TEXT_PARAMS = ("q", "source", "watch", "mode")
@@ -232,7 +232,7 @@ def _feed_state(feed: FeedRow) -> str:
         return "disabled"
     if feed.last_outcome is None:
         return "new"
-    if feed.consecutive_failures > 0 or feed.last_outcome not in FEED_OK:
+    if feed.consecutive_failures > 0 or feed.last_outcome not in FEED_SUCCESS:
         return "failing"
     return "ok"
 
