@@ -18,11 +18,16 @@ from airflow.sdk import dag, task
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from newswatch_common import DEFAULT_ARGS, FETCH_POOL, dag_run_id, resolver, task_settings
+from newswatch_common import (
+    DEFAULT_ARGS,
+    FETCH_POOL,
+    dag_run_id,
+    parse_time_settings,
+    resolver,
+    task_settings,
+)
 
-# Cheap at parse time: an environment variable (later: `airflow.schedule` in the config).
-SCHEDULE = os.environ.get("NEWSWATCH_SCHEDULE", "@hourly")
-MAX_FETCH_BATCHES = int(os.environ.get("NEWSWATCH_FETCH_BATCHES", "8"))
+SCHEDULE = parse_time_settings().airflow.schedule
 
 
 def _run_id() -> str:
@@ -47,7 +52,8 @@ def news_monitor() -> None:
         """Sync feeds and batch their ids by host (one mapped fetch per batch)."""
         from pipeline.orchestration import plan_feed_batches
 
-        return plan_feed_batches(task_settings(), MAX_FETCH_BATCHES)
+        settings = task_settings()
+        return plan_feed_batches(settings, settings.airflow.fetch_batches)
 
     @task(pool=FETCH_POOL, execution_timeout=timedelta(minutes=15))
     def fetch(feed_ids: list[int]) -> dict:

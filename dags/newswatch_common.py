@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,8 +17,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("newswatch.airflow")
 
-FAILURE_CHANNEL_ENV = "NEWSWATCH_FAILURE_CHANNEL"
-ES_CONN_ENV = "NEWSWATCH_ELASTICSEARCH_CONN_ID"
 FETCH_POOL = "newswatch_fetch"
 
 
@@ -34,6 +31,20 @@ def _config_variable() -> str | None:
     except Exception:  # no Variable backend reachable: the other sources decide
         log.debug("Variable %s unavailable", AIRFLOW_CONFIG_VARIABLE, exc_info=True)
         return None
+
+
+def parse_time_settings() -> Settings:
+    """Settings for what a DAG file needs when it is parsed (``airflow.schedule``): from
+    ``$NEWSWATCH_CONFIG`` and the environment only (no Variable, no connection: parsing must
+    stay cheap). A broken config leaves the defaults here; the tasks then fail with the
+    reason and send the failure notice."""
+    from pipeline.settings import AirflowSettings, ConfigError, Settings, resolve_settings
+
+    try:
+        return resolve_settings()
+    except ConfigError as exc:
+        log.error("newswatch config unreadable at parse time (defaults used): %s", exc)
+        return Settings(airflow=AirflowSettings())
 
 
 def task_settings() -> Settings:
@@ -118,12 +129,11 @@ def _search_values(conn: Any) -> dict[str, Any]:
 
 
 def search_connection_values(settings: Settings) -> dict[str, Any]:
-    """``search.*`` values of the Airflow connection named by
-    ``$NEWSWATCH_ELASTICSEARCH_CONN_ID`` (else by ``search.elasticsearch_conn_id``); ``{}``
-    when none is named. Secrets stay in memory: nothing lands in the config, the environment
-    or XCom. A named connection that does not exist fails the task."""
-    conn_id = (os.environ.get(ES_CONN_ENV, "").strip()
-               or (settings.search.elasticsearch_conn_id or "").strip())
+    """``search.*`` values of the Airflow connection named by ``search.elasticsearch_conn_id``
+    (``$NEWSWATCH_SEARCH__ELASTICSEARCH_CONN_ID``); ``{}`` when none is named. Secrets stay
+    in memory: nothing lands in the config, the environment or XCom. A named connection that
+    does not exist fails the task."""
+    conn_id = (settings.search.elasticsearch_conn_id or "").strip()
     if not conn_id:
         return {}
     from airflow.sdk import BaseHook
@@ -164,19 +174,21 @@ def _rendered(subject: str, text: str) -> Any:
 
 
 def notify_failure(context: Mapping[str, Any]) -> None:
-    """on_failure_callback: post the failure to ``$NEWSWATCH_FAILURE_CHANNEL`` (a channel in
-    the newswatch config, not a watch's), else log it. Never raises."""
+    """on_failure_callback: post the failure to ``airflow.failure_channel`` (a channel in the
+    newswatch config, not a watch's), else log it. Never raises."""
     try:
         subject, text = _failure_message(context)
     except Exception:  # pragma: no cover - defensive
         subject, text = "newswatch pipeline failure", "newswatch pipeline failure"
     log.error("%s", text)
-    name = os.environ.get(FAILURE_CHANNEL_ENV)
-    if not name:
-        return
+    name = None
     try:
         from pipeline.alerts.channels import deliver, resolve_secrets
+
         settings = task_settings()
+        name = settings.airflow.failure_channel
+        if not name:
+            return
         channel = settings.channels.get(name)
         if channel is None:
             log.error("failure channel %r is not configured; notice only logged", name)

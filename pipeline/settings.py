@@ -357,6 +357,20 @@ class AlertSettings(Section):
         "taken over at once)")
 
 
+class AirflowSettings(Section):
+    """The Airflow DAGs' knobs (dags/): nothing else reads them."""
+
+    schedule: str = Field(
+        "@hourly", min_length=1, description="news_monitor's schedule (a cron expression or "
+        "preset); read when the DAG file is parsed, from $NEWSWATCH_CONFIG and the environment "
+        "(the Airflow Variable is not read at parse time)")
+    fetch_batches: int = Field(8, ge=1, description="most mapped fetch tasks per run (feeds "
+                               "are grouped by host into this many batches)")
+    failure_channel: str | None = Field(
+        None, description="channel (in channels) that receives pipeline-failure notices, "
+        "separate from topic alerts (unset = logged only)")
+
+
 class DemoSettings(Section):
     site_dir: str = Field("examples/sample_site", description="the bundled fictional sample "
                           "site served by `newswatch demo`")
@@ -393,6 +407,7 @@ class Settings(BaseSettings):
     channels: dict[str, ChannelConfig] = Field(
         default_factory=lambda: {"console": ChannelConfig(type="console")})
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 
     # Set by the loader, not by users: where the YAML came from (relative paths resolve there).

@@ -240,7 +240,7 @@ def test_failure_notice_goes_to_the_failure_channel(common, tmp_path: Path,
         "channels": {"ops": {"type": "file", "path": str(tmp_path / "ops.jsonl")}},
     }))
     monkeypatch.setenv("NEWSWATCH_CONFIG", str(config))
-    monkeypatch.setenv("NEWSWATCH_FAILURE_CHANNEL", "ops")
+    monkeypatch.setenv("NEWSWATCH_AIRFLOW__FAILURE_CHANNEL", "ops")
 
     class TI:
         dag_id, task_id, map_index, try_number = "news_monitor", "fetch", 2, 3
@@ -250,7 +250,7 @@ def test_failure_notice_goes_to_the_failure_channel(common, tmp_path: Path,
     assert record["kind"] == "pipeline-failure"
     assert "news_monitor.fetch[2]" in record["subject"] and "boom" in record["text"]
 
-    monkeypatch.setenv("NEWSWATCH_FAILURE_CHANNEL", "missing")  # logged, never raised
+    monkeypatch.setenv("NEWSWATCH_AIRFLOW__FAILURE_CHANNEL", "missing")  # logged, never raised
     common.notify_failure({"ti": TI(), "exception": RuntimeError("x")})
 
 

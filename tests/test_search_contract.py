@@ -812,19 +812,19 @@ from pipeline.search import open_search
 from pipeline.settings import load_settings
 
 out = {"before": common.search_connection_values(load_settings(None))}
-os.environ[common.ES_CONN_ENV] = "nw_es"
+os.environ["NEWSWATCH_SEARCH__ELASTICSEARCH_CONN_ID"] = "nw_es"
 environment = dict(os.environ)
 settings = common.task_settings()
 out["environment_unchanged"] = dict(os.environ) == environment
 out["search"] = settings.search.model_dump()
 out["backend"] = type(open_search(settings)).__name__
-os.environ[common.ES_CONN_ENV] = "nw_missing"
+os.environ["NEWSWATCH_SEARCH__ELASTICSEARCH_CONN_ID"] = "nw_missing"
 try:
     common.task_settings()
     out["missing"] = None
 except Exception as exc:
     out["missing"] = f"{type(exc).__name__}: {exc}"
-del os.environ[common.ES_CONN_ENV]
+del os.environ["NEWSWATCH_SEARCH__ELASTICSEARCH_CONN_ID"]
 with open(sys.argv[2], "w") as handle:
     handle.write("search: {elasticsearch_conn_id: nw_es}\\n")
 os.environ["NEWSWATCH_CONFIG"] = sys.argv[2]
