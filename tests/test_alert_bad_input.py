@@ -33,15 +33,6 @@ from tests.test_alert_engine import (
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 
 
-@pytest.fixture
-def store(tmp_path):
-    from pipeline.records import open_store
-
-    s = open_store(f"sqlite:///{tmp_path / 'records.db'}")
-    yield s
-    s.close()
-
-
 def mail_channel(port: int) -> dict:
     return {"type": "email", "host": "127.0.0.1", "port": port, "sender": "nw@example.org",
             "to": ["desk@example.org"]}

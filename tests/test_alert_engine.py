@@ -50,13 +50,6 @@ class FakeScorer:
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
-    yield store
-    store.close()
-
-
-@pytest.fixture
 def scorer():
     return FakeScorer()
 

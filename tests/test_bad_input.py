@@ -8,7 +8,6 @@ import time
 from datetime import UTC, datetime
 
 import numpy as np
-import pytest
 from sqlalchemy import event, update
 
 from pipeline import schema
@@ -38,13 +37,6 @@ def item(title: str, link: str, text: str = "A fictional report.", pub: str | No
          ) -> str:
     date = f"<pubDate>{pub}</pubDate>" if pub else ""
     return ITEM.format(title=title, link=link, text=text, date=date)
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = open_store("sqlite:///" + str(tmp_path / "bad.db"))
-    yield s
-    s.close()
 
 
 def settings_for(urls: list[str], **fetch: object) -> Settings:

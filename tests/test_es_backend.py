@@ -17,7 +17,6 @@ import elasticsearch
 import numpy as np
 import pytest
 
-from pipeline.records import open_store
 from pipeline.search import index_pending, reindex
 from pipeline.search.base import (
     SearchAccessDenied,
@@ -43,13 +42,6 @@ def _es(node: type, *, vectors: bool = True, dims: int | None = None) -> Elastic
 @pytest.fixture
 def node() -> type:
     return recording_node_class()
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path}/records.db")
-    yield store
-    store.close()
 
 
 def _articles(store, n: int = 3) -> list[str]:

@@ -5,18 +5,9 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
-import pytest
-
 from pipeline.models import FeedEntry
 from pipeline.records import open_store
 from pipeline.settings import FeedConfig
-
-
-@pytest.fixture
-def store(tmp_path):
-    st = open_store(f"sqlite:///{tmp_path / 'records.db'}")
-    yield st
-    st.close()
 
 
 def entry(link="https://news.example/a?utm_source=x", **kw) -> FeedEntry:
