@@ -23,6 +23,12 @@ def english_condition(column: Any) -> ColumnElement[bool]:
     return or_(column.is_(None), column == "en", column.like("en-%"))
 
 
+def _not_placed() -> ColumnElement[bool]:
+    """A current version not yet placed in a story (new, or edited since it was placed)."""
+    a = schema.articles
+    return or_(a.c.story_assigned_version.is_(None), a.c.story_assigned_version != a.c.version)
+
+
 def _when() -> Any:
     a = schema.articles
     return func.coalesce(a.c.published_at, a.c.first_seen_at)
@@ -117,8 +123,7 @@ def articles_to_place(store: Records) -> list[dict[str, Any]]:
                    a.c.first_seen_at, a.c.story_id, a.c.version, v.c.embedding)
             .join(v, and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version))
             .where(a.c.version > 0).where(v.c.embedding.is_not(None))
-            .where(or_(a.c.story_assigned_version.is_(None),
-                       a.c.story_assigned_version != a.c.version))
+            .where(_not_placed())
             .order_by(_when(), a.c.article_id)).mappings().all()]
 
 
@@ -193,8 +198,7 @@ def other_language_articles_to_place(store: Records) -> list[dict[str, Any]]:
                    a.c.version, a.c.published_at, a.c.first_seen_at, m.c.embedding)
             .join(m, and_(m.c.article_id == a.c.article_id, m.c.version == a.c.version))
             .where(a.c.version > 0).where(~english_condition(a.c.language))
-            .where(or_(a.c.story_assigned_version.is_(None),
-                       a.c.story_assigned_version != a.c.version))).mappings().all()]
+            .where(_not_placed())).mappings().all()]
 
 
 def save_other_language_assignments(store: Records,
