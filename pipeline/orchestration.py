@@ -1,9 +1,10 @@
 """What the Airflow tasks call: one small, idempotent function per task (no Airflow here).
 
 Every function takes its configuration (``Config``: settings the DAG layer resolved, or a
-config path resolved here by :func:`pipeline.settings.resolve_settings`), opens the store, runs
-one pipeline stage through :mod:`pipeline.run` and returns only ids and counts, so XCom stays
-small and JSON-serialisable. Records pass through the store.
+config path resolved here by :func:`pipeline.settings.resolve_settings`), opens the store,
+runs one pipeline stage through :func:`pipeline.stages.run_stage` (as :mod:`pipeline.run`
+does) and returns only ids and counts, so XCom stays small and JSON-serialisable. Records
+pass through the store.
 
 Idempotency: the newswatch run id is derived from the Airflow dag run id
 (:func:`run_id_for`), so a retried or cleared task resumes the same run, and every stage
@@ -22,8 +23,9 @@ from typing import Any
 
 from pipeline.records import Store, open_store
 from pipeline.records.feeds import FEED_SUCCESS
-from pipeline.run import FEED_SKIPPED, STAGE_FUNCTIONS, run_summary
+from pipeline.run import FEED_SKIPPED, run_summary
 from pipeline.settings import Settings, resolve_settings
+from pipeline.stages import StageContext, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,8 @@ def fetch_batch(config: Config, run_id: str, feed_ids: list[int]) -> dict[str, i
     data interval fetches nothing twice. A failing feed is recorded on the feed (with its own
     backoff) and counted, not raised: retrying the task could not fetch it sooner."""
     with _opened(config, run_id) as (settings, store):
-        reports = STAGE_FUNCTIONS["fetch"](store, settings, run_id, feed_ids=list(feed_ids))
+        reports = run_stage("fetch", StageContext(store, settings, run_id,
+                                                  options={"feed_ids": list(feed_ids)}))
     outcomes = Counter(r.outcome for r in reports)
     failed = sum(n for o, n in outcomes.items() if o not in FEED_SUCCESS | FEED_SKIPPED)
     if failed:
@@ -88,9 +91,9 @@ def fetch_batch(config: Config, run_id: str, feed_ids: list[int]) -> dict[str, i
             **{f"outcome:{o}": n for o, n in sorted(outcomes.items())}}
 
 
-def _stage(stage: str, config: Config, run_id: str, **kwargs: Any) -> dict[str, Any]:
+def _stage(stage: str, config: Config, run_id: str, **options: Any) -> dict[str, Any]:
     with _opened(config, run_id) as (settings, store):
-        result = STAGE_FUNCTIONS[stage](store, settings, run_id, **kwargs) or {}
+        result = run_stage(stage, StageContext(store, settings, run_id, options=options)) or {}
         store.count(run_id, stage, DONE)
     return {str(k): v for k, v in dict(result).items() if isinstance(v, int | float | str)}
 

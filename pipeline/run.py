@@ -1,8 +1,8 @@
 """One monitoring run: fetch feeds → extract → stories → index → alerts.
 
-Each stage is a plain function over the store (``stage(store, settings, run_id) -> counts``),
-so Airflow tasks can run them one by one and the CLI can run them all. Data passes through
-the store; stages exchange only ids and counts.
+Each stage is a module with one ``run(context)`` (the contract in :mod:`pipeline.stages`), so
+Airflow tasks can run them one by one and the CLI can run them all. Data passes through the
+store; stages exchange only ids and counts.
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET
 from pipeline.records import Store, open_store, utcnow
 from pipeline.records.feeds import FEED_SUCCESS
 from pipeline.settings import Settings
+from pipeline.stages import STAGES, ProgressCallback, StageContext, run_stage
 
 log = logging.getLogger(__name__)
 
-STAGES = ("fetch", "extract", "stories", "index", "alerts")
 # Fetch outcomes of a feed deliberately not read now (FEED_SUCCESS: it was read).
 FEED_SKIPPED = {"skipped-not-due", "skipped-dead", "skipped-disabled", STAGE_BUDGET,
                 HOST_BUDGET}
 RUN_BUDGET = "deferred-run-budget"  # articles the run's time budget left for the next run
 DEFERRED = (STAGE_BUDGET, HOST_BUDGET, RUN_BUDGET)  # work a time budget left for the next run
 ITEM_ERROR = "item-error"  # one item failed; the rest of its stage went on
-
-ProgressCallback = Callable[[str, int, int | None], None]  # (stage, advance, total)
 
 
 @dataclass
@@ -101,74 +99,6 @@ def run_summary(run_id: str, stages: dict[str, dict[str, int]], *,
     }
 
 
-def stage_fetch(store: Store, settings: Settings, run_id: str, *,
-                feed_ids: list[int] | None = None, force: bool = False,
-                progress: ProgressCallback | None = None) -> list[Any]:
-    from pipeline.feeds import fetch_feeds
-
-    store.sync_feeds(settings.enabled_feeds())
-    total = len(feed_ids) if feed_ids is not None else len(settings.enabled_feeds())
-    if progress:
-        progress("fetch", 0, total)
-    return fetch_feeds(
-        store, settings, run_id, feed_ids=feed_ids, force=force,
-        on_feed_done=(lambda _r: progress("fetch", 1, None)) if progress else None,
-    )
-
-
-def stage_extract(store: Store, settings: Settings, run_id: str, *,
-                  progress: ProgressCallback | None = None) -> dict[str, int]:
-    from pipeline.articles import extract_pending
-
-    if progress:
-        pending = len(store.articles_to_extract(settings.extraction.max_articles_per_run,
-                                                settings.extraction.max_attempts))
-        progress("extract", 0, pending)
-    return extract_pending(
-        store, settings, run_id,
-        on_article_done=(lambda _o: progress("extract", 1, None)) if progress else None,
-    )
-
-
-def stage_stories(store: Store, settings: Settings, run_id: str, *,
-                  progress: ProgressCallback | None = None) -> dict[str, int]:
-    from pipeline.stories import assign_stories
-
-    return assign_stories(store, settings, run_id,
-                          progress=(lambda n, total: progress("stories", n, total))
-                          if progress else None)
-
-
-def stage_index(store: Store, settings: Settings, run_id: str, *,
-                progress: ProgressCallback | None = None) -> dict[str, int]:
-    from pipeline.search import index_pending, open_search
-
-    backend = open_search(settings)
-    try:
-        return index_pending(store, backend, run_id)
-    finally:
-        backend.close()
-
-
-def stage_alerts(store: Store, settings: Settings, run_id: str, *,
-                 progress: ProgressCallback | None = None,
-                 resolver: Callable[..., Any] | None = None) -> dict[str, int]:
-    if not any(w.enabled for w in settings.watches):
-        return {}
-    from pipeline.alerts.engine import run_alerts
-
-    return run_alerts(store, settings, run_id, resolver=resolver)
-
-
-STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "fetch": stage_fetch,
-    "extract": stage_extract,
-    "stories": stage_stories,
-    "index": stage_index,
-    "alerts": stage_alerts,
-}
-
-
 def run_once(settings: Settings, *, run_id: str | None = None, stages: tuple[str, ...] = STAGES,
              force: bool = False, progress: ProgressCallback | None = None,
              store: Store | None = None) -> RunReport:
@@ -189,8 +119,9 @@ def run_once(settings: Settings, *, run_id: str | None = None, stages: tuple[str
         heartbeat(store, run_id)
         report = RunReport(run_id=run_id, started_at=utcnow())
         if "fetch" in stages:
-            _guarded(report, store, "fetch", lambda: setattr(report, "feeds", stage_fetch(
-                store, settings, run_id, force=force, progress=progress)))
+            fetch = StageContext(store, settings, run_id, progress, {"force": force})
+            _guarded(report, store, "fetch",
+                     lambda: setattr(report, "feeds", run_stage("fetch", fetch)))
         chunked = tuple(stage for stage in stages if stage != "fetch")
         if chunked:
             run_chunks(store, settings, run_id, chunked, report, progress)
@@ -251,11 +182,13 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
         healthy = True
         for stage in stages:
             if stage == "extract":
-                work = partial(_extract_into, extracted, store, settings, run_id,
-                               download_budget, article_done)
+                work = partial(_extract_into, extracted, StageContext(
+                    store, settings, run_id, progress,
+                    {"limit": settings.run.chunk_size, "page_budget": download_budget,
+                     "on_article_done": article_done}))
             else:
-                work = partial(STAGE_FUNCTIONS[stage], store, settings, run_id,
-                               progress=progress)
+                work = partial(run_stage, stage, StageContext(store, settings, run_id,
+                                                              progress))
             healthy = _guarded(report, store, stage, work) and healthy
         heartbeat(store, run_id, chunk)
         store.count(run_id, "run", "chunks")
@@ -277,13 +210,9 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
             return chunk
 
 
-def _extract_into(counts: dict[str, int], store: Store, settings: Settings, run_id: str,
-                  page_budget: int | None, on_done: Callable[[Any], None]) -> None:
+def _extract_into(counts: dict[str, int], context: StageContext) -> None:
     """One chunk of the extraction stage; its outcome counts land in ``counts``."""
-    from pipeline.articles import extract_pending
-
-    counts.update(extract_pending(store, settings, run_id, limit=settings.run.chunk_size,
-                                  page_budget=page_budget, on_article_done=on_done))
+    counts.update(run_stage("extract", context))
 
 
 def heartbeat(store: Store, run_id: str, chunk: int = 0) -> None:

@@ -42,6 +42,7 @@ from pipeline.records import Store, open_store, utcnow
 from pipeline.records import stories as story_records
 from pipeline.sanitize import plausible_date
 from pipeline.settings import Settings, StoriesSettings
+from pipeline.stages import StageContext
 
 log = logging.getLogger(__name__)
 STAGE = "stories"
@@ -954,3 +955,18 @@ def cluster_records(records: list[dict[str, Any]], settings: Settings, *,
     external = {v: k for k, v in internal.items()}
     return [{"id": rid, "story_id": rows[internal[rid]].story_id,
              "duplicate_of": external.get(rows[internal[rid]].duplicate_of)} for rid in ids]
+
+
+# ---- the stage contract (pipeline/stages.py) --------------------------------------------
+
+# What the stories stage counts under "stories".
+OUTCOMES = ("embedded", "new-story", "joined-story", "duplicate", "kept-story",
+            "split-by-cohesion", "item-error", "embedded-multilingual", "cross-language-join",
+            "cross-language-merge")
+
+
+def run(context: StageContext) -> dict[str, int]:
+    """The stories stage: :func:`assign_stories`."""
+    return assign_stories(context.store, context.settings, context.run_id,
+                          progress=(lambda n, total: context.advance(STAGE, n, total))
+                          if context.progress else None)

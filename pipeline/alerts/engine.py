@@ -46,6 +46,7 @@ from pipeline.records.alerts import RetryPolicy, list_alerts
 from pipeline.records.articles import article_embeddings, articles_by_story, load_texts
 from pipeline.records.stories import recent_stories
 from pipeline.settings import AlertSettings, ChannelConfig, Settings, WatchConfig
+from pipeline.stages import StageContext
 from pipeline.urls import host_of
 
 log = logging.getLogger(__name__)
@@ -692,3 +693,23 @@ def _finish(ctx: _Context, run_id: str | None) -> dict[str, int]:
     if ctx.errors:
         raise AlertStageError("; ".join(ctx.errors))
     return counts
+
+
+# ---- the stage contract (pipeline/stages.py) --------------------------------------------
+
+# What the alert stage counts under "alerts": deciding (per story and article), what was
+# created (its kind), and delivering (per delivery and its new status).
+OUTCOMES = ("scored", "score-cached", "relevant-stories", "continued", "refreshed",
+            "update-suppressed", "new", "update", "digest", "queued-digest", "digested",
+            "sent", "sent-after-takeover", "failed", "dead", "deferred-quiet-hours",
+            "claimed-elsewhere", "reclaimed-stale", "rolled-up", "skipped-channel-down",
+            "unknown-channel", "reset", "watch-error", ITEM_ERROR)
+
+
+def run(context: StageContext) -> dict[str, int]:
+    """The alert stage: nothing to do without an enabled watch (option: ``resolver`` for
+    channel secrets)."""
+    if not any(w.enabled for w in context.settings.watches):
+        return {}
+    return run_alerts(context.store, context.settings, context.run_id,
+                      resolver=context.options.get("resolver"))

@@ -32,6 +32,7 @@ from pipeline.search.base import (
     parse_since,
 )
 from pipeline.settings import ConfigError, Settings
+from pipeline.stages import StageContext
 
 if TYPE_CHECKING:
     from pipeline.records import Store
@@ -276,3 +277,16 @@ def _rebuild_batch(store: Store, backend: SearchBackend, target: str | None,
     counts["batches"] += 1
     if progress is not None:
         progress(counts["indexed"], counts["rejected"])
+
+
+# What the index stage counts under "index".
+OUTCOMES = ("indexed", "rejected", "batches", "unavailable", ITEM_ERROR)
+
+
+def run(context: StageContext) -> dict[str, int]:
+    """The index stage: send what changed to the configured backend."""
+    backend = open_search(context.settings)
+    try:
+        return index_pending(context.store, backend, context.run_id)
+    finally:
+        backend.close()
