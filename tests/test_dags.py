@@ -269,3 +269,16 @@ def test_resolver_reads_airflow_connections(common, monkeypatch: pytest.MonkeyPa
                                           "port": 587, "username": "user",
                                           "sender": "n@ex.com"}
     assert common.resolver("c", ChannelConfig(type="console")) is None
+
+
+def test_parse_time_settings_give_the_schedule_and_survive_a_broken_config(
+        common, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"airflow": {"schedule": "*/30 * * * *"}}))
+    monkeypatch.setenv("NEWSWATCH_CONFIG", str(config))
+    assert common.parse_time_settings().airflow.schedule == "*/30 * * * *"
+    monkeypatch.setenv("NEWSWATCH_AIRFLOW__SCHEDULE", "@daily")  # the environment wins
+    assert common.parse_time_settings().airflow.schedule == "@daily"
+    config.write_text("airflow: [not, a, mapping")  # the DAG still parses, on the defaults
+    monkeypatch.delenv("NEWSWATCH_AIRFLOW__SCHEDULE")
+    assert common.parse_time_settings().airflow.schedule == "@hourly"
