@@ -13,10 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, select, update
-from sqlalchemy.exc import OperationalError
-
-from pipeline import schema
 from pipeline.search.base import (
     HybridPolicy,
     SearchBackend,
@@ -31,8 +27,10 @@ from pipeline.search.base import (
     parse_since,
 )
 from pipeline.settings import ConfigError, Settings
-from pipeline.store import index_fingerprint
 
+# SQLAlchemy and the records' schema are imported by the indexing functions that use them,
+# not here: a search from the command line opens only the search backend (docs/performance.md,
+# search latency).
 if TYPE_CHECKING:
     from pipeline.store import Store
 
@@ -40,9 +38,15 @@ log = logging.getLogger(__name__)
 
 STAGE = "index"
 ITEM_ERROR = "item-error"  # this article's document raised; the rest of its batch went on
-# Failures that are no document's fault: an outage, a misconfiguration, a database in trouble.
-_NOT_THE_ITEM = (SearchUnavailable, SearchMisconfigured, sqlite3.OperationalError,
-                 OperationalError)
+
+
+def _not_the_item() -> tuple[type[BaseException], ...]:
+    """Failures that are no document's fault: an outage, a misconfiguration, a database in
+    trouble."""
+    from sqlalchemy.exc import OperationalError
+
+    return (SearchUnavailable, SearchMisconfigured, sqlite3.OperationalError, OperationalError)
+
 
 EmbeddingsLookup = Callable[[list[dict[str, Any]]], dict[str, list[float]]]
 
@@ -103,6 +107,9 @@ def open_search(settings: Settings, **backend_options: Any) -> SearchBackend:
 
 def current_embeddings(store: Store, articles: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Embeddings of each article's current version (``article_versions.embedding``)."""
+    from sqlalchemy import select
+
+    from pipeline import schema
     from pipeline.embeddings import unpack_vector
 
     wanted = [(a["article_id"], a["version"]) for a in articles if a.get("version")]
@@ -126,6 +133,10 @@ def current_embeddings(store: Store, articles: list[dict[str, Any]]) -> dict[str
 
 def _feeds_of(store: Store, article_ids: list[str]) -> dict[str, list[str]]:
     """Feed ids (as strings, stable across renames) each article was seen in."""
+    from sqlalchemy import and_, select
+
+    from pipeline import schema
+
     af = schema.article_feeds
     feeds: dict[str, list[str]] = {}
     with store.engine.connect() as conn:
@@ -160,6 +171,10 @@ def _index_stories(store: Store, backend: SearchBackend,
     story_ids = sorted({a["story_id"] for a in articles if a.get("story_id")})
     if index_stories is None or not story_ids:
         return 0
+    from sqlalchemy import select
+
+    from pipeline import schema
+
     s = schema.stories
     with store.engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(
@@ -176,6 +191,8 @@ def _index_batches(store: Store, backend: SearchBackend, counts: dict[str, int],
 
     Raises SearchUnavailable mid-way; batches done before stay marked.
     """
+    from pipeline.store import index_fingerprint
+
     seen: set[tuple[str, str]] = set()
     while True:
         articles = store.articles_needing_index(limit=batch)
@@ -206,9 +223,10 @@ def _index_isolated(store: Store, backend: SearchBackend, articles: list[dict[st
     misconfiguration or a database in trouble is no item's fault: it raises, as does an
     error every article of a fallback shares (nothing is marked, the next run retries).
     """
+    not_the_item = _not_the_item()
     try:
         return backend.index(_documents(store, articles, embeddings_lookup)), {}
-    except _NOT_THE_ITEM:
+    except not_the_item:
         raise
     except Exception as exc:
         log.warning("index: a batch of %d failed (%s: %s); indexing its articles one by one",
@@ -219,7 +237,7 @@ def _index_isolated(store: Store, backend: SearchBackend, articles: list[dict[st
     for article in articles:
         try:
             accepted += backend.index(_documents(store, [article], embeddings_lookup))
-        except _NOT_THE_ITEM:
+        except not_the_item:
             raise
         except Exception as exc:
             first_error = first_error or exc
@@ -311,6 +329,11 @@ def _rebuild_batch(store: Store, backend: SearchBackend, target: str | None,
 
 def _replace_index_marks(store: Store, sent: list[dict[str, Any]]) -> None:
     """The index now holds exactly ``sent``: say so in the records, atomically."""
+    from sqlalchemy import update
+
+    from pipeline import schema
+    from pipeline.store import index_fingerprint
+
     a = schema.articles
     with store.engine.begin() as conn:
         conn.execute(update(a).values(indexed_fingerprint=None))
