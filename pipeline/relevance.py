@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.cjk import keyword_pattern
-from pipeline.embeddings import DEFAULT_MODEL, EmbeddingSpec
+from pipeline.embeddings import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, EmbeddingSpec
 from pipeline.settings import Settings, WatchConfig
 
 if TYPE_CHECKING:
@@ -486,7 +486,8 @@ def _record_text(record: dict[str, Any]) -> tuple[str, str]:
     return str(title), str(text)
 
 
-def score_records(watch: WatchConfig, records: list[dict[str, Any]], *, batch_size: int = 32,
+def score_records(watch: WatchConfig, records: list[dict[str, Any]], *,
+                  batch_size: int = DEFAULT_BATCH_SIZE,
                   model: str = DEFAULT_MODEL, device: str = "cpu",
                   spec: EmbeddingSpec | None = None) -> list[RelevanceScore]:
     """Score many records (``title`` and ``text`` keys) with one encode call for all the
