@@ -132,7 +132,8 @@ def run_newswatch(config: Path, force: bool = False) -> dict[str, Any]:
         out.seek(0)
         text = out.read().decode()
     summary = json.loads(text) if text.strip().startswith("{") else {"raw": text[-500:]}
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "exit": os.waitstatus_to_exitcode(status), "summary": summary}
 
 
