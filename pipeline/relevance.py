@@ -193,9 +193,9 @@ TAIWAN_KEYWORDS_ZH = (
 
 # The rubric's own vocabulary, one group per kind of Taiwan entity or rubric heading, written
 # from the rubric (../shared/data/relevance/RUBRIC-taiwan-developments.md) and general
-# knowledge, not from the labelled articles. A group counts once however many of its terms
-# occur, and only in sentences that also name a keyword, so "recognition" or "crash" count
-# only where the article is talking about Taiwan.
+# knowledge, not from the labelled articles, in English and Chinese (as the keywords are).
+# A group counts once however many of its terms occur, and only in sentences that also name a
+# keyword, so "recognition" or "crash" count only where the article is talking about Taiwan.
 TAIWAN_EVIDENCE: dict[str, tuple[str, ...]] = {
     "politics": (
         "KMT", "Kuomintang", "DPP", "Democratic Progressive Party", "People First Party",
@@ -204,18 +204,23 @@ TAIWAN_EVIDENCE: dict[str, tuple[str, ...]] = {
         "James Soong", "Frank Hsieh", "Su Tseng-chang", "Annette Lu", "Wu Den-yih",
         "Vincent Siew", "Eric Chu", "Hau Lung-bin", "Wang Jin-pyng", "Liu Chao-shiuan",
         "Yu Shyi-kun", "Wu Shu-chen", "Chiang Kai-shek", "Chiang Ching-kuo", "Ko Wen-je",
-        "Han Kuo-yu", "Hung Hsiu-chu", "Chu Li-luan", "Sunflower movement"),
+        "Han Kuo-yu", "Hung Hsiu-chu", "Chu Li-luan", "Sunflower movement",
+        "民進黨", "民进党", "國民黨", "国民党", "民眾黨", "蔡英文", "賴清德", "赖清德", "柯文哲",
+        "侯友宜", "馬英九", "马英九", "立法院", "行政院", "總統府"),
     "cross-strait": (
         "cross-strait", "Taiwan Strait", "Taiwan Straits", "Mainland Affairs Council",
         "Straits Exchange Foundation", "ARATS", "Taiwan Affairs Office", "Chen Yunlin",
         "Chiang Pin-kung", "ECFA", "Economic Cooperation Framework Agreement", "one China",
         "1992 consensus", "Anti-Secession Law", "reunification", "unification",
-        "independence", "renegade province", "breakaway province", "Hu Jintao", "Xi Jinping"),
+        "independence", "renegade province", "breakaway province", "Hu Jintao", "Xi Jinping",
+        "兩岸", "两岸", "陸委會", "陆委会", "國台辦", "国台办", "海峽中線", "海峡中线", "台海",
+        "臺海"),
     "defence": (
         "PLA", "People's Liberation Army", "arms sales", "arms sale", "arms package",
         "weapons sales", "F-16", "F-16s", "Patriot missiles", "Black Hawk", "missiles",
         "warships", "submarines", "Taiwan Relations Act", "American Institute in Taiwan",
-        "military drills", "defence ministry", "defense ministry"),
+        "military drills", "defence ministry", "defense ministry", "國防部", "解放軍", "解放军",
+        "共軍", "共機", "共机", "共艦", "演習", "演习"),
     "standing": (
         "World Health Assembly", "World Health Organization", "Chinese Taipei", "Olympics",
         "Olympic", "United Nations", "diplomatic allies", "diplomatic ally",
@@ -228,14 +233,16 @@ TAIWAN_EVIDENCE: dict[str, tuple[str, ...]] = {
         "Chi Mei", "UMC", "United Microelectronics", "Formosa Plastics", "China Airlines",
         "EVA Air", "Evergreen", "Chunghwa", "Terry Gou", "Cher Wang", "Morris Chang",
         "Powerchip", "Nanya", "Inventec", "Largan", "Yageo", "Taiwan Mobile", "Fubon",
-        "Cathay Financial"),
+        "Cathay Financial", "台積電", "台积电", "鴻海", "鸿海"),
     "places": (
         "Taipei", "Kaohsiung", "Taichung", "Tainan", "Hsinchu", "Keelung", "Kinmen", "Quemoy",
         "Matsu", "Penghu", "Hualien", "Taitung", "Chiayi", "Pingtung", "Yilan", "Nantou",
-        "Taoyuan", "Formosa"),
+        "Taoyuan", "Formosa", "台北", "臺北", "高雄", "台中", "臺中", "台南", "臺南", "新竹",
+        "金門", "金门", "馬祖", "马祖"),
     "disasters": (
         "earthquake", "quake", "typhoon", "Morakot", "landslide", "landslides", "crash",
-        "explosion", "floods", "flooding", "outbreak", "epidemic", "Sars", "swine flu"),
+        "explosion", "floods", "flooding", "outbreak", "epidemic", "Sars", "swine flu", "地震",
+        "颱風", "台风"),
 }
 
 
