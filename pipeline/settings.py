@@ -258,6 +258,10 @@ class WatchConfig(Section):
                                 "score")
     exclude: list[str] = Field(default_factory=list, description="a term in an article's title "
                                "or lead sets its score to 0")
+    evidence: dict[str, list[str]] = Field(
+        default_factory=dict, description="the topic's own vocabulary in named groups (its "
+        "people, parties, institutions, companies, places): each group with a term in a sentence "
+        "that names a keyword adds to the score; these terms alone never make an article score")
     min_score: float = Field(0.5, ge=0, le=1, description="alert when the relevance score "
                              "(pipeline/relevance.py) reaches this; 0.5 = the threshold picked "
                              "with the shipped coefficients on the labelled Taiwan file "
