@@ -200,6 +200,17 @@ class StoriesSettings(Section):
     name_weight: float = Field(0.4, ge=0, le=1, description="share of the score from shared "
                                "names and numbers (capitalised words, figures); the rest is "
                                "the embedding cosine")
+    short_text_terms: int = Field(20, ge=0, description="a text with fewer words than this "
+                                  "(title + lead, stop words dropped; a headline has 5-10) is "
+                                  "short: the word and name signals keep only that share of "
+                                  "their weight against it, the rest goes to the embedding, and "
+                                  "it is compared with a story's centroid rather than each "
+                                  "member (0 = every text is scored as a full text)")
+    embedding_scale: float = Field(0.55, ge=0, le=2, description="the weight a short text's "
+                                   "unused word and name share adds to the embedding cosine, "
+                                   "times this factor (puts a cosine on the mixed score's "
+                                   "scale: the mixed threshold over the best embedding-only "
+                                   "threshold on ECB+)")
     refine_passes: int = Field(2, ge=0, le=10, description="passes that let a run's articles "
                                "move to a better story of the same run (0 = purely online)")
     split_ratio: float = Field(0.8, ge=0, le=1, description="split a run's story in two when "

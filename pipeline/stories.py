@@ -217,6 +217,12 @@ def split_is_clear(scores: np.ndarray, labels: np.ndarray, ratio: float) -> bool
 
 # ---- in-memory assignment -------------------------------------------------------------------
 
+def _cosine_to_sum(weights: dict[str, float], total: Counter[str]) -> float:
+    """Cosine of a unit-length weight vector with the (unnormalised) sum of others."""
+    norm = math.sqrt(sum(v * v for v in total.values()))
+    return sum(w * total.get(t, 0.0) for t, w in weights.items()) / norm if norm else 0.0
+
+
 @dataclass(slots=True)
 class StoryItem:
     article_id: str
@@ -495,19 +501,50 @@ class StoryAssigner:
             a, b = b, a
         return sum(w * b[t] for t, w in a.items() if t in b)
 
+    def _lexical_share(self, terms_a: float, terms_b: float) -> float:
+        """How much of their weight the word and name signals keep for two texts: all of it
+        when the shorter side has ``short_text_terms`` terms or more (a lead), a fraction for
+        a headline (5-10 terms), whose few words rarely meet another headline's."""
+        floor = self.conf.short_text_terms
+        return min(1.0, min(terms_a, terms_b) / floor) if floor else 1.0
+
     def _score(self, member: _Member, cluster: _Cluster, exclude: str | None = None) -> float:
+        """Length-aware: full texts are scored by average linkage over the story's latest
+        members (the mean of pairwise mixed scores); a headline against the story's centroid
+        (what its members share), with the word and name weight it cannot use moved to the
+        embedding cosine, scaled by ``embedding_scale``; in between, a mix of both."""
         others = cluster.sample(exclude)
         if not others:
             return -math.inf
-        cosine = float(np.mean(np.stack([m.vector for m in others]) @ member.vector))
+        vectors = np.stack([m.vector for m in others])
+        total = vectors.sum(axis=0)
+        lexical = self._lexical_share(len(member.terms),
+                                      float(np.median([len(o.terms) for o in others])))
+        cosine = float(np.mean(vectors @ member.vector))
+        if lexical < 1.0:
+            centroid = float(total @ member.vector) / (float(np.linalg.norm(total)) or 1.0)
+            cosine = lexical * cosine + (1.0 - lexical) * centroid
         term_w, name_w = self.conf.term_weight, self.conf.name_weight
-        score = (1.0 - term_w - name_w) * cosine
-        if term_w or name_w:
+        score = (1.0 - term_w - name_w + (1.0 - lexical) * (term_w + name_w)
+                 * self.conf.embedding_scale) * cosine
+        if lexical and (term_w or name_w):
             terms, names = self._weights_of(member)
+            pair_terms = pair_names = 0.0
+            sum_terms: Counter[str] = Counter()
+            sum_names: Counter[str] = Counter()
             for other in others:
                 other_terms, other_names = self._weights_of(other)
-                score += (term_w * self._dot(terms, other_terms)
-                          + name_w * self._dot(names, other_names)) / len(others)
+                pair_terms += self._dot(terms, other_terms) / len(others)
+                pair_names += self._dot(names, other_names) / len(others)
+                if lexical < 1.0:
+                    sum_terms.update(other_terms)
+                    sum_names.update(other_names)
+            if lexical < 1.0:
+                pair_terms = lexical * pair_terms + (1.0 - lexical) * _cosine_to_sum(
+                    terms, sum_terms)
+                pair_names = lexical * pair_names + (1.0 - lexical) * _cosine_to_sum(
+                    names, sum_names)
+            score += lexical * (term_w * pair_terms + name_w * pair_names)
         return score
 
     def score(self, item: StoryItem, story: ActiveStory) -> float:
@@ -549,10 +586,16 @@ class StoryAssigner:
         return best, best_score
 
     def _pair_scores(self, members: list[_Member]) -> np.ndarray:
-        """The join score between every two members (the same mix as ``_score``)."""
+        """The join score between every two members (the same length-aware mix as
+        ``_score``)."""
         vectors = np.stack([m.vector for m in members])
         term_w, name_w = self.conf.term_weight, self.conf.name_weight
-        scores = (1.0 - term_w - name_w) * (vectors @ vectors.T).astype(np.float64)
+        sizes = np.array([len(m.terms) for m in members], dtype=np.float64)
+        floor = self.conf.short_text_terms
+        lexical = (np.minimum(1.0, np.minimum.outer(sizes, sizes) / floor) if floor
+                   else np.ones((len(members), len(members))))
+        scores = (1.0 - term_w - name_w + (1.0 - lexical) * (term_w + name_w)
+                  * self.conf.embedding_scale) * (vectors @ vectors.T).astype(np.float64)
         for weight, part in ((term_w, 0), (name_w, 1)):
             if not weight:
                 continue
@@ -566,7 +609,7 @@ class StoryAssigner:
                 indptr.append(len(cols))
             matrix = sparse.csr_matrix((data, cols, indptr),
                                        shape=(len(rows), max(len(vocabulary), 1)))
-            scores += weight * (matrix @ matrix.T).toarray()
+            scores += weight * lexical * (matrix @ matrix.T).toarray()
         return scores
 
     def _split_incoherent(self, members: list[_Member], labels: dict[str, str]) -> None:
@@ -589,7 +632,7 @@ class StoryAssigner:
         queue = list(groups.items())
         while queue:
             label, group = queue.pop()
-            if len(group) < 2 * MIN_SPLIT:
+            if len(group) < 2 * MIN_SPLIT or self._mostly_short(group):
                 continue
             scores = self._pair_scores(group)
             halves = bisect_scores(scores)
@@ -607,6 +650,13 @@ class StoryAssigner:
                 labels[member.article_id] = new
             self.splits += 1
             queue += [(label, staying), (new, leaving)]
+
+    def _mostly_short(self, group: list[_Member]) -> bool:
+        """Headline stories are not checked: with the word and name signals mostly off, their
+        pair scores are embedding cosines of a few words, too noisy to tell two events from
+        one event's sub-themes (a large headline story would be cut along them)."""
+        floor = self.conf.short_text_terms
+        return bool(floor) and float(np.median([len(m.terms) for m in group])) < floor
 
     # -- moves --
 
