@@ -50,6 +50,7 @@ from pipeline.settings import Settings, StoriesSettings, load_settings
 from pipeline.stories import cluster_records
 
 ORDER_SEEDS = (1, 2, 3, 4, 5, 6, 7)
+HALVES_SEED = 12
 
 
 # ---- metrics --------------------------------------------------------------------------------
@@ -260,7 +261,25 @@ def evaluate_headlines(records: list[dict[str, Any]], settings: Settings) -> dic
     shuffled = records[:]
     random.Random(ORDER_SEEDS[0]).shuffle(shuffled)
     result["bcubed_f1_shuffled_file"] = evaluate_clusters(shuffled, settings)["bcubed"]["f1"]
+    result["story_halves"] = story_halves(records, settings)
     return result
+
+
+def story_halves(records: list[dict[str, Any]], settings: Settings,
+                 seed: int = HALVES_SEED) -> dict[str, Any]:
+    """Robustness: the labelled stories split into two random halves (seeded), each half
+    clustered on its own. Two similar figures mean the defaults do not ride on a few
+    stories; each half is also easier than the whole (fewer stories meet in one window)."""
+    labels = sorted({str(r["label"]) for r in records})
+    random.Random(seed).shuffle(labels)
+    first = set(labels[: len(labels) // 2])
+    halves = {}
+    for name, keep in (("a", True), ("b", False)):
+        part = [r for r in records if (str(r["label"]) in first) == keep]
+        figures = evaluate_clusters(part, settings)
+        halves[name] = {"articles": figures["articles"], "events": figures["events"],
+                        "bcubed": figures["bcubed"]}
+    return {"seed": seed, **halves}
 
 
 # ---- the real stream, replayed as daily runs --------------------------------------------------

@@ -362,9 +362,11 @@ class StoryAssigner:
        starts one;
     2. *refinement*: ``refine_passes`` times, each article of the batch is scored again against
        the stories of the batch, itself left out, and moves when another story (or a story of
-       its own) fits better — this undoes the early, order-dependent mistakes of step 1;
+       its own) fits better — this undoes the early, order-dependent mistakes of step 1.
+       Headline-length articles keep their online decision: their scores against two stories
+       differ by less than their noise, and moving them cut large headline stories apart;
     3. *cohesion check*: a story whose run articles form two clearly separate groups is split
-       in two (``split_ratio``; see ``_split_incoherent``);
+       in two (``split_ratio``; see ``_split_incoherent``); headline stories are not checked;
     4. new stories take their id from their earliest article (stable) and every touched
        story its title from its most representative member (``rename_after_representative``);
        ``duplicate_of`` points at the closest member when it is a near-copy on the embedding
@@ -372,10 +374,11 @@ class StoryAssigner:
 
     Stored members never move: a rerun or a later run never changes an earlier decision.
 
-    The score of an article against a story is the mean, over the story's latest members, of
+    The score of a full text against a story is the mean, over the story's latest members, of
     ``(1 - term_weight - name_weight) * embedding cosine + term_weight * cosine of idf-weighted
     words + name_weight * cosine of idf-weighted names and numbers``; document frequencies
-    come from every article in play (the window's stored members and the batch).
+    come from every article in play (the window's stored members and the batch). Short texts
+    (headlines) are scored against the centroid, mostly by the embedding (``_score``).
     """
 
     def __init__(self, conf: StoriesSettings, stories: Iterable[ActiveStory] = ()) -> None:
@@ -651,12 +654,15 @@ class StoryAssigner:
             self.splits += 1
             queue += [(label, staying), (new, leaving)]
 
+    def _is_short(self, member: _Member) -> bool:
+        """A headline-length text (fewer than ``short_text_terms`` terms)."""
+        return len(member.terms) < self.conf.short_text_terms
+
     def _mostly_short(self, group: list[_Member]) -> bool:
         """Headline stories are not checked: with the word and name signals mostly off, their
         pair scores are embedding cosines of a few words, too noisy to tell two events from
         one event's sub-themes (a large headline story would be cut along them)."""
-        floor = self.conf.short_text_terms
-        return bool(floor) and float(np.median([len(m.terms) for m in group])) < floor
+        return float(np.median([len(m.terms) for m in group])) < self.conf.short_text_terms
 
     # -- moves --
 
@@ -705,6 +711,8 @@ class StoryAssigner:
         for _ in range(self.conf.refine_passes if len(members) > 1 else 0):  # 2. refinement
             moved = 0
             for member in members:
+                if self._is_short(member):
+                    continue  # a headline's scores are too noisy to second-guess (see above)
                 current = labels[member.article_id]
                 best, best_score = self._best(member, current)
                 if best_score < self.conf.threshold:
