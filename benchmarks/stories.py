@@ -51,6 +51,7 @@ from pipeline.stories import cluster_records
 
 ORDER_SEEDS = (1, 2, 3, 4, 5, 6, 7)
 HALVES_SEED = 12
+SPLIT_COSINE = 0.85
 
 
 # ---- metrics --------------------------------------------------------------------------------
@@ -345,6 +346,7 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
                 print(f"  {day}: {len(days[day]):,} items", flush=True)
             with store.engine.connect() as conn:
                 rows = conn.execute(select_story_members()).all()
+                splits = first_day_neighbours(conn)
         finally:
             store.close()
     stories_module.encode_for = original  # type: ignore[assignment]
@@ -362,13 +364,46 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
             for story_id in drawn:
                 handle.write(json.dumps({"story_id": story_id, "title": titles[story_id],
                                          "members": members[story_id]}) + "\n")
+        with audit_out.with_suffix(".splits.jsonl").open("w", encoding="utf-8") as handle:
+            for day, cosine, left, right in splits:
+                handle.write(json.dumps({"day": day, "cosine": cosine, "stories": [
+                    {"story_id": sid, "title": titles[sid], "members": members[sid]}
+                    for sid in (left, right)]}) + "\n")
     return {"items": len(items), "daily_runs": len(days),
             "seconds": round(time.perf_counter() - started, 1), "stories": len(members),
             "multi_article_stories": len(multi),
             "articles_in_multi_article_stories": sum(len(members[s]) for s in multi),
             "largest_stories": sorted((len(m) for m in members.values()), reverse=True)[:10],
             "singletons": sizes.get(1, 0), "sample": len(drawn), "sample_seed": seed,
-            "sample_ids": drawn}
+            "sample_ids": drawn, "first_day_neighbours": len(splits),
+            "first_day_neighbour_cosine": SPLIT_COSINE}
+
+
+def first_day_neighbours(conn: Any) -> list[tuple[str, float, str, str]]:
+    """Candidate splits to read: two stories first seen on the same day whose centroids have
+    cosine >= ``SPLIT_COSINE`` and that hold five or more articles between them (an event of
+    five or more articles cut in two on its first day would show up here)."""
+    from sqlalchemy import select
+
+    from pipeline import schema
+    from pipeline.embeddings import unpack_vector
+
+    s = schema.stories
+    by_day: dict[str, list[tuple[str, int, np.ndarray]]] = defaultdict(list)
+    for story_id, first, count, blob in conn.execute(
+            select(s.c.story_id, s.c.first_seen_at, s.c.article_count, s.c.centroid)):
+        vector = unpack_vector(blob)
+        by_day[str(first)[:10]].append((story_id, count, vector / np.linalg.norm(vector)))
+    found = []
+    for day, stories in sorted(by_day.items()):
+        matrix = np.stack([v for _, _, v in stories])
+        counts = np.array([c for _, c, _ in stories])
+        cosines = np.triu(matrix @ matrix.T, 1)
+        for i, j in zip(*np.nonzero(cosines >= SPLIT_COSINE), strict=True):
+            if counts[i] + counts[j] >= 5:
+                found.append((day, round(float(cosines[i, j]), 3), stories[i][0],
+                              stories[j][0]))
+    return sorted(found, key=lambda f: -f[1])
 
 
 def select_story_members() -> Any:

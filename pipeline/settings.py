@@ -193,8 +193,10 @@ class StoriesSettings(Section):
     """Story assignment. Defaults are tuned on ECB+ / SemEval (docs/decisions.md)."""
 
     window_days: float = Field(3.0, gt=0, description="compare with stories active this close")
-    threshold: float = Field(0.30, ge=-1, le=1, description="min score to join a story (the "
-                             "mean over its latest members of the mixed similarity below)")
+    threshold: float = Field(0.30, ge=-1, le=1, description="min score to join a story (for a "
+                             "full text the mean over the story's latest members of the mixed "
+                             "similarity below; for a headline its score against their "
+                             "centroid)")
     term_weight: float = Field(0.2, ge=0, le=1, description="share of the score from rare "
                                "shared words of title + lead (idf-weighted cosine)")
     name_weight: float = Field(0.4, ge=0, le=1, description="share of the score from shared "
