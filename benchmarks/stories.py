@@ -458,6 +458,9 @@ def main() -> int:
     parser.add_argument("--only-stream", action="store_true",
                         help="skip ECB+/UCI/SemEval (keep their figures in --json)")
     parser.add_argument("--pairs", type=Path, help="SemEval-2022 pairs JSONL")
+    parser.add_argument("--part", action="append", choices=("ecbplus", "headlines", "pairs"),
+                        help="run only these parts (repeatable; default: every part whose "
+                        "data is given), e.g. to run them as separate processes")
     parser.add_argument("--config", type=Path, help="newswatch config (default: defaults)")
     parser.add_argument("--sweep", action="store_true", help="also try other settings")
     parser.add_argument("--representations", action="store_true",
@@ -481,21 +484,23 @@ def main() -> int:
     if args.only_stream:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         return 0
-    result["ecbplus"] = evaluate_orders(records, settings)
-    file_order = result["ecbplus"]["file_order"]
-    print(f"ECB+ ({file_order['articles']} articles, {file_order['events']} events), file "
-          f"order: {json.dumps(file_order)}")
-    ecb = result["ecbplus"]
-    print(f"  BCubed F1 over {1 + len(ORDER_SEEDS)} orders: mean "
-          f"{ecb['bcubed_f1_mean_over_orders']}, min {ecb['bcubed_f1_min_over_orders']}")
-    if args.headlines:
+    parts = set(args.part or ("ecbplus", "headlines", "pairs"))
+    if "ecbplus" in parts:
+        result["ecbplus"] = evaluate_orders(records, settings)
+        file_order = result["ecbplus"]["file_order"]
+        print(f"ECB+ ({file_order['articles']} articles, {file_order['events']} events), file "
+              f"order: {json.dumps(file_order)}")
+        ecb = result["ecbplus"]
+        print(f"  BCubed F1 over {1 + len(ORDER_SEEDS)} orders: mean "
+              f"{ecb['bcubed_f1_mean_over_orders']}, min {ecb['bcubed_f1_min_over_orders']}")
+    if args.headlines and "headlines" in parts:
         result["uci_headlines"] = evaluate_headlines(read_jsonl(args.headlines), settings)
         print(f"UCI headlines: {json.dumps(result['uci_headlines'])}")
     if args.sweep:
         result["sweep"] = sweep(records, settings)
     if args.representations:
         result["representations"] = compare_representations(records, settings)
-    if args.pairs:
+    if args.pairs and "pairs" in parts:
         result["semeval"] = evaluate_pairs(read_jsonl(args.pairs), settings)
         print(f"SemEval pairs: {json.dumps(result['semeval'])}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
