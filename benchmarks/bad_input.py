@@ -40,8 +40,8 @@ from pipeline.articles import extract_pending
 from pipeline.feedparse import parse_feed
 from pipeline.feeds import fetch_feeds
 from pipeline.models import FeedEntry
+from pipeline.records import open_store
 from pipeline.settings import FeedConfig, Settings
-from pipeline.store import open_store
 
 RESULTS = Path(__file__).parent / "results" / "bad_input.json"
 PAGE = ("<html><head><title>Fictional report {n}</title></head><body><article><h1>Fictional "
@@ -183,7 +183,7 @@ def run_drip_host(drip_articles: int, fast_articles: int) -> dict[str, Any]:
 
         counts = extract_pending(store, settings, "bench", on_article_done=done)
         elapsed = time.perf_counter() - begin
-        pending = len(store.articles_to_extract(10_000))
+        pending = len(store.articles_to_extract(10_000, settings.extraction.max_attempts))
         store.close()
     _Handler.stop.set()
     server.shutdown()

@@ -302,7 +302,7 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
     from story_scaling import read_stream, stream_vectors
 
     from pipeline import schema
-    from pipeline.store import open_store
+    from pipeline.records import open_store
     from pipeline.stories import article_text_for_embedding, assign_stories
     from pipeline.urls import content_hash
 

@@ -17,7 +17,7 @@ from airflow.sdk import dag, task
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from newswatch_common import DEFAULT_ARGS, config_path, resolver
+from newswatch_common import DEFAULT_ARGS, resolver, task_settings
 
 
 @dag(
@@ -35,13 +35,13 @@ def news_digest() -> None:
     def digest_watches() -> list[str]:
         from pipeline.orchestration import due_digests
 
-        return due_digests(config_path())
+        return due_digests(task_settings())
 
     @task(execution_timeout=timedelta(minutes=15))
     def send(watch: str) -> dict:
         from pipeline.orchestration import digest
 
-        return digest(config_path(), watch, resolver=resolver)
+        return digest(task_settings(), watch, resolver=resolver)
 
     send.expand(watch=digest_watches())
 

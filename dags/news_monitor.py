@@ -18,11 +18,16 @@ from airflow.sdk import dag, task
 if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from newswatch_common import DEFAULT_ARGS, FETCH_POOL, config_path, dag_run_id, resolver
+from newswatch_common import (
+    DEFAULT_ARGS,
+    FETCH_POOL,
+    dag_run_id,
+    parse_time_settings,
+    resolver,
+    task_settings,
+)
 
-# Cheap at parse time: an environment variable (later: `airflow.schedule` in the config).
-SCHEDULE = os.environ.get("NEWSWATCH_SCHEDULE", "@hourly")
-MAX_FETCH_BATCHES = int(os.environ.get("NEWSWATCH_FETCH_BATCHES", "8"))
+SCHEDULE = parse_time_settings().airflow.schedule
 
 
 def _run_id() -> str:
@@ -47,46 +52,47 @@ def news_monitor() -> None:
         """Sync feeds and batch their ids by host (one mapped fetch per batch)."""
         from pipeline.orchestration import plan_feed_batches
 
-        return plan_feed_batches(config_path(), MAX_FETCH_BATCHES)
+        settings = task_settings()
+        return plan_feed_batches(settings, settings.airflow.fetch_batches)
 
     @task(pool=FETCH_POOL, execution_timeout=timedelta(minutes=15))
     def fetch(feed_ids: list[int]) -> dict:
         """Fetch one host-grouped batch of feeds (skips feeds that are not due)."""
         from pipeline.orchestration import fetch_batch
 
-        return fetch_batch(config_path(), _run_id(), feed_ids)
+        return fetch_batch(task_settings(), _run_id(), feed_ids)
 
     # none_failed: with no feeds the mapped fetch is skipped, and the rest still runs.
     @task(trigger_rule="none_failed", execution_timeout=timedelta(minutes=30))
     def extract() -> dict:
         from pipeline import orchestration
 
-        return orchestration.extract(config_path(), _run_id())
+        return orchestration.extract(task_settings(), _run_id())
 
     @task(execution_timeout=timedelta(minutes=30))
     def stories() -> dict:
         from pipeline import orchestration
 
-        return orchestration.stories(config_path(), _run_id())
+        return orchestration.stories(task_settings(), _run_id())
 
     @task(execution_timeout=timedelta(minutes=20))
     def index() -> dict:
         from pipeline import orchestration
 
-        return orchestration.index(config_path(), _run_id())
+        return orchestration.index(task_settings(), _run_id())
 
     @task(execution_timeout=timedelta(minutes=20))
     def alerts() -> dict:
         from pipeline import orchestration
 
-        return orchestration.alerts(config_path(), _run_id(), resolver=resolver)
+        return orchestration.alerts(task_settings(), _run_id(), resolver=resolver)
 
     @task(retries=0, execution_timeout=timedelta(minutes=5))
     def finish() -> dict:
         """Record the run's status and summary in the store."""
         from pipeline import orchestration
 
-        result = orchestration.finish(config_path(), _run_id())
+        result = orchestration.finish(task_settings(), _run_id())
         if result["status"] != "ok":
             raise RuntimeError(f"newswatch run failed: {result}")
         return result

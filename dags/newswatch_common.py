@@ -1,4 +1,4 @@
-"""Shared bits of the newswatch DAGs: config path, task defaults, secrets, failure notices.
+"""Shared bits of the newswatch DAGs: task settings, task defaults, secrets, failure notices.
 
 Cheap to import (DAG parsing): only the standard library at module level; Airflow's Task SDK
 and the pipeline are imported inside the functions that need them.
@@ -8,37 +8,57 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 log = logging.getLogger("newswatch.airflow")
 
-CONFIG_VARIABLE = "newswatch_config"
-FAILURE_CHANNEL_ENV = "NEWSWATCH_FAILURE_CHANNEL"
-ES_CONN_ENV = "NEWSWATCH_ELASTICSEARCH_CONN_ID"
-SEARCH_ENV_PREFIX = "NEWSWATCH_SEARCH__"
 FETCH_POOL = "newswatch_fetch"
 
 
-def config_path() -> str | None:
-    """Airflow Variable ``newswatch_config``, else None (the pipeline then reads
-    ``$NEWSWATCH_CONFIG``). Call only inside a running task.
+def _config_variable() -> str | None:
+    """The Airflow Variable ``newswatch_config`` (None when unset or unreachable)."""
+    from pipeline.settings import AIRFLOW_CONFIG_VARIABLE
 
-    Every task asks for the config path before it loads settings, so this is also where the
-    Elasticsearch connection (``search.elasticsearch_conn_id`` or
-    ``$NEWSWATCH_ELASTICSEARCH_CONN_ID``) is applied."""
     try:
         from airflow.sdk import Variable
 
-        value = Variable.get(CONFIG_VARIABLE, default=None)
-    except Exception:  # no Variable backend reachable: fall back to the environment
-        log.debug("Variable %s unavailable", CONFIG_VARIABLE, exc_info=True)
-        value = None
-    path = value or os.environ.get("NEWSWATCH_CONFIG") or None
-    apply_search_connection(path)
-    return path
+        return Variable.get(AIRFLOW_CONFIG_VARIABLE, default=None)
+    except Exception:  # no Variable backend reachable: the other sources decide
+        log.debug("Variable %s unavailable", AIRFLOW_CONFIG_VARIABLE, exc_info=True)
+        return None
+
+
+def parse_time_settings() -> Settings:
+    """Settings for what a DAG file needs when it is parsed (``airflow.schedule``): from
+    ``$NEWSWATCH_CONFIG`` and the environment only (no Variable, no connection: parsing must
+    stay cheap). A broken config leaves the defaults here; the tasks then fail with the
+    reason and send the failure notice."""
+    from pipeline.settings import AirflowSettings, ConfigError, Settings, resolve_settings
+
+    try:
+        return resolve_settings()
+    except ConfigError as exc:
+        log.error("newswatch config unreadable at parse time (defaults used): %s", exc)
+        return Settings(airflow=AirflowSettings())
+
+
+def task_settings() -> Settings:
+    """This task's newswatch settings: :func:`pipeline.settings.resolve_settings` with the
+    Airflow Variable ``newswatch_config`` as one source of the config path, and the
+    Elasticsearch connection (:func:`search_connection_values`) as the ``search`` section
+    above the file and below the environment. Call only inside a running task."""
+    from pipeline.settings import resolve_settings
+
+    settings = resolve_settings(airflow_variable=_config_variable)
+    values = search_connection_values(settings)
+    if not values:
+        return settings
+    return resolve_settings(airflow_variable=_config_variable, connection={"search": values})
 
 
 def dag_run_id() -> str:
@@ -108,35 +128,18 @@ def _search_values(conn: Any) -> dict[str, Any]:
             "ca_certs": extra.get("ca_certs")}
 
 
-def apply_search_connection(config: str | None = None) -> dict[str, str]:
-    """Export the Airflow connection named by ``$NEWSWATCH_ELASTICSEARCH_CONN_ID`` (else by
-    ``search.elasticsearch_conn_id`` in the settings read from ``config``) as
-    ``NEWSWATCH_SEARCH__*`` variables of this task process, where the settings loader finds
-    them (environment beats the YAML file, and no secret lands in the config or in XCom).
-
-    A variable that is already set wins over the connection: an operator's explicit
-    environment is the more specific choice. Returns what was exported (values included:
-    callers must not log them). A named connection that does not exist fails the task.
-    """
-    conn_id = os.environ.get(ES_CONN_ENV, "").strip()
-    if not conn_id:
-        from pipeline.settings import load_settings
-
-        conn_id = (load_settings(config).search.elasticsearch_conn_id or "").strip()
+def search_connection_values(settings: Settings) -> dict[str, Any]:
+    """``search.*`` values of the Airflow connection named by ``search.elasticsearch_conn_id``
+    (``$NEWSWATCH_SEARCH__ELASTICSEARCH_CONN_ID``); ``{}`` when none is named. Secrets stay
+    in memory: nothing lands in the config, the environment or XCom. A named connection that
+    does not exist fails the task."""
+    conn_id = (settings.search.elasticsearch_conn_id or "").strip()
     if not conn_id:
         return {}
     from airflow.sdk import BaseHook
 
-    exported: dict[str, str] = {}
-    for key, value in _search_values(BaseHook.get_connection(conn_id)).items():
-        if value is None or value == "":
-            continue
-        name = SEARCH_ENV_PREFIX + key.upper()
-        if name in os.environ:
-            continue
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        os.environ[name] = exported[name] = text
-    return exported
+    return {key: value for key, value in _search_values(BaseHook.get_connection(conn_id)).items()
+            if value is not None and value != ""}
 
 
 # ---- failure notices (a channel separate from topic alerts) -----------------------------------
@@ -171,21 +174,21 @@ def _rendered(subject: str, text: str) -> Any:
 
 
 def notify_failure(context: Mapping[str, Any]) -> None:
-    """on_failure_callback: post the failure to ``$NEWSWATCH_FAILURE_CHANNEL`` (a channel in
-    the newswatch config, not a watch's), else log it. Never raises."""
+    """on_failure_callback: post the failure to ``airflow.failure_channel`` (a channel in the
+    newswatch config, not a watch's), else log it. Never raises."""
     try:
         subject, text = _failure_message(context)
     except Exception:  # pragma: no cover - defensive
         subject, text = "newswatch pipeline failure", "newswatch pipeline failure"
     log.error("%s", text)
-    name = os.environ.get(FAILURE_CHANNEL_ENV)
-    if not name:
-        return
+    name = None
     try:
         from pipeline.alerts.channels import deliver, resolve_secrets
-        from pipeline.orchestration import settings_from
 
-        settings = settings_from(config_path())
+        settings = task_settings()
+        name = settings.airflow.failure_channel
+        if not name:
+            return
         channel = settings.channels.get(name)
         if channel is None:
             log.error("failure channel %r is not configured; notice only logged", name)

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.extract import extract_html, looks_paywalled
+from pipeline.fetcher import OUTCOMES as FETCH_OUTCOMES
 from pipeline.fetcher import Fetcher, FetchResult, host_key
-from pipeline.hostqueue import Deferred, run_per_host
+from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET, Deferred, run_per_host
+from pipeline.records import Store
 from pipeline.sanitize import plausible_date, strip_control, strip_control_bytes
 from pipeline.settings import Settings
-from pipeline.store import Store
+from pipeline.stages import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ def extract_pending(
     budget leaves unstarted are counted (``deferred-*``) and stay pending."""
     if limit is None:  # one call per stage (Airflow task): the per-run cap is the limit
         limit = page_budget = settings.extraction.max_articles_per_run
-    pending = store.articles_to_extract(limit)
+    pending = store.articles_to_extract(limit, settings.extraction.max_attempts)
     counts: dict[str, int] = {}
 
     def downloads(article: dict[str, Any]) -> bool:
@@ -176,3 +178,23 @@ def _safe_extract_one(store: Store, fetcher: Fetcher, settings: Settings,
         except Exception:
             log.exception("article %s: cannot record the failure", article["article_id"])
         return ExtractionOutcome(article["article_id"], ITEM_ERROR, None, "unchanged")
+
+
+# What the extraction stage counts under "extract": an article's outcome (a page's fetch
+# outcome, with ``http-<status>`` for ``http-error``, or what extraction made of it), plus
+# ``downloaded`` and ``new-version`` tallies and the budgets' deferrals.
+OUTCOMES = ("ok", "feed-only", "not-html", "extract-error", "paywall", "empty",
+            *(o for o in FETCH_OUTCOMES if o not in ("ok", "http-error")), "http-<status>",
+            "downloaded", "new-version", ITEM_ERROR, STAGE_BUDGET, HOST_BUDGET)
+
+
+def run(context: StageContext) -> dict[str, int]:
+    """The extraction stage (options: ``limit`` and ``page_budget`` for one chunk of a run;
+    ``on_article_done``, called with each outcome)."""
+    on_done = context.options.get("on_article_done")
+    if on_done is None and context.progress is not None:
+        on_done = lambda _o: context.advance(STAGE, 1)  # noqa: E731
+    return extract_pending(context.store, context.settings, context.run_id,
+                           limit=context.options.get("limit"),
+                           page_budget=context.options.get("page_budget"),
+                           on_article_done=on_done)

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.settings import ConfigError, Settings, load_settings
+from pipeline.settings import ConfigError, Settings, resolve_settings
 from pipeline.terminal import clean, safe
 
 app = typer.Typer(
@@ -61,13 +61,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def get_settings(config: Path | None) -> Settings:
-    import os
-
-    path: str | Path | None = config
-    if path is None and not os.environ.get("NEWSWATCH_CONFIG") and Path(DEFAULT_CONFIG).is_file():
-        path = DEFAULT_CONFIG
     try:
-        return load_settings(path)
+        return resolve_settings(config, default_file=DEFAULT_CONFIG)
     except ConfigError as exc:
         raise fail(str(exc), code=2) from exc
 
@@ -205,11 +200,13 @@ def run(
 
 
 def print_run_report(report) -> None:
+    from pipeline.records.feeds import FEED_SUCCESS
+
     table = Table(title=f"Feeds (run {report.run_id[:8]})", title_justify="left")
     for col in ("feed", "outcome", "status", "entries", "new", "error"):
         table.add_column(col, overflow="fold")
     for f in report.feeds:
-        style = "green" if f.outcome in ("ok", "not-modified") else (
+        style = "green" if f.outcome in FEED_SUCCESS else (
             "dim" if str(f.outcome).startswith("skipped") else "red")
         table.add_row(safe(f.name or f.url), safe(f.outcome, style),
                       str(f.status or ""), str(f.entries), str(f.new), safe((f.error or "")[:120]))
@@ -283,13 +280,13 @@ def demo(
 
 
 def _print_demo_summary(settings: Settings) -> None:
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     store = open_store(settings.store.url)
     try:
         counts = store.counts()
         console.print("Store: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-        from pipeline.stories import list_stories
+        from pipeline.records.stories import list_stories
 
         top = list_stories(store, limit=10)
         if top:
@@ -369,8 +366,8 @@ def stories(
     json_out: JsonOption = False,
 ) -> None:
     """Stories with article counts, sources and first/last seen."""
-    from pipeline.store import open_store
-    from pipeline.stories import list_stories
+    from pipeline.records import open_store
+    from pipeline.records.stories import list_stories
 
     settings = get_settings(config)
     since_at = since_option(since)
@@ -444,7 +441,7 @@ def match(
             results = match_records(chosen, records, settings, progress=progress)
         else:
             from pipeline.match import preview_stories
-            from pipeline.store import open_store
+            from pipeline.records import open_store
 
             since_at = since_option(since)
             store = open_store(settings.store.url)
@@ -482,10 +479,10 @@ def reindex(
         "(http(s):// for Elasticsearch).")] = None,
 ) -> None:
     """Rebuild the search index from the SQL records (the records are the source of truth)."""
+    from pipeline.records import open_store
     from pipeline.search import open_search
     from pipeline.search import reindex as rebuild
     from pipeline.search.base import SearchMisconfigured, SearchUnavailable
-    from pipeline.store import open_store
 
     settings = get_settings(config)
     if search_url is not None:
@@ -525,7 +522,7 @@ def feeds_list(
     if ctx.invoked_subcommand is not None:
         ctx.obj = config
         return
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     settings = get_settings(config)
     store = open_store(settings.store.url)
@@ -566,7 +563,7 @@ def feeds_enable(
     config: ConfigOption = None,
 ) -> None:
     """Bring back a feed marked dead after repeated failures."""
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     settings = get_settings(config or ctx.obj)
     store = open_store(settings.store.url)
@@ -585,7 +582,6 @@ def extract(
     sources: Annotated[list[str], typer.Argument(help="Saved .html/.html.gz files or URLs.")],
     config: ConfigOption = None,
     engine: Annotated[str | None, typer.Option(help="trafilatura or newspaper.")] = None,
-    json_out: JsonOption = True,
 ) -> None:
     """Extract article text from saved pages or URLs; one JSON object per page."""
     from pipeline.extract import extract_html, extract_path
@@ -641,8 +637,8 @@ def alerts_list(
     if ctx.invoked_subcommand is not None:
         ctx.obj = config
         return
-    from pipeline.alerts.ledger import list_alerts
-    from pipeline.store import open_store
+    from pipeline.records import open_store
+    from pipeline.records.alerts import list_alerts
 
     settings = get_settings(config)
     since_at = since_option(since)
@@ -672,7 +668,7 @@ def alerts_retry(
 ) -> None:
     """Retry failed deliveries now (quiet hours still apply)."""
     from pipeline.alerts.engine import retry_failed
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     settings = get_settings(config or ctx.obj)
     store = open_store(settings.store.url)
@@ -690,7 +686,7 @@ def digest(
 ) -> None:
     """Send a watch's digest for the current window now (once per window)."""
     from pipeline.alerts.engine import send_digest
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     settings = get_settings(config)
     store = open_store(settings.store.url)

@@ -31,15 +31,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.sql.elements import ColumnElement
 
-from pipeline import schema
 from pipeline.embeddings import pack_vector, unpack_vector
 from pipeline.multilingual import MODEL_NAME, encode_multilingual
+from pipeline.records import Store
+from pipeline.records import stories as story_records
 from pipeline.sanitize import plausible_date
 from pipeline.settings import Settings
-from pipeline.store import Store, utcnow
 
 Progress = Callable[[int, int | None], None]
 # A story is scored against its latest members (average linkage over a bounded sample).
@@ -51,11 +49,6 @@ DUPLICATE_COSINE = 0.95
 def uses_english_model(language: str | None) -> bool:
     """English, or not known: grouped by ``embedding.model`` (MiniLM)."""
     return language is None or language == "en" or language.startswith("en-")
-
-
-def english_condition(column: Any) -> ColumnElement[bool]:
-    """SQL for ``uses_english_model`` on a language column."""
-    return or_(column.is_(None), column == "en", column.like("en-%"))
 
 
 def _utc(when: datetime) -> datetime:
@@ -192,13 +185,7 @@ def embed_pending(store: Store, settings: Settings, progress: Progress | None = 
     The text is what the English model reads: title and lead."""
     from pipeline.stories import article_text_for_embedding, derive_title
 
-    a, v, m = schema.articles, schema.article_versions, schema.multilingual_embeddings
-    query = (select(v.c.article_id, v.c.version, v.c.title, v.c.text)
-             .join(a, and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version))
-             .outerjoin(m, and_(m.c.article_id == v.c.article_id, m.c.version == v.c.version))
-             .where(m.c.article_id.is_(None)).order_by(v.c.article_id))
-    with store.engine.connect() as conn:
-        rows = conn.execute(query).all()
+    rows = story_records.versions_without_multilingual(store)
     if progress and rows:
         progress(0, len(rows))
     for start in range(0, len(rows), batch):
@@ -206,12 +193,9 @@ def embed_pending(store: Store, settings: Settings, progress: Progress | None = 
         vectors = encode_multilingual(
             [article_text_for_embedding(r.title or derive_title(r.text), r.text) for r in chunk],
             settings.multilingual.batch_size)
-        with store.engine.begin() as conn:
-            for row, vector in zip(chunk, vectors, strict=True):
-                conn.execute(store._insert(m).values(
-                    article_id=row.article_id, version=row.version,
-                    embedding=pack_vector(vector), model=MODEL_NAME,
-                ).on_conflict_do_nothing(index_elements=["article_id", "version"]))
+        story_records.save_multilingual(
+            store, [(row.article_id, row.version, pack_vector(vector))
+                    for row, vector in zip(chunk, vectors, strict=True)], MODEL_NAME)
         if progress:
             progress(len(chunk), None)
     return len(rows)
@@ -219,28 +203,13 @@ def embed_pending(store: Store, settings: Settings, progress: Progress | None = 
 
 # ---- loading --------------------------------------------------------------------------------
 
-def _when() -> Any:
-    a = schema.articles
-    return func.coalesce(a.c.published_at, a.c.first_seen_at)
-
-
 def _load_candidates(store: Store, since: datetime, until: datetime) -> dict[str, Candidate]:
     """Stories active in [since, until] with their members' multilingual vectors."""
-    s, a, m = schema.stories, schema.articles, schema.multilingual_embeddings
-    with store.engine.connect() as conn:
-        ids = [r[0] for r in conn.execute(
-            select(s.c.story_id).where(s.c.last_seen_at >= since, s.c.first_seen_at <= until)
-            .order_by(s.c.story_id))]
-        candidates = {story_id: Candidate(story_id) for story_id in ids}
-        for start in range(0, len(ids), 500):
-            rows = conn.execute(
-                select(a.c.article_id, a.c.story_id, a.c.language, _when().label("at"),
-                       m.c.embedding)
-                .join(m, and_(m.c.article_id == a.c.article_id, m.c.version == a.c.version))
-                .where(a.c.story_id.in_(ids[start:start + 500])).order_by(a.c.article_id))
-            for row in rows:
-                candidates[row.story_id].add(Member(row.article_id, _ts(row.at),
-                                                    _unit(row.embedding), row.language))
+    ids, rows = story_records.multilingual_members(store, since, until)
+    candidates = {story_id: Candidate(story_id) for story_id in ids}
+    for row in rows:
+        candidates[row.story_id].add(Member(row.article_id, _ts(row.at), _unit(row.embedding),
+                                            row.language))
     return {k: c for k, c in candidates.items() if c.members}
 
 
@@ -250,15 +219,7 @@ def assign_other_languages(store: Store, settings: Settings
                            ) -> tuple[dict[str, int], set[str]]:
     """Give every unassigned non-English article a story (time order); see the module doc.
     Returns the outcome counts and the ids of the stories it started."""
-    a, m = schema.articles, schema.multilingual_embeddings
-    with store.engine.connect() as conn:
-        found = conn.execute(
-            select(a.c.article_id, a.c.title, a.c.source, a.c.language, a.c.story_id,
-                   a.c.version, a.c.published_at, a.c.first_seen_at, m.c.embedding)
-            .join(m, and_(m.c.article_id == a.c.article_id, m.c.version == a.c.version))
-            .where(a.c.version > 0).where(~english_condition(a.c.language))
-            .where(or_(a.c.story_assigned_version.is_(None),
-                       a.c.story_assigned_version != a.c.version))).mappings().all()
+    found = story_records.other_language_articles_to_place(store)
     counts: dict[str, int] = {}
     if not found:
         return counts, set()
@@ -301,48 +262,11 @@ def assign_other_languages(store: Store, settings: Settings
             counts[key] = counts.get(key, 0) + 1
         story.add(member)
         decisions.append((row, story.story_id, duplicate_of))
-    _write_assignments(store, decisions, started, joined)
+    story_records.save_other_language_assignments(store, decisions, started, joined)
     return counts, set(started)
 
 
-def _write_assignments(store: Store, decisions: list[tuple[Any, str | None, str | None]],
-                       started: dict[str, Any], joined: dict[str, list[Any]]) -> None:
-    a, s = schema.articles, schema.stories
-    now = utcnow()
-    with store.engine.begin() as conn:
-        for row, story_id, duplicate_of in decisions:
-            values: dict[str, Any] = {"story_assigned_version": row.version}
-            if story_id is not None:
-                values.update(story_id=story_id, duplicate_of=duplicate_of)
-            conn.execute(update(a).where(a.c.article_id == row.article_id).values(**values))
-        for story_id, first in started.items():
-            members = [first, *joined.pop(story_id, [])]
-            sources = list(dict.fromkeys(r.source for r in members if r.source))
-            conn.execute(s.insert().values(
-                story_id=story_id, title=first.title, first_seen_at=min(r.at for r in members),
-                last_seen_at=max(r.at for r in members), article_count=len(members),
-                sources=sources, centroid=None, updated_at=now))
-        for story_id, rows in joined.items():
-            current = conn.execute(select(s).where(s.c.story_id == story_id)).mappings().one()
-            sources = list(dict.fromkeys([*(current["sources"] or []),
-                                          *(r.source for r in rows if r.source)]))
-            times = [t for t in (current["first_seen_at"], current["last_seen_at"]) if t]
-            times += [r.at for r in rows]
-            conn.execute(update(s).where(s.c.story_id == story_id).values(
-                article_count=current["article_count"] + len(rows), sources=sources,
-                first_seen_at=min(times), last_seen_at=max(times), updated_at=now))
-
-
 # ---- step 3: the English pass's new stories --------------------------------------------------
-
-def unassigned_english_articles(store: Store) -> list[str]:
-    """English articles with no story yet: the ones the English pass will place now."""
-    a = schema.articles
-    with store.engine.connect() as conn:
-        return [r[0] for r in conn.execute(
-            select(a.c.article_id).where(a.c.version > 0, a.c.story_id.is_(None),
-                                         english_condition(a.c.language)))]
-
 
 def link_new_english_stories(store: Store, settings: Settings, article_ids: list[str],
                              started: set[str] = frozenset()) -> dict[str, int]:
@@ -352,19 +276,9 @@ def link_new_english_stories(store: Store, settings: Settings, article_ids: list
     never are)."""
     if not article_ids:
         return {}
-    a, s = schema.articles, schema.stories
     fresh = set(article_ids)
-    with store.engine.connect() as conn:
-        placed: dict[str, str] = {}
-        for start in range(0, len(article_ids), 500):
-            placed.update({r.article_id: r.story_id for r in conn.execute(
-                select(a.c.article_id, a.c.story_id)
-                .where(a.c.article_id.in_(article_ids[start:start + 500]))
-                .where(a.c.story_id.is_not(None)))})
-        story_ids = sorted(set(placed.values()))
-        spans = [r for start in range(0, len(story_ids), 500) for r in conn.execute(
-            select(s.c.story_id, s.c.first_seen_at, s.c.last_seen_at)
-            .where(s.c.story_id.in_(story_ids[start:start + 500])))]
+    placed, spans = story_records.placements(store, article_ids)
+    story_ids = sorted(set(placed.values()))
     if not spans:
         return {}
     window = timedelta(days=settings.stories.window_days)
@@ -379,39 +293,15 @@ def link_new_english_stories(store: Store, settings: Settings, article_ids: list
     for other, english, _score in match_stories(new, others, thresholds_of(settings),
                                                 window.total_seconds()):
         if other.story_id in started:  # new in this run too: the English story keeps its id
-            _merge(store, other.story_id, merged.get(english.story_id, english.story_id))
+            story_records.merge_stories(store, other.story_id,
+                                        merged.get(english.story_id, english.story_id))
         elif english.story_id not in merged:  # a stored story is never renamed
-            _merge(store, english.story_id, other.story_id)
+            story_records.merge_stories(store, english.story_id, other.story_id)
             merged[english.story_id] = other.story_id
         else:
             continue  # already in another stored story: this one stays apart
         count += 1
     return {"cross-language-merge": count} if count else {}
-
-
-def _merge(store: Store, drop: str, keep: str) -> None:
-    """Move every article of story ``drop`` into ``keep`` and fold its record in: counts and
-    spans add up, the English title and the English centroid win (the English pass reads it)."""
-    a, s = schema.articles, schema.stories
-    with store.engine.begin() as conn:
-        rows = {r["story_id"]: r for r in conn.execute(
-            select(s).where(s.c.story_id.in_([drop, keep]))).mappings()}
-        old, into = rows[drop], rows[keep]
-        english_title = conn.execute(
-            select(a.c.title).where(a.c.story_id.in_([drop, keep]),
-                                    english_condition(a.c.language), a.c.title.is_not(None))
-            .order_by(_when(), a.c.article_id).limit(1)).scalar()
-        conn.execute(update(a).where(a.c.story_id == drop).values(story_id=keep))
-        firsts = [t for t in (old["first_seen_at"], into["first_seen_at"]) if t]
-        lasts = [t for t in (old["last_seen_at"], into["last_seen_at"]) if t]
-        conn.execute(update(s).where(s.c.story_id == keep).values(
-            title=english_title or into["title"] or old["title"],
-            first_seen_at=min(firsts) if firsts else None,
-            last_seen_at=max(lasts) if lasts else None,
-            article_count=into["article_count"] + old["article_count"],
-            sources=list(dict.fromkeys([*(into["sources"] or []), *(old["sources"] or [])])),
-            centroid=into["centroid"] or old["centroid"], updated_at=utcnow()))
-        conn.execute(delete(s).where(s.c.story_id == drop))
 
 
 # ---- the hooks the story stage calls ----------------------------------------------------------
@@ -430,7 +320,7 @@ class CrossLingualPass:
             counts["embedded-multilingual"] = embedded
         step, self.started = assign_other_languages(self.store, self.settings)
         counts.update(step)
-        self.english_pending = unassigned_english_articles(self.store)
+        self.english_pending = story_records.unassigned_english_articles(self.store)
         return counts
 
     def after_english(self) -> dict[str, int]:
@@ -444,9 +334,7 @@ def thresholds_of(settings: Settings) -> Thresholds:
                       runner_up=conf.runner_up_margin)
 
 
-def english_pass_filter(settings: Settings) -> ColumnElement[bool] | None:
-    """What the English pass embeds with MiniLM: with multilingual stories, English and
-    unknown-language articles only (None = everything)."""
-    if not settings.multilingual.enabled:
-        return None
-    return english_condition(schema.articles.c.language)
+def english_pass_only(settings: Settings) -> bool:
+    """Whether the English pass embeds with MiniLM only English and unknown-language
+    articles (with multilingual stories) rather than everything."""
+    return settings.multilingual.enabled

@@ -29,18 +29,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline.feedparse import FeedParseError, parse_feed
+from pipeline.fetcher import OUTCOMES as FETCH_OUTCOMES
 from pipeline.fetcher import Fetcher, host_key
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET, Deferred, run_per_host
 from pipeline.models import ParsedFeed
+from pipeline.records import FeedRow, Store
+from pipeline.records.feeds import FEED_SUCCESS
 from pipeline.settings import FetchSettings, Settings
-from pipeline.store import FeedRow, Store
+from pipeline.stages import StageContext
 
 logger = logging.getLogger(__name__)
 
 FEED_ACCEPT = ("application/rss+xml, application/atom+xml, application/feed+json, "
                "application/rdf+xml;q=0.9, application/xml;q=0.9, text/xml;q=0.9, "
                "application/json;q=0.8, */*;q=0.5")
-SUCCESS_OUTCOMES = frozenset({"ok", "not-modified"})
+STAGE = "fetch"
 SKIP_OUTCOMES = frozenset({"skipped-dead", "skipped-disabled", "skipped-not-due"})
 # Not fetched this run because a time budget was spent: due again on the next run.
 DEFERRED_OUTCOMES = frozenset({STAGE_BUDGET, HOST_BUDGET})
@@ -163,7 +166,7 @@ def _fetch_feed(store: Store, fetcher: Fetcher, feed: FeedRow, settings: Setting
             if result.headers.get(header):  # a 304 may carry refreshed validators
                 values[column] = result.headers[header]
 
-    if outcome in SUCCESS_OUTCOMES:
+    if outcome in FEED_SUCCESS:
         interval = max(ttl_s or 0.0, fetch.min_interval_s)
         values.update(consecutive_failures=0, last_success_at=now,
                       next_fetch_at=now + timedelta(seconds=interval))
@@ -328,13 +331,38 @@ def group_feeds_by_host(feeds: list[FeedRow], max_batches: int) -> list[list[int
     return [sorted(batch) for batch in batches if batch]
 
 
+
+# What the fetch stage counts under "fetch", one per feed (the entries of each feed are
+# counted under "entries": new, linked, unchanged, entry-updated, no-link, item-error,
+# date-dropped).
+OUTCOMES = (*FETCH_OUTCOMES, "parse-error", "error", *sorted(SKIP_OUTCOMES),
+            *sorted(DEFERRED_OUTCOMES))
+
+
+def run(context: StageContext) -> list[FeedReport]:
+    """The fetch stage: sync the configured feeds, fetch those due (options: ``feed_ids``,
+    ``force``)."""
+    store, settings = context.store, context.settings
+    feed_ids = context.options.get("feed_ids")
+    store.sync_feeds(settings.enabled_feeds())
+    total = len(feed_ids) if feed_ids is not None else len(settings.enabled_feeds())
+    context.advance(STAGE, 0, total)
+    return fetch_feeds(
+        store, settings, context.run_id, feed_ids=feed_ids,
+        force=bool(context.options.get("force", False)),
+        on_feed_done=(lambda _r: context.advance(STAGE, 1)) if context.progress else None,
+    )
+
 __all__ = [
     "DEFERRED_OUTCOMES",
     "FEED_ACCEPT",
+    "OUTCOMES",
+    "STAGE",
     "FeedReport",
     "backoff_delay_s",
     "cache_max_age_s",
     "fetch_feed",
     "fetch_feeds",
     "group_feeds_by_host",
+    "run",
 ]

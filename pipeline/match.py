@@ -13,24 +13,23 @@ Two uses, one scorer (``pipeline.relevance``, exactly as the alert stage runs it
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
-from pipeline import schema
-from pipeline.alerts.engine import recent_stories
+from pipeline.records import Store
+from pipeline.records.articles import articles_by_story
+from pipeline.records.stories import recent_stories
 from pipeline.relevance import RelevanceScore, default_taiwan_watch, scorer_for
 from pipeline.settings import Settings, WatchConfig
-from pipeline.store import Store
 
 # progress(advance, total): the CLI's progress bar; total is given on the first call
 Progress = Callable[[int, int | None], None]
 
 BUILT_IN_WATCHES: dict[str, Callable[[], WatchConfig]] = {"taiwan": default_taiwan_watch}
+MEMBER_COLUMNS = ("article_id", "story_id", "title", "text", "entry_summary", "source", "url",
+                  "link")
 CHUNK = 256  # articles per encode call: keeps memory flat and the progress bar moving
 
 
@@ -106,25 +105,12 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _articles_of(store: Store, story_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    a = schema.articles
-    by_story: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    with store.engine.connect() as conn:
-        for start in range(0, len(story_ids), 500):
-            for row in conn.execute(select(
-                    a.c.article_id, a.c.story_id, a.c.title, a.c.text, a.c.entry_summary,
-                    a.c.source, a.c.url, a.c.link).where(
-                    a.c.story_id.in_(story_ids[start:start + 500]))).mappings():
-                by_story[row["story_id"]].append(dict(row))
-    return by_story
-
-
 def preview_stories(store: Store, settings: Settings, watch: WatchConfig, since: datetime,
                     *, progress: Progress | None = None) -> list[StoryMatch]:
     """What ``watch`` would alert on among the stories active since ``since``: every story
     with keyword evidence, most relevant first. Read-only."""
     stories = recent_stories(store, since)  # the alert stage's choice of stories
-    by_story = _articles_of(store, [s["story_id"] for s in stories])
+    by_story = articles_by_story(store, [s["story_id"] for s in stories], MEMBER_COLUMNS)
     articles = [art for s in stories for art in by_story.get(s["story_id"], [])]
     records = [{"title": art["title"] or "",
                 "text": art["text"] or art["entry_summary"] or ""} for art in articles]

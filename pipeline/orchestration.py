@@ -1,9 +1,10 @@
 """What the Airflow tasks call: one small, idempotent function per task (no Airflow here).
 
-Every function takes a config path (explicit argument, else ``$NEWSWATCH_CONFIG``; the DAG
-layer passes the Airflow Variable ``newswatch_config`` when it is set), opens the store, runs
-one pipeline stage through :mod:`pipeline.run` and returns only ids and counts, so XCom stays
-small and JSON-serialisable. Records pass through the store.
+Every function takes its configuration (``Config``: settings the DAG layer resolved, or a
+config path resolved here by :func:`pipeline.settings.resolve_settings`), opens the store,
+runs one pipeline stage through :func:`pipeline.stages.run_stage` (as :mod:`pipeline.run`
+does) and returns only ids and counts, so XCom stays small and JSON-serialisable. Records
+pass through the store.
 
 Idempotency: the newswatch run id is derived from the Airflow dag run id
 (:func:`run_id_for`), so a retried or cleared task resumes the same run, and every stage
@@ -20,9 +21,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pipeline.run import FEED_SKIPPED, FEED_SUCCESS, STAGE_FUNCTIONS
-from pipeline.settings import Settings, load_settings
-from pipeline.store import Store, open_store
+from pipeline.records import Store, open_store
+from pipeline.records.feeds import FEED_SUCCESS
+from pipeline.run import FEED_SKIPPED, run_summary
+from pipeline.settings import Settings, resolve_settings
+from pipeline.stages import StageContext, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,13 @@ POST_FETCH_STAGES = ("extract", "stories", "index", "alerts")
 DONE = "stage-done"
 
 
-def settings_from(config_path: str | None = None) -> Settings:
-    """Settings from ``config_path``, else ``$NEWSWATCH_CONFIG`` (else defaults)."""
-    return load_settings(config_path or None)
+Config = Settings | str | None
+
+
+def settings_from(config: Config = None) -> Settings:
+    """``config`` itself when it is already settings, else the settings it names
+    (:func:`pipeline.settings.resolve_settings`: the path, else ``$NEWSWATCH_CONFIG``)."""
+    return config if isinstance(config, Settings) else resolve_settings(config)
 
 
 def run_id_for(dag_run_id: str) -> str:
@@ -43,9 +50,9 @@ def run_id_for(dag_run_id: str) -> str:
 
 
 @contextmanager
-def _opened(config_path: str | None, run_id: str | None = None
+def _opened(config: Config, run_id: str | None = None
             ) -> Iterator[tuple[Settings, Store]]:
-    settings = settings_from(config_path)
+    settings = settings_from(config)
     store = open_store(settings.store.url)
     try:
         if run_id is not None:
@@ -55,12 +62,12 @@ def _opened(config_path: str | None, run_id: str | None = None
         store.close()
 
 
-def plan_feed_batches(config_path: str | None, max_batches: int = 8) -> list[list[int]]:
+def plan_feed_batches(config: Config, max_batches: int = 8) -> list[list[int]]:
     """Sync the configured feeds into the store and split their ids into host-grouped
     batches (one mapped fetch task each); ``[]`` when no feed is configured."""
     from pipeline.feeds import group_feeds_by_host
 
-    with _opened(config_path) as (settings, store):
+    with _opened(config) as (settings, store):
         enabled = settings.enabled_feeds()
         if not enabled:
             return []
@@ -68,12 +75,13 @@ def plan_feed_batches(config_path: str | None, max_batches: int = 8) -> list[lis
         return group_feeds_by_host(feeds, max_batches)
 
 
-def fetch_batch(config_path: str | None, run_id: str, feed_ids: list[int]) -> dict[str, int]:
+def fetch_batch(config: Config, run_id: str, feed_ids: list[int]) -> dict[str, int]:
     """Fetch one batch of feeds. Feeds that are not due are skipped, so a rerun of the same
     data interval fetches nothing twice. A failing feed is recorded on the feed (with its own
     backoff) and counted, not raised: retrying the task could not fetch it sooner."""
-    with _opened(config_path, run_id) as (settings, store):
-        reports = STAGE_FUNCTIONS["fetch"](store, settings, run_id, feed_ids=list(feed_ids))
+    with _opened(config, run_id) as (settings, store):
+        reports = run_stage("fetch", StageContext(store, settings, run_id,
+                                                  options={"feed_ids": list(feed_ids)}))
     outcomes = Counter(r.outcome for r in reports)
     failed = sum(n for o, n in outcomes.items() if o not in FEED_SUCCESS | FEED_SKIPPED)
     if failed:
@@ -83,71 +91,60 @@ def fetch_batch(config_path: str | None, run_id: str, feed_ids: list[int]) -> di
             **{f"outcome:{o}": n for o, n in sorted(outcomes.items())}}
 
 
-def _stage(stage: str, config_path: str | None, run_id: str, **kwargs: Any) -> dict[str, Any]:
-    with _opened(config_path, run_id) as (settings, store):
-        result = STAGE_FUNCTIONS[stage](store, settings, run_id, **kwargs) or {}
+def _stage(stage: str, config: Config, run_id: str, **options: Any) -> dict[str, Any]:
+    with _opened(config, run_id) as (settings, store):
+        result = run_stage(stage, StageContext(store, settings, run_id, options=options)) or {}
         store.count(run_id, stage, DONE)
     return {str(k): v for k, v in dict(result).items() if isinstance(v, int | float | str)}
 
 
-def extract(config_path: str | None, run_id: str) -> dict[str, Any]:
+def extract(config: Config, run_id: str) -> dict[str, Any]:
     """Extract the text of articles still pending (bounded per run by the settings)."""
-    return _stage("extract", config_path, run_id)
+    return _stage("extract", config, run_id)
 
 
-def stories(config_path: str | None, run_id: str) -> dict[str, Any]:
+def stories(config: Config, run_id: str) -> dict[str, Any]:
     """Embed new article versions and assign them to stories."""
-    return _stage("stories", config_path, run_id)
+    return _stage("stories", config, run_id)
 
 
-def index(config_path: str | None, run_id: str) -> dict[str, Any]:
+def index(config: Config, run_id: str) -> dict[str, Any]:
     """Bring the search index up to date with the store (only what changed)."""
-    return _stage("index", config_path, run_id)
+    return _stage("index", config, run_id)
 
 
-def alerts(config_path: str | None, run_id: str,
+def alerts(config: Config, run_id: str,
            resolver: SecretResolver | None = None) -> dict[str, Any]:
     """Decide and deliver alerts; the alert ledger makes each one go out once."""
-    with _opened(config_path, run_id) as (settings, store):
-        if not any(w.enabled for w in settings.watches):
-            store.count(run_id, "alerts", DONE)
-            return {}
-        from pipeline.alerts.engine import run_alerts
-
-        result = run_alerts(store, settings, run_id, resolver=resolver)
-        store.count(run_id, "alerts", DONE)
-    return {str(k): int(v) for k, v in dict(result).items()}
+    return _stage("alerts", config, run_id, resolver=resolver)
 
 
-def finish(config_path: str | None, run_id: str) -> dict[str, Any]:
-    """Record the run's status and summary; status is ``failed`` when a stage did not
-    complete or every attempted feed failed."""
-    with _opened(config_path, run_id) as (_settings, store):
+def finish(config: Config, run_id: str) -> dict[str, Any]:
+    """Record the run's status and summary (:func:`pipeline.run.run_summary`, as a CLI run
+    records it); status is ``failed`` when a stage did not complete or every attempted feed
+    failed."""
+    with _opened(config, run_id) as (_settings, store):
         counts = store.run_counts(run_id)
         missing = [s for s in POST_FETCH_STAGES if DONE not in counts.get(s, {})]
-        fetch = counts.get("fetch", {})
-        ok = sum(n for o, n in fetch.items() if o in FEED_SUCCESS)
-        attempted = sum(n for o, n in fetch.items() if o not in FEED_SKIPPED)
-        all_failed = attempted > 0 and ok == 0
-        status = "failed" if missing or all_failed else "ok"
-        summary = {"run_id": run_id, "stages": counts, "missing": missing,
-                   "all_feeds_failed": all_failed}
+        summary = run_summary(run_id, counts, missing=missing)
+        status = "failed" if missing or summary["all_feeds_failed"] else "ok"
         store.finish_run(run_id, status, summary)
-    return {"status": status, "missing": missing, "all_feeds_failed": all_failed}
+    return {"status": status, "missing": missing,
+            "all_feeds_failed": summary["all_feeds_failed"]}
 
 
-def due_digests(config_path: str | None) -> list[str]:
+def due_digests(config: Config) -> list[str]:
     """Names of enabled watches that send digests (send_digest is once per window)."""
-    settings = settings_from(config_path)
+    settings = settings_from(config)
     return [w.name for w in settings.watches if w.enabled and w.mode == "digest"]
 
 
-def digest(config_path: str | None, watch: str,
+def digest(config: Config, watch: str,
            resolver: SecretResolver | None = None) -> dict[str, int]:
     """Send ``watch``'s digest for the latest window that has begun, exactly once."""
     from pipeline.alerts.engine import send_digest
 
-    with _opened(config_path) as (settings, store):
+    with _opened(config) as (settings, store):
         result = send_digest(store, settings, watch, resolver=resolver)
     return {str(k): int(v) for k, v in dict(result).items()}
 

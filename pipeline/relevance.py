@@ -25,9 +25,9 @@ time. A text with no words (a headline-only item) is scored on its title as its 
 A keyword hit is required evidence: an article with none is scored without embedding it,
 which keeps the model off the great majority of articles; one with a hit costs two
 embeddings (lead and passage; one when they are the same text). An ``exclude`` term in the
-title or lead sets the score to 0. A story is as relevant as its most relevant member
-(``score_story``): one article that makes Taiwan a point of its own makes its story relevant,
-and passing mentions in many members do not add up.
+title or lead sets the score to 0. A story is as relevant as its most relevant member (the
+alert stage keeps a story's best member score): one article that makes Taiwan a point of its
+own makes its story relevant, and passing mentions in many members do not add up.
 
 Keyword matching is case-insensitive on word boundaries; a phrase matches across spaces and
 hyphens ("cross-strait" = "cross strait"); overlapping keywords count once, the longest wins
@@ -505,14 +505,6 @@ def score_records(watch: WatchConfig, records: list[dict[str, Any]], *, batch_si
                 watch, embedded[row], embedded[len(todo) + row], spec))
     return [result if result is not None else _combine(watch, ev, None)
             for result, ev in zip(results, evidence, strict=True)]
-
-
-def score_story(watch: WatchConfig, records: list[dict[str, Any]], **kwargs: Any
-                ) -> RelevanceScore | None:
-    """A story is as relevant as its most relevant article (None for an empty story): one
-    member that makes the topic a point of its own is enough; mentions do not add up."""
-    scores = score_records(watch, records, **kwargs)
-    return max(scores, key=lambda s: s.score) if scores else None
 
 
 def scorer_id(model: str = DEFAULT_MODEL) -> str:

@@ -1,8 +1,8 @@
 """One monitoring run: fetch feeds → extract → stories → index → alerts.
 
-Each stage is a plain function over the store (``stage(store, settings, run_id) -> counts``),
-so Airflow tasks can run them one by one and the CLI can run them all. Data passes through
-the store; stages exchange only ids and counts.
+Each stage is a module with one ``run(context)`` (the contract in :mod:`pipeline.stages`), so
+Airflow tasks can run them one by one and the CLI can run them all. Data passes through the
+store; stages exchange only ids and counts.
 """
 
 from __future__ import annotations
@@ -18,21 +18,19 @@ from functools import partial
 from typing import Any
 
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET
+from pipeline.records import Store, open_store, utcnow
+from pipeline.records.feeds import FEED_SUCCESS
 from pipeline.settings import Settings
-from pipeline.store import Store, open_store, utcnow
+from pipeline.stages import STAGES, ProgressCallback, StageContext, run_stage
 
 log = logging.getLogger(__name__)
 
-STAGES = ("fetch", "extract", "stories", "index", "alerts")
-# Fetch outcomes that mean "this feed was read" (or deliberately not needed now).
-FEED_SUCCESS = {"ok", "not-modified"}
+# Fetch outcomes of a feed deliberately not read now (FEED_SUCCESS: it was read).
 FEED_SKIPPED = {"skipped-not-due", "skipped-dead", "skipped-disabled", STAGE_BUDGET,
                 HOST_BUDGET}
 RUN_BUDGET = "deferred-run-budget"  # articles the run's time budget left for the next run
 DEFERRED = (STAGE_BUDGET, HOST_BUDGET, RUN_BUDGET)  # work a time budget left for the next run
 ITEM_ERROR = "item-error"  # one item failed; the rest of its stage went on
-
-ProgressCallback = Callable[[str, int, int | None], None]  # (stage, advance, total)
 
 
 @dataclass
@@ -73,81 +71,32 @@ class RunReport:
                 if counts.get(ITEM_ERROR)}
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "feeds": {"ok": self.feeds_ok, "failed": self.feeds_failed, "total": len(self.feeds)},
-            "stages": self.stages,
-            "errors": self.errors,
-            "timings": {stage: round(s, 3) for stage, s in self.timings.items()},
-            "left_pending": self.left_pending,
-            "item_errors": self.item_errors,
-        }
+        return run_summary(self.run_id, self.stages, errors=self.errors, timings=self.timings)
 
 
-def stage_fetch(store: Store, settings: Settings, run_id: str, *,
-                feed_ids: list[int] | None = None, force: bool = False,
-                progress: ProgressCallback | None = None) -> list[Any]:
-    from pipeline.feeds import fetch_feeds
-
-    store.sync_feeds(settings.enabled_feeds())
-    total = len(feed_ids) if feed_ids is not None else len(settings.enabled_feeds())
-    if progress:
-        progress("fetch", 0, total)
-    return fetch_feeds(
-        store, settings, run_id, feed_ids=feed_ids, force=force,
-        on_feed_done=(lambda _r: progress("fetch", 1, None)) if progress else None,
-    )
-
-
-def stage_extract(store: Store, settings: Settings, run_id: str, *,
-                  progress: ProgressCallback | None = None) -> dict[str, int]:
-    from pipeline.articles import extract_pending
-
-    if progress:
-        pending = len(store.articles_to_extract(settings.extraction.max_articles_per_run))
-        progress("extract", 0, pending)
-    return extract_pending(
-        store, settings, run_id,
-        on_article_done=(lambda _o: progress("extract", 1, None)) if progress else None,
-    )
-
-
-def stage_stories(store: Store, settings: Settings, run_id: str, *,
-                  progress: ProgressCallback | None = None) -> dict[str, int]:
-    from pipeline.stories import assign_stories
-
-    return assign_stories(store, settings, run_id,
-                          progress=(lambda n, total: progress("stories", n, total))
-                          if progress else None)
-
-
-def stage_index(store: Store, settings: Settings, run_id: str, *,
-                progress: ProgressCallback | None = None) -> dict[str, int]:
-    from pipeline.search import index_pending, open_search
-
-    backend = open_search(settings)
-    try:
-        return index_pending(store, backend, run_id)
-    finally:
-        backend.close()
-
-
-def stage_alerts(store: Store, settings: Settings, run_id: str, *,
-                 progress: ProgressCallback | None = None) -> dict[str, int]:
-    if not any(w.enabled for w in settings.watches):
-        return {}
-    from pipeline.alerts.engine import run_alerts
-
-    return run_alerts(store, settings, run_id)
-
-
-STAGE_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "fetch": stage_fetch,
-    "extract": stage_extract,
-    "stories": stage_stories,
-    "index": stage_index,
-    "alerts": stage_alerts,
-}
+def run_summary(run_id: str, stages: dict[str, dict[str, int]], *,
+                errors: dict[str, str] | None = None, timings: dict[str, float] | None = None,
+                missing: list[str] | None = None) -> dict[str, Any]:
+    """The one shape of ``runs.summary``, from the run's outcome counts, whether the CLI ran
+    every stage in one process (:func:`run_once`) or Airflow ran them as tasks
+    (``orchestration.finish``, which names the stages that never completed in ``missing``).
+    Feeds are counted from the fetch outcomes: each feed is counted once per run."""
+    fetch = stages.get("fetch", {})
+    ok = sum(n for outcome, n in fetch.items() if outcome in FEED_SUCCESS)
+    attempted = sum(n for outcome, n in fetch.items() if outcome not in FEED_SKIPPED)
+    return {
+        "run_id": run_id,
+        "feeds": {"ok": ok, "failed": attempted - ok, "total": sum(fetch.values())},
+        "all_feeds_failed": attempted > 0 and ok == 0,
+        "stages": stages,
+        "errors": dict(errors or {}),
+        "missing": list(missing or []),
+        "timings": {stage: round(s, 3) for stage, s in (timings or {}).items()},
+        "left_pending": {stage: n for stage, counts in stages.items()
+                         if (n := sum(counts.get(reason, 0) for reason in DEFERRED))},
+        "item_errors": {stage: counts[ITEM_ERROR] for stage, counts in stages.items()
+                        if counts.get(ITEM_ERROR)},
+    }
 
 
 def run_once(settings: Settings, *, run_id: str | None = None, stages: tuple[str, ...] = STAGES,
@@ -170,8 +119,9 @@ def run_once(settings: Settings, *, run_id: str | None = None, stages: tuple[str
         heartbeat(store, run_id)
         report = RunReport(run_id=run_id, started_at=utcnow())
         if "fetch" in stages:
-            _guarded(report, store, "fetch", lambda: setattr(report, "feeds", stage_fetch(
-                store, settings, run_id, force=force, progress=progress)))
+            fetch = StageContext(store, settings, run_id, progress, {"force": force})
+            _guarded(report, store, "fetch",
+                     lambda: setattr(report, "feeds", run_stage("fetch", fetch)))
         chunked = tuple(stage for stage in stages if stage != "fetch")
         if chunked:
             run_chunks(store, settings, run_id, chunked, report, progress)
@@ -210,7 +160,7 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
     conf = settings.extraction
     deadline = time.monotonic() + settings.run.budget_s
     download_budget = conf.max_articles_per_run if conf.fetch_pages else None
-    pending = store.count_articles_to_extract() if "extract" in stages else 0
+    pending = store.count_articles_to_extract(conf.max_attempts) if "extract" in stages else 0
     planned = max(1, -(-min(pending, download_budget if download_budget is not None
                             else pending) // settings.run.chunk_size))
     if progress:
@@ -232,11 +182,13 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
         healthy = True
         for stage in stages:
             if stage == "extract":
-                work = partial(_extract_into, extracted, store, settings, run_id,
-                               download_budget, article_done)
+                work = partial(_extract_into, extracted, StageContext(
+                    store, settings, run_id, progress,
+                    {"limit": settings.run.chunk_size, "page_budget": download_budget,
+                     "on_article_done": article_done}))
             else:
-                work = partial(STAGE_FUNCTIONS[stage], store, settings, run_id,
-                               progress=progress)
+                work = partial(run_stage, stage, StageContext(store, settings, run_id,
+                                                              progress))
             healthy = _guarded(report, store, stage, work) and healthy
         heartbeat(store, run_id, chunk)
         store.count(run_id, "run", "chunks")
@@ -250,20 +202,17 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
                 or (download_budget is not None and download_budget <= 0)):
             return chunk
         if time.monotonic() >= deadline:
-            store.count(run_id, "run", RUN_BUDGET, store.count_articles_to_extract())
+            store.count(run_id, "run", RUN_BUDGET,
+                        store.count_articles_to_extract(conf.max_attempts))
             log.warning("run %s: time budget (run.budget_s=%ss) spent after %d chunks; the "
                         "rest of the backlog waits for the next run", run_id,
                         settings.run.budget_s, chunk)
             return chunk
 
 
-def _extract_into(counts: dict[str, int], store: Store, settings: Settings, run_id: str,
-                  page_budget: int | None, on_done: Callable[[Any], None]) -> None:
+def _extract_into(counts: dict[str, int], context: StageContext) -> None:
     """One chunk of the extraction stage; its outcome counts land in ``counts``."""
-    from pipeline.articles import extract_pending
-
-    counts.update(extract_pending(store, settings, run_id, limit=settings.run.chunk_size,
-                                  page_budget=page_budget, on_article_done=on_done))
+    counts.update(run_stage("extract", context))
 
 
 def heartbeat(store: Store, run_id: str, chunk: int = 0) -> None:

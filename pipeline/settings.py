@@ -1,13 +1,16 @@
 """Every newswatch setting, with its default and validation, in one place.
 
-Settings come from a YAML file (``--config PATH`` or ``NEWSWATCH_CONFIG``) and any key can be
-overridden from the environment as ``NEWSWATCH_<SECTION>__<KEY>`` (lists/dicts as JSON).
+Settings come from a YAML file and any key can be overridden from the environment as
+``NEWSWATCH_<SECTION>__<KEY>`` (lists/dicts as JSON). :func:`resolve_settings` is the one
+place that decides which file (:func:`resolve_config_path`) and how the layers stack; the
+CLI, the orchestration functions, the DAGs and the Airflow plugin all go through it.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pydantic_settings.exceptions import SettingsError
 
 DEFAULT_CONFIG_ENV = "NEWSWATCH_CONFIG"
+AIRFLOW_CONFIG_VARIABLE = "newswatch_config"  # the Airflow Variable naming the config file
 DEFAULT_USER_AGENT = "newswatch/0.1 (+https://github.com/newswatch/newswatch; news monitoring)"
 
 
@@ -104,6 +108,9 @@ class ExtractionSettings(Section):
                                       "run at most; the rest wait for the next run (articles "
                                       "that take their feed text are not capped)")
     min_text_chars: int = Field(200, ge=0, description="shorter page text counts as empty")
+    max_attempts: int = Field(3, ge=1, description="runs that try to download and extract an "
+                              "article page that failed before; then the article keeps its "
+                              "feed text")
     fetch_pages: bool = Field(True, description="false keeps only the feed's own text (no page "
                               "downloads)")
     stage_budget_s: float | None = Field(
@@ -328,12 +335,53 @@ class ChannelConfig(Section):
 
 
 class AlertSettings(Section):
-    """How the alert stage hands deliveries between runs and workers."""
+    """When a story is news again, and how deliveries are retried and handed between runs."""
 
+    update_min_new_sources: int = Field(
+        3, ge=1, description="an update alert needs this many outlets not covered by the "
+        "story's last alert")
+    far_similarity: float = Field(
+        0.5, ge=-1.0, le=1.0, description="a new article whose embedding cosine to the first "
+        "report is below this is news (an update alert)")
+    lookback_days: float | None = Field(
+        None, gt=0, description="stories that gained articles this recently are considered "
+        "(null = stories.window_days, at least 1)")
+    continuation_days: float = Field(
+        30.0, gt=0, description="a story re-identified under a new id looks this far back "
+        "for its earlier alerts (so it is not alerted as new again)")
+    send_due_digests: bool = Field(
+        True, description="the alert stage also sends a digest whose time has come (the "
+        "digest DAG and `newswatch digest` send them too)")
+    score_batch: int = Field(256, ge=1, description="articles scored for relevance per call")
+    smtp_timeout_s: float = Field(30.0, gt=0, description="seconds an SMTP server gets to "
+                                  "accept a message")
+    slack_max_wait_s: float = Field(
+        30.0, ge=0, description="a Slack Retry-After up to this many seconds is waited out; a "
+        "longer one is left to a later run")
+    retry_base_s: float = Field(60.0, gt=0, description="first retry delay of a failed "
+                                "delivery; doubles with each attempt")
+    retry_max_s: float = Field(21600.0, gt=0, description="longest retry delay of a failed "
+                               "delivery")
+    max_attempts: int = Field(8, ge=1, description="delivery attempts before a delivery is "
+                              "dead (until `newswatch alerts retry`)")
     stale_claim_s: float = Field(
         600.0, gt=0, description="a delivery left 'sending' this long by another worker is "
         "taken over and resent (one claimed by a process of this host that has died is "
         "taken over at once)")
+
+
+class AirflowSettings(Section):
+    """The Airflow DAGs' knobs (dags/): nothing else reads them."""
+
+    schedule: str = Field(
+        "@hourly", min_length=1, description="news_monitor's schedule (a cron expression or "
+        "preset); read when the DAG file is parsed, from $NEWSWATCH_CONFIG and the environment "
+        "(the Airflow Variable is not read at parse time)")
+    fetch_batches: int = Field(8, ge=1, description="most mapped fetch tasks per run (feeds "
+                               "are grouped by host into this many batches)")
+    failure_channel: str | None = Field(
+        None, description="channel (in channels) that receives pipeline-failure notices, "
+        "separate from topic alerts (unset = logged only)")
 
 
 class DemoSettings(Section):
@@ -372,6 +420,7 @@ class Settings(BaseSettings):
     channels: dict[str, ChannelConfig] = Field(
         default_factory=lambda: {"console": ChannelConfig(type="console")})
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 
     # Set by the loader, not by users: where the YAML came from (relative paths resolve there).
@@ -469,13 +518,48 @@ def _resolve_feeds_reference(data: dict[str, Any], base: Path) -> None:
         data["feeds"] = loaded.get("feeds", [])
 
 
-def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Load settings from ``path`` (or ``$NEWSWATCH_CONFIG``), env overrides applied.
+def resolve_config_path(explicit: str | Path | None = None, *,
+                        airflow_variable: str | Callable[[], str | None] | None = None,
+                        default_file: str | Path | None = None) -> str | None:
+    """Which config file to read; the first of these that is set wins:
 
-    Raises ConfigError with a one-line message naming the key and the problem.
+    1. ``explicit``: ``--config PATH`` or a function's config argument;
+    2. ``$NEWSWATCH_CONFIG``;
+    3. ``airflow_variable``: the value of the Airflow Variable ``newswatch_config`` (the DAG
+       and plugin layer pass it, or a function that reads it, called only when needed);
+    4. ``default_file``, when that file exists (the CLI's ``config/newswatch.yaml``);
+    5. none: the built-in defaults.
+
+    Reads the environment and, at most, the variable; changes nothing.
     """
-    if path is None:
-        path = os.environ.get(DEFAULT_CONFIG_ENV) or None
+    if explicit:
+        return str(explicit)
+    if env := os.environ.get(DEFAULT_CONFIG_ENV):
+        return env
+    variable = airflow_variable() if callable(airflow_variable) else airflow_variable
+    if variable:
+        return str(variable)
+    if default_file and Path(default_file).is_file():
+        return str(default_file)
+    return None
+
+
+def resolve_settings(explicit: str | Path | None = None, *,
+                     airflow_variable: str | Callable[[], str | None] | None = None,
+                     default_file: str | Path | None = None,
+                     overrides: Mapping[str, Any] | None = None,
+                     connection: Mapping[str, Mapping[str, Any]] | None = None) -> Settings:
+    """The settings, layered from lowest to highest: built-in defaults, the config file of
+    :func:`resolve_config_path`, ``overrides`` (whole top-level keys, as a caller's keyword
+    arguments), ``connection`` (keys of a section from a connection store, e.g. an Airflow
+    Elasticsearch connection for ``search``; merged into the file's section), and last the
+    environment (``NEWSWATCH_<SECTION>__<KEY>``: an operator's explicit variable wins).
+
+    No side effects: nothing is written to the environment. Raises ConfigError with a
+    one-line message naming the key and the problem.
+    """
+    path = resolve_config_path(explicit, airflow_variable=airflow_variable,
+                               default_file=default_file)
     data: dict[str, Any] = {}
     source = "settings"
     if path is not None:
@@ -484,10 +568,20 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         _resolve_feeds_reference(data, config_path.parent)
         source = str(config_path)
         data["config_path"] = str(config_path)
-    data.update(overrides)
+    data.update(overrides or {})
+    for section, values in (connection or {}).items():
+        current = data.get(section)
+        data[section] = {**(current if isinstance(current, dict) else {}),
+                         **{k: v for k, v in values.items() if v is not None and v != ""}}
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from exc
     except SettingsError as exc:  # an environment override that is not valid JSON
         raise _environment_error(exc) from exc
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``path`` (else as :func:`resolve_settings` finds them), with keyword
+    ``overrides`` of whole top-level keys (tests and library callers)."""
+    return resolve_settings(path, overrides=overrides)

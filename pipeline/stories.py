@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
-from sqlalchemy import and_, func, or_, select, update
 
-from pipeline import crosslingual, schema
+from pipeline import crosslingual
 from pipeline.embeddings import (
     embedding_key,
     encode_for,
@@ -39,9 +38,11 @@ from pipeline.embeddings import (
     unpack_vector,
 )
 from pipeline.language import detect_language
+from pipeline.records import Store, open_store, utcnow
+from pipeline.records import stories as story_records
 from pipeline.sanitize import plausible_date
 from pipeline.settings import Settings, StoriesSettings
-from pipeline.store import Store, open_store, utcnow
+from pipeline.stages import StageContext
 
 log = logging.getLogger(__name__)
 STAGE = "stories"
@@ -477,11 +478,6 @@ class StoryAssigner:
             rows.update(self._buckets.get(bucket, ()))
         return np.fromiter(rows, dtype=np.int64, count=len(rows))
 
-    @property
-    def active_count(self) -> int:
-        """Stories that still hold members (stored, or started in this assigner)."""
-        return sum(1 for c in self._clusters.values() if c.members)
-
     # -- scoring --
 
     def _idf_weights(self, tokens: frozenset[str], df: Counter[str]) -> dict[str, float]:
@@ -830,38 +826,26 @@ def embed_pending(store: Store, settings: Settings, run_id: str | None = None,
     """Embed every current article version without an embedding from the configured model
     and backend (never twice; a backend or model switch re-embeds, so spaces never mix).
     Works in batches of ``batch`` rows, so memory does not grow with the backlog."""
-    a, v = schema.articles, schema.article_versions
     conf = settings.embedding
     key = embedding_key(conf.model, conf.backend)
-    current = or_(v.c.embedding_model == key, *(v.c.embedding_model == k
-                                                for k in legacy_keys(conf.model, conf.backend)))
-    todo = (and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version),
-            or_(v.c.embedding.is_(None), v.c.embedding_model.is_(None), ~current))
-    if (english_only := crosslingual.english_pass_filter(settings)) is not None:
-        todo = (todo[0], and_(todo[1], english_only))  # other languages: crosslingual.py
-    with store.engine.connect() as conn:
-        total = conn.execute(select(func.count()).select_from(v.join(a, todo[0]))
-                             .where(todo[1])).scalar_one()
+    keys = [key, *legacy_keys(conf.model, conf.backend)]
+    english_only = crosslingual.english_pass_only(settings)  # others: crosslingual.py
+    total = story_records.count_versions_to_embed(store, keys, english_only=english_only)
     if progress:
         progress(0, total)
     done = 0
     after = ""
     while done < total:
-        with store.engine.connect() as conn:
-            chunk = conn.execute(select(v.c.article_id, v.c.version, v.c.title, v.c.text)
-                                 .join(a, todo[0]).where(todo[1])
-                                 .where(v.c.article_id > after)
-                                 .order_by(v.c.article_id).limit(batch)).all()
+        chunk = story_records.versions_to_embed(store, keys, english_only=english_only, after=after,
+                                          limit=batch)
         if not chunk:
             break
         texts = [article_text_for_embedding(r.title or derive_title(r.text), r.text)
                  for r in chunk]
         vectors = encode_for(settings, texts)
-        with store.engine.begin() as conn:
-            for row, vector in zip(chunk, vectors, strict=True):
-                conn.execute(update(v).where(and_(v.c.article_id == row.article_id,
-                                                  v.c.version == row.version))
-                             .values(embedding=pack_vector(vector), embedding_model=key))
+        story_records.save_embeddings(store, [(row.article_id, row.version, pack_vector(vector))
+                                        for row, vector in zip(chunk, vectors, strict=True)],
+                                key)
         after = chunk[-1].article_id
         done += len(chunk)
         if progress:
@@ -884,38 +868,22 @@ def _load_active(store: Store, since: datetime, until: datetime,
     Centroids are rebuilt from the members' stored embeddings (so an edited member moves
     them); the stored centroid is the fallback for a story whose members are gone.
     """
-    s, a, v = schema.stories, schema.articles, schema.article_versions
-    wanted = sorted(set(story_ids))
-    condition = and_(s.c.last_seen_at >= since, s.c.first_seen_at <= until)
-    if wanted:
-        condition = or_(condition, s.c.story_id.in_(wanted))
-    with store.engine.connect() as conn:
-        rows = conn.execute(select(s).where(condition).order_by(s.c.story_id)).mappings().all()
-        stories = {r["story_id"]: ActiveStory(
-            story_id=r["story_id"], title=r["title"] or "", first_seen=r["first_seen_at"],
-            last_seen=r["last_seen_at"], count=r["article_count"],
-            sources=list(r["sources"] or []), centroid=_normalised(r["centroid"]))
-            for r in rows if r["centroid"]}
-        if stories:
-            ids = list(stories)
-            for start in range(0, len(ids), 500):
-                members = conn.execute(
-                    select(a.c.article_id, a.c.story_id, a.c.title,
-                           func.substr(a.c.text, 1, NAME_CHARS).label("lead"), v.c.embedding)
-                    .join(v, and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version))
-                    .where(a.c.story_id.in_(ids[start:start + 500]))
-                    .where(v.c.embedding.is_not(None))
-                    .order_by(a.c.article_id))
-                for m in members:
-                    story = stories[m.story_id]
-                    title = m.title or derive_title(m.lead)
-                    story.members[m.article_id] = _normalised(m.embedding)
-                    story.member_terms[m.article_id] = story_terms(title, m.lead)
-                    story.member_names[m.article_id] = story_names(title, m.lead)
-                    story.member_shingles[m.article_id] = text_shingles(m.lead)
-                    story.member_titles[m.article_id] = title
-            for story in stories.values():
-                story.recompute_centroid()
+    stories = {r["story_id"]: ActiveStory(
+        story_id=r["story_id"], title=r["title"] or "", first_seen=r["first_seen_at"],
+        last_seen=r["last_seen_at"], count=r["article_count"],
+        sources=list(r["sources"] or []), centroid=_normalised(r["centroid"]))
+        for r in story_records.active_story_rows(store, since, until, story_ids) if r["centroid"]}
+    if stories:
+        for m in story_records.embedded_members(store, list(stories), NAME_CHARS):
+            story = stories[m.story_id]
+            title = m.title or derive_title(m.lead)
+            story.members[m.article_id] = _normalised(m.embedding)
+            story.member_terms[m.article_id] = story_terms(title, m.lead)
+            story.member_names[m.article_id] = story_names(title, m.lead)
+            story.member_shingles[m.article_id] = text_shingles(m.lead)
+            story.member_titles[m.article_id] = title
+        for story in stories.values():
+            story.recompute_centroid()
     return list(stories.values())
 
 
@@ -931,17 +899,7 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
         else None
     counts = cross.before_english(progress) if cross else {}  # articles not in English
     counts["embedded"] = embed_pending(store, settings, None, progress)
-    a, v = schema.articles, schema.article_versions
-    when = func.coalesce(a.c.published_at, a.c.first_seen_at)
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(a.c.article_id, a.c.title, a.c.text, a.c.source, a.c.published_at,
-                   a.c.first_seen_at, a.c.story_id, a.c.version, v.c.embedding)
-            .join(v, and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version))
-            .where(a.c.version > 0).where(v.c.embedding.is_not(None))
-            .where(or_(a.c.story_assigned_version.is_(None),
-                       a.c.story_assigned_version != a.c.version))
-            .order_by(when, a.c.article_id)).mappings().all()
+    rows = story_records.articles_to_place(store)
     if not rows:
         return _finish(store, run_id, counts)
     # A stored date no news item can have (year 1, 9999) would overflow the window maths.
@@ -984,26 +942,18 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
 
 def _write(store: Store, assigner: StoryAssigner,
            decisions: list[tuple[dict[str, Any], Assignment | None]]) -> None:
-    a, s = schema.articles, schema.stories
+    placements = []
+    for row, result in decisions:
+        values: dict[str, Any] = {"story_assigned_version": row["version"]}
+        if result is not None:
+            values.update(story_id=result.story_id, duplicate_of=result.duplicate_of)
+        placements.append((row["article_id"], values))
     now = utcnow()
-    with store.engine.begin() as conn:
-        for row, result in decisions:
-            values: dict[str, Any] = {"story_assigned_version": row["version"]}
-            if result is not None:
-                values.update(story_id=result.story_id, duplicate_of=result.duplicate_of)
-            conn.execute(update(a).where(a.c.article_id == row["article_id"]).values(**values))
-        for story in assigner.stories.values():
-            if not story.dirty:
-                continue
-            stmt = store._insert(s).values(
-                story_id=story.story_id, title=story.title, first_seen_at=story.first_seen,
-                last_seen_at=story.last_seen, article_count=story.count, sources=story.sources,
-                centroid=pack_vector(story.centroid), updated_at=now)
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=["story_id"],
-                set_={c: stmt.excluded[c] for c in ("title", "first_seen_at", "last_seen_at",
-                                                    "article_count", "sources", "centroid",
-                                                    "updated_at")}))
+    story_records.save_assignments(store, placements, [{
+        "story_id": story.story_id, "title": story.title, "first_seen_at": story.first_seen,
+        "last_seen_at": story.last_seen, "article_count": story.count, "sources": story.sources,
+        "centroid": pack_vector(story.centroid), "updated_at": now}
+        for story in assigner.stories.values() if story.dirty])
 
 
 def _finish(store: Store, run_id: str | None, counts: dict[str, int]) -> dict[str, int]:
@@ -1011,23 +961,6 @@ def _finish(store: Store, run_id: str | None, counts: dict[str, int]) -> dict[st
         for outcome, n in counts.items():
             store.count(run_id, STAGE, outcome, n)
     return counts
-
-
-# ---- reading --------------------------------------------------------------------------------
-
-def list_stories(store: Store, since: datetime | None = None, query: str | None = None,
-                 limit: int = 50) -> list[dict[str, Any]]:
-    """Stories, most recently active first (largest first among equals)."""
-    s = schema.stories
-    stmt = select(s.c.story_id, s.c.title, s.c.first_seen_at, s.c.last_seen_at,
-                  s.c.article_count, s.c.sources)
-    if since is not None:
-        stmt = stmt.where(s.c.last_seen_at >= since)
-    if query:
-        stmt = stmt.where(func.lower(s.c.title).contains(query.lower()))
-    stmt = stmt.order_by(s.c.article_count.desc(), s.c.last_seen_at.desc()).limit(limit)
-    with store.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
 # ---- `newswatch cluster` ------------------------------------------------------------------
@@ -1056,33 +989,42 @@ def cluster_records(records: list[dict[str, Any]], settings: Settings, *,
             if len(set(ids)) != len(ids):
                 raise ValueError("input ids must be unique")
             internal = {rid: f"c{n:08d}" for n, rid in enumerate(ids)}
-            with store.engine.begin() as conn:
-                for n, record in enumerate(records):
-                    aid = internal[ids[n]]
-                    text = str(record.get("text") or "")
-                    title = str(record.get("title") or "") or derive_title(text)
-                    text_source = "feed" if text else "title"  # a headline-only item
-                    text = text or title
-                    published = _parse_time(record.get("published_at"))
-                    language = detect_language(title, text, record.get("language")) \
-                        if settings.multilingual.enabled else record.get("language")
-                    conn.execute(schema.articles.insert().values(
-                        article_id=aid, url=record.get("url"), source=record.get("source"),
-                        title=title, text=text, text_source=text_source, published_at=published,
-                        language=language,
-                        content_hash=content_hash(title, text), version=1,
-                        extraction_status="ok", first_seen_at=base + timedelta(seconds=n),
-                        updated_at=base))
-                    conn.execute(schema.article_versions.insert().values(
-                        article_id=aid, version=1, content_hash=content_hash(title, text),
-                        title=title, text=text, seen_at=base))
+            articles = []
+            for n, record in enumerate(records):
+                text = str(record.get("text") or "")
+                title = str(record.get("title") or "") or derive_title(text)
+                text_source = "feed" if text else "title"  # a headline-only item
+                text = text or title
+                language = detect_language(title, text, record.get("language")) \
+                    if settings.multilingual.enabled else record.get("language")
+                articles.append({
+                    "article_id": internal[ids[n]], "url": record.get("url"),
+                    "source": record.get("source"), "title": title, "text": text,
+                    "text_source": text_source,
+                    "published_at": _parse_time(record.get("published_at")),
+                    "language": language, "content_hash": content_hash(title, text),
+                    "version": 1, "extraction_status": "ok",
+                    "first_seen_at": base + timedelta(seconds=n), "updated_at": base})
+            story_records.insert_extracted(store, articles)
             assign_stories(store, settings, None, progress=progress)
-            with store.engine.connect() as conn:
-                rows = {r.article_id: r for r in conn.execute(
-                    select(schema.articles.c.article_id, schema.articles.c.story_id,
-                           schema.articles.c.duplicate_of))}
+            rows = story_records.story_of_each_article(store)
         finally:
             store.close()
     external = {v: k for k, v in internal.items()}
     return [{"id": rid, "story_id": rows[internal[rid]].story_id,
              "duplicate_of": external.get(rows[internal[rid]].duplicate_of)} for rid in ids]
+
+
+# ---- the stage contract (pipeline/stages.py) --------------------------------------------
+
+# What the stories stage counts under "stories".
+OUTCOMES = ("embedded", "new-story", "joined-story", "duplicate", "kept-story",
+            "split-by-cohesion", "item-error", "embedded-multilingual", "cross-language-join",
+            "cross-language-merge")
+
+
+def run(context: StageContext) -> dict[str, int]:
+    """The stories stage: :func:`assign_stories`."""
+    return assign_stories(context.store, context.settings, context.run_id,
+                          progress=(lambda n, total: context.advance(STAGE, n, total))
+                          if context.progress else None)

@@ -2,14 +2,13 @@
 
 The app is mounted at ``/newswatch`` (``fastapi_apps``) and linked from Airflow's navigation
 (``external_views``). Importing this module is cheap: settings are read and the app is built
-on the first request, from ``$NEWSWATCH_CONFIG`` or else the Airflow Variable
-``newswatch_config`` (a path to the YAML config; empty = defaults).
+on the first request, by :func:`pipeline.settings.resolve_settings` (``$NEWSWATCH_CONFIG``,
+else the Airflow Variable ``newswatch_config``, a path to the YAML config; neither = defaults).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any
 
@@ -18,20 +17,19 @@ from airflow.plugins_manager import AirflowPlugin
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/newswatch"
-CONFIG_VARIABLE = "newswatch_config"
 
 
-def config_path() -> str | None:
-    """Where the newswatch config is: ``$NEWSWATCH_CONFIG``, else the Airflow Variable."""
-    path = os.environ.get("NEWSWATCH_CONFIG")
-    if path:
-        return path
+def config_variable() -> str | None:
+    """The Airflow Variable ``newswatch_config`` (None when unset or unreachable)."""
+    from pipeline.settings import AIRFLOW_CONFIG_VARIABLE
+
     try:
         from airflow.models import Variable
 
-        return Variable.get(CONFIG_VARIABLE, default_var=None) or None
+        return Variable.get(AIRFLOW_CONFIG_VARIABLE, default_var=None) or None
     except Exception as exc:  # no metadata DB in reach: fall back to defaults
-        log.warning("newswatch: cannot read Airflow Variable %s: %s", CONFIG_VARIABLE, exc)
+        log.warning("newswatch: cannot read Airflow Variable %s: %s", AIRFLOW_CONFIG_VARIABLE,
+                    exc)
         return None
 
 
@@ -45,10 +43,10 @@ class LazyNewswatchApp:
     def build(self) -> Any:
         with self._lock:
             if self._app is None:
-                from pipeline.settings import load_settings
+                from pipeline.settings import resolve_settings
                 from pipeline.web.app import create_app
 
-                self._app = create_app(load_settings(config_path()))
+                self._app = create_app(resolve_settings(airflow_variable=config_variable))
             return self._app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.records import Store
 from tests.support.httpserver import LocalHTTPServer
 from tests.support.postgres import PostgresServer, PostgresUnavailable
 
@@ -23,6 +24,16 @@ def shared_model_cache() -> Iterator[None]:
     yield
     if previous is None:
         os.environ.pop(key, None)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh SQLite record store in the test's tmp_path (migrated to the newest schema)."""
+    from pipeline.records import open_store
+
+    opened = open_store(f"sqlite:///{tmp_path / 'records.db'}")
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

@@ -13,9 +13,11 @@ from datetime import timedelta
 
 import pytest
 
-from pipeline.alerts import engine, ledger
-from pipeline.alerts.engine import AlertRules, run_alerts
-from pipeline.settings import Settings
+from pipeline.alerts import engine
+from pipeline.alerts.engine import run_alerts
+from pipeline.records import alerts as ledger
+from pipeline.settings import AlertSettings, Settings
+from tests.support.factories import with_alerts
 from tests.support.httpserver import Response
 from tests.test_alert_delivery import SMTPSink
 from tests.test_alert_engine import (
@@ -29,15 +31,6 @@ from tests.test_alert_engine import (
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-
-
-@pytest.fixture
-def store(tmp_path):
-    from pipeline.store import open_store
-
-    s = open_store(f"sqlite:///{tmp_path / 'records.db'}")
-    yield s
-    s.close()
 
 
 def mail_channel(port: int) -> dict:
@@ -92,8 +85,8 @@ def dead_pid() -> int:
 
 
 def claim_as(store, worker: str, at) -> None:
-    (row,) = ledger.due_deliveries(store, at, ledger.RetryPolicy())
-    assert ledger.claim(store, row, worker, at, ledger.RetryPolicy())
+    (row,) = ledger.due_deliveries(store, at, ledger.RetryPolicy.of(AlertSettings()))
+    assert ledger.claim(store, row, worker, at, ledger.RetryPolicy.of(AlertSettings()))
 
 
 def quiet_alert(store, settings: Settings) -> None:
@@ -172,8 +165,8 @@ def test_a_channel_that_times_out_is_skipped_for_the_rest_of_the_run(store, tmp_
         for n in range(4):
             add_articles(store, f"s{n}", [("A", f"Taiwan report {n}")], T0)
         started = time.monotonic()
-        counts = run_alerts(store, settings, "r1", now=T0, scorer=FakeScorer(),
-                            rules=AlertRules(smtp_timeout_s=0.5))
+        counts = run_alerts(store, with_alerts(settings, smtp_timeout_s=0.5), "r1", now=T0,
+                            scorer=FakeScorer())
         elapsed = time.monotonic() - started
         assert len(silent.accepted) == 1  # one timeout, not one per alert
     assert elapsed < 1.9
@@ -193,8 +186,8 @@ def test_slack_timeout_also_opens_the_circuit(store, http_server):
     settings = make_settings({"slack": {"type": "slack", "webhook_url": http_server.url(HOOK)}})
     for n in range(3):
         add_articles(store, f"s{n}", [("A", f"Taiwan report {n}")], T0)
-    counts = run_alerts(store, settings, "r1", now=T0, scorer=FakeScorer(),
-                        rules=AlertRules(smtp_timeout_s=1))
+    counts = run_alerts(store, with_alerts(settings, smtp_timeout_s=1), "r1", now=T0,
+                        scorer=FakeScorer())
     assert counts["failed"] == 1 and counts["skipped-channel-down"] == 2
     assert len(http_server.requests(HOOK)) == 1
 

@@ -12,9 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from pipeline import schema
-from pipeline.alerts import ledger
 from pipeline.alerts.engine import (
-    AlertRules,
     AlertStageError,
     digest_window,
     list_alerts,
@@ -24,8 +22,10 @@ from pipeline.alerts.engine import (
     send_digest,
 )
 from pipeline.embeddings import pack_vector
-from pipeline.settings import Settings, WatchConfig
-from pipeline.store import open_store
+from pipeline.records import alerts as ledger
+from pipeline.records import open_store
+from pipeline.settings import AlertSettings, Settings, WatchConfig
+from tests.support.factories import with_alerts
 from tests.support.httpserver import Response
 from tests.test_alert_delivery import SMTPSink, free_port
 
@@ -47,13 +47,6 @@ class FakeScorer:
                                 relevant="Taiwan" in r["title"],
                                 reasons=["'Taiwan' in the title"] if "Taiwan" in r["title"]
                                 else []) for r in records]
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
-    yield store
-    store.close()
 
 
 @pytest.fixture
@@ -307,8 +300,7 @@ def test_slack_long_retry_after_sets_next_attempt(store, scorer, http_server):
     http_server.route(HOOK, status=429, headers={"Retry-After": "900"})
     settings = make_settings({"slack": {"type": "slack", "webhook_url": http_server.url(HOOK)}})
     add_articles(store, "s1", [("A", "Taiwan quake")], T0)
-    run_alerts(store, settings, "r1", now=T0, scorer=scorer,
-               rules=AlertRules(slack_max_wait_s=1))
+    run_alerts(store, with_alerts(settings, slack_max_wait_s=1), "r1", now=T0, scorer=scorer)
     (delivery,) = deliveries(store).values()
     assert delivery["status"] == "failed"
     assert delivery["next_attempt_at"] == T0 + timedelta(seconds=900)
@@ -355,9 +347,9 @@ def test_abandoned_claim_is_taken_over_after_the_lease(store, scorer, file_only,
     settings = make_settings(file_only, quiet_hours="08:00-10:00")
     add_articles(store, "s1", [("A", "Taiwan quake")], T0)
     run_alerts(store, settings, "r1", now=T0, scorer=scorer)  # quiet: held until 10:00
-    (row,) = ledger.due_deliveries(store, T0 + timedelta(hours=1), ledger.RetryPolicy())
-    assert ledger.claim(store, row, "crashed-worker", T0 + timedelta(hours=1),
-                        ledger.RetryPolicy())
+    policy = ledger.RetryPolicy.of(AlertSettings())
+    (row,) = ledger.due_deliveries(store, T0 + timedelta(hours=1), policy)
+    assert ledger.claim(store, row, "crashed-worker", T0 + timedelta(hours=1), policy)
     counts = run_alerts(store, settings, "r2", now=T0 + timedelta(hours=1, minutes=5),
                         scorer=scorer)
     assert "sent" not in counts  # still within the lease
@@ -478,7 +470,7 @@ def add_pending_alerts(url: str, count: int) -> None:
 def test_two_claimers_never_take_the_same_row(tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     add_pending_alerts(url, 40)
-    policy = ledger.RetryPolicy()
+    policy = ledger.RetryPolicy.of(AlertSettings())
     barrier = threading.Barrier(2)
     won: dict[str, list[int]] = {}
 

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from pipeline import schema
 from pipeline.cli import app
+from pipeline.records import open_store
 from pipeline.settings import FeedConfig
-from pipeline.store import open_store
 
 runner = CliRunner()
 HOSTILE = ["Close [/] tag", "Open [bold tag", "[link=http://evil.example]x[/link]",

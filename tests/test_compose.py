@@ -234,7 +234,7 @@ def test_compose_config_file_loads_and_uses_the_mail_catcher(
     assert mail.type == "email" and mail.host == "mailpit" and mail.to
     smtp_ports = {p["target"] for p in model["services"]["mailpit"]["ports"]}
     assert mail.port in smtp_ports
-    assert env["NEWSWATCH_FAILURE_CHANNEL"] in settings.channels
+    assert settings.airflow.failure_channel in settings.channels
     for watch in settings.watches:
         assert set(watch.channels) <= set(settings.channels), watch.name
     assert any("mail" in w.channels for w in settings.watches if w.enabled)

@@ -13,10 +13,10 @@ from html import escape
 import pytest
 
 from pipeline.query import run_search
+from pipeline.records import open_store
 from pipeline.relevance import default_taiwan_watch
 from pipeline.run import run_once
 from pipeline.settings import load_settings
-from pipeline.store import open_store
 from pipeline.urls import article_id_for
 from tests.support.crosslingual import DRILL_EN, DRILL_ZH, UNRELATED
 

@@ -117,7 +117,7 @@ def test_dagbag_imports_cleanly_and_fast(airflow_env: dict[str, str]) -> None:
 
 
 def _counts(store_url: str) -> dict[str, int]:
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     store = open_store(store_url)
     try:
@@ -151,7 +151,7 @@ def test_news_monitor_dag_test_twice_is_idempotent(
     sent = _lines(outbox)
     assert sent > 0, "the Taiwan stories of the sample site alert on the first run"
 
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     store = open_store(store_url)
     try:
@@ -182,7 +182,7 @@ def test_parallel_fetch_batches_share_sqlite(site: SampleSite, tmp_path: Path) -
 
     config = str(_write_config(tmp_path, site))
     assert plan_feed_batches(config, 4)  # syncs the feeds (one host: one batch)
-    from pipeline.store import open_store
+    from pipeline.records import open_store
 
     store = open_store(f"sqlite:///{tmp_path}/newswatch.db")
     try:
@@ -240,7 +240,7 @@ def test_failure_notice_goes_to_the_failure_channel(common, tmp_path: Path,
         "channels": {"ops": {"type": "file", "path": str(tmp_path / "ops.jsonl")}},
     }))
     monkeypatch.setenv("NEWSWATCH_CONFIG", str(config))
-    monkeypatch.setenv("NEWSWATCH_FAILURE_CHANNEL", "ops")
+    monkeypatch.setenv("NEWSWATCH_AIRFLOW__FAILURE_CHANNEL", "ops")
 
     class TI:
         dag_id, task_id, map_index, try_number = "news_monitor", "fetch", 2, 3
@@ -250,7 +250,7 @@ def test_failure_notice_goes_to_the_failure_channel(common, tmp_path: Path,
     assert record["kind"] == "pipeline-failure"
     assert "news_monitor.fetch[2]" in record["subject"] and "boom" in record["text"]
 
-    monkeypatch.setenv("NEWSWATCH_FAILURE_CHANNEL", "missing")  # logged, never raised
+    monkeypatch.setenv("NEWSWATCH_AIRFLOW__FAILURE_CHANNEL", "missing")  # logged, never raised
     common.notify_failure({"ti": TI(), "exception": RuntimeError("x")})
 
 
@@ -269,3 +269,16 @@ def test_resolver_reads_airflow_connections(common, monkeypatch: pytest.MonkeyPa
                                           "port": 587, "username": "user",
                                           "sender": "n@ex.com"}
     assert common.resolver("c", ChannelConfig(type="console")) is None
+
+
+def test_parse_time_settings_give_the_schedule_and_survive_a_broken_config(
+        common, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"airflow": {"schedule": "*/30 * * * *"}}))
+    monkeypatch.setenv("NEWSWATCH_CONFIG", str(config))
+    assert common.parse_time_settings().airflow.schedule == "*/30 * * * *"
+    monkeypatch.setenv("NEWSWATCH_AIRFLOW__SCHEDULE", "@daily")  # the environment wins
+    assert common.parse_time_settings().airflow.schedule == "@daily"
+    config.write_text("airflow: [not, a, mapping")  # the DAG still parses, on the defaults
+    monkeypatch.delenv("NEWSWATCH_AIRFLOW__SCHEDULE")
+    assert common.parse_time_settings().airflow.schedule == "@hourly"

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from pipeline import schema
 from pipeline.embeddings import BACKENDS, embedding_key, encode
+from pipeline.records import open_store, utcnow
 from pipeline.settings import load_settings
-from pipeline.store import open_store, utcnow
 from pipeline.stories import embed_pending
 
 TEXTS = [

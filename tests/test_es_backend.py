@@ -26,7 +26,6 @@ from pipeline.search.base import (
 )
 from pipeline.search.elastic import ElasticSearch
 from pipeline.settings import FeedConfig, SearchSettings
-from pipeline.store import open_store
 from tests.support.es_recorder import matches_path, recording_node_class
 from tests.test_search_contract import CORPUS, DIMS, _vector
 from tests.test_search_index import _add
@@ -43,13 +42,6 @@ def _es(node: type, *, vectors: bool = True, dims: int | None = None) -> Elastic
 @pytest.fixture
 def node() -> type:
     return recording_node_class()
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path}/records.db")
-    yield store
-    store.close()
 
 
 def _articles(store, n: int = 3) -> list[str]:

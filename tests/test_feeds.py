@@ -17,8 +17,8 @@ from pipeline.feeds import (
     group_feeds_by_host,
 )
 from pipeline.fetcher import Fetcher
+from pipeline.records import FeedRow
 from pipeline.settings import FeedConfig, FetchSettings, Settings
-from pipeline.store import FeedRow, open_store
 from pipeline.urls import article_id_for
 from tests.support.httpserver import RecordedRequest, Response
 
@@ -35,13 +35,6 @@ def rss(*items: tuple[str, str], title: str = "Example News", ttl: int | None = 
 
 
 TWO_ITEMS = rss(("Alpha", "https://example.com/a"), ("Beta", "https://example.com/b"))
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = open_store("sqlite:///" + str(tmp_path / "t.db"))
-    yield s
-    s.close()
 
 
 def make_settings(server, *paths: str, **fetch: object) -> Settings:

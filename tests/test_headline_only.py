@@ -8,9 +8,9 @@ from sqlalchemy import select
 
 from pipeline import schema
 from pipeline.query import run_search
+from pipeline.records import open_store
 from pipeline.run import run_once
 from pipeline.settings import load_settings
-from pipeline.store import open_store
 from pipeline.urls import article_id_for
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ from pipeline import schema
 from pipeline.article_input import ArticleInputError, read_articles
 from pipeline.cli import app
 from pipeline.match import UnknownWatchError, find_watch, match_records
+from pipeline.records import open_store
 from pipeline.settings import Settings
-from pipeline.store import open_store
 from tests.test_relevance import PHONE_TEXT, PHONE_TITLE, PLA_TEXT, PLA_TITLE, RAIL_TEXT
 
 runner = CliRunner()

@@ -12,9 +12,9 @@ from alembic import command
 from sqlalchemy import create_engine, inspect, select, text
 
 from pipeline import migrations, schema
+from pipeline.records import open_store
 from pipeline.search.base import SearchDocument
 from pipeline.search.sqlite_fts import SqliteSearch
-from pipeline.store import open_store
 from tests.support.threads import in_threads
 
 NOW = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)

@@ -9,10 +9,10 @@ import pytest
 
 from pipeline import schema
 from pipeline.query import run_search
+from pipeline.records import open_store
 from pipeline.run import run_once
 from pipeline.sample_site import SampleSite
 from pipeline.settings import load_settings
-from pipeline.store import open_store
 from pipeline.urls import article_id_for
 
 SITE = Path("examples/sample_site")

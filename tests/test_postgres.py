@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import select, update
 
 from pipeline import schema
-from pipeline.alerts import ledger
 from pipeline.alerts.engine import run_alerts
 from pipeline.embeddings import pack_vector, unpack_vector
 from pipeline.models import FeedEntry
-from pipeline.settings import FeedConfig
-from pipeline.store import Store, open_store
+from pipeline.records import Store, open_store
+from pipeline.records import alerts as ledger
+from pipeline.settings import AlertSettings, FeedConfig
 from pipeline.urls import article_id_for
 from tests.support.threads import in_threads
 from tests.test_alert_engine import (
@@ -175,7 +175,7 @@ def test_one_alert_per_event_under_concurrent_inserts(pg_url):
 
 def test_two_workers_claim_and_send_each_delivery_exactly_once(pg_url):
     add_pending_alerts(pg_url, 30)
-    policy = ledger.RetryPolicy()
+    policy = ledger.RetryPolicy.of(AlertSettings())
     sent: list[int] = []
     lock = threading.Lock()
 
@@ -210,7 +210,7 @@ def test_channels_finished_by_different_workers_complete_the_alert(pg_url):
                             status="pending", title="t", score=1.0, payload={}, basis={},
                             channels=["a", "b"], now=T0)
     setup.close()
-    policy = ledger.RetryPolicy()
+    policy = ledger.RetryPolicy.of(AlertSettings())
 
     def worker(i: int) -> None:
         channel, name = ("a", "b")[i], f"worker-{i}"

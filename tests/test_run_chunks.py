@@ -26,11 +26,11 @@ from sqlalchemy import func, select
 
 import pipeline.stories
 from pipeline import schema
+from pipeline.records import open_store
 from pipeline.run import mark_abandoned_runs, run_once
 from pipeline.search import open_search
 from pipeline.search.base import SearchQuery
 from pipeline.settings import load_settings
-from pipeline.store import open_store
 from tests.support.httpserver import LocalHTTPServer
 
 TOPICS = ["harbour bridge repairs", "river festival lanterns", "orchard frost damage",
@@ -246,7 +246,8 @@ def test_chunks_follow_publication_time(tmp_path, feeds_server):
     run_once(settings, stages=("fetch",))
     store = open_store(settings.store.url)
     try:
-        first_chunk = store.articles_to_extract(settings.run.chunk_size)
+        first_chunk = store.articles_to_extract(settings.run.chunk_size,
+                                                  settings.extraction.max_attempts)
     finally:
         store.close()
     times = [row["published_at"] for row in first_chunk]

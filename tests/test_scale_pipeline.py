@@ -22,12 +22,12 @@ from sqlalchemy import select
 
 import pipeline.search
 from pipeline import schema
+from pipeline.records import Store, open_store
 from pipeline.run import STAGES, run_once
 from pipeline.sample_site import SampleSite
 from pipeline.search.base import SearchDocument, SearchQuery
 from pipeline.search.elastic import ElasticSearch
 from pipeline.settings import Settings, load_settings
-from pipeline.store import Store, open_store
 from pipeline.urls import article_id_for
 from tests.support.es_compat import OsmemCompatNode
 

@@ -805,32 +805,30 @@ def test_search_values_follow_the_elasticsearch_provider_conventions(common):
 # Run in a fresh interpreter: Airflow reads AIRFLOW_HOME once, at import, and this test must
 # neither depend on nor decide where the rest of the session's Airflow lives.
 CONNECTION_PROBE = """
-import json, sys
+import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import newswatch_common as common
 from pipeline.search import open_search
 from pipeline.settings import load_settings
 
-out = {"before": common.apply_search_connection()}
-common.os.environ[common.ES_CONN_ENV] = "nw_es"
-out["exported"] = sorted(common.apply_search_connection())
-settings = load_settings(None)
+out = {"before": common.search_connection_values(load_settings(None))}
+os.environ["NEWSWATCH_SEARCH__ELASTICSEARCH_CONN_ID"] = "nw_es"
+environment = dict(os.environ)
+settings = common.task_settings()
+out["environment_unchanged"] = dict(os.environ) == environment
 out["search"] = settings.search.model_dump()
 out["backend"] = type(open_search(settings)).__name__
-common.os.environ[common.ES_CONN_ENV] = "nw_missing"
-del common.os.environ["NEWSWATCH_SEARCH__URL"]
+os.environ["NEWSWATCH_SEARCH__ELASTICSEARCH_CONN_ID"] = "nw_missing"
 try:
-    common.config_path()
+    common.task_settings()
     out["missing"] = None
 except Exception as exc:
     out["missing"] = f"{type(exc).__name__}: {exc}"
-for name in [n for n in common.os.environ if n.startswith("NEWSWATCH_SEARCH__")]:
-    if name != "NEWSWATCH_SEARCH__USERNAME":
-        del common.os.environ[name]
-del common.os.environ[common.ES_CONN_ENV]
+del os.environ["NEWSWATCH_SEARCH__ELASTICSEARCH_CONN_ID"]
 with open(sys.argv[2], "w") as handle:
     handle.write("search: {elasticsearch_conn_id: nw_es}\\n")
-out["from_settings"] = sorted(common.apply_search_connection(sys.argv[2]))
+os.environ["NEWSWATCH_CONFIG"] = sys.argv[2]
+out["from_settings"] = common.task_settings().search.model_dump()
 print("PROBE " + json.dumps(out))
 """
 
@@ -856,16 +854,17 @@ def test_elasticsearch_connection_reaches_the_settings(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("PROBE "))
     out = json.loads(line.removeprefix("PROBE "))
-    assert out["before"] == {}  # no connection named: nothing exported
-    assert out["exported"] == ["NEWSWATCH_SEARCH__CA_CERTS", "NEWSWATCH_SEARCH__PASSWORD",
-                               "NEWSWATCH_SEARCH__URL", "NEWSWATCH_SEARCH__VERIFY_CERTS"]
+    assert out["before"] == {}  # no connection named: nothing read
+    assert out["environment_unchanged"]  # the connection reaches the settings, not os.environ
     search = out["search"]
     assert (search["url"], search["username"], search["password"]) == (
         "https://es.internal:9200", "operator", "s3cret-pw")
     assert search["verify_certs"] is True and search["ca_certs"] == "/certs/ca.crt"
     assert out["backend"] == "ElasticSearch"
     assert out["missing"] and "nw_missing" in out["missing"]  # a named connection must exist
-    assert out["from_settings"] == out["exported"]  # search.elasticsearch_conn_id in the YAML
+    # search.elasticsearch_conn_id in the YAML names it just as well
+    assert {k: v for k, v in out["from_settings"].items() if k != "elasticsearch_conn_id"} == {
+        k: v for k, v in search.items() if k != "elasticsearch_conn_id"}
 
 
 def test_fusion_puts_both_lists_on_one_scale():

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.query import run_search
+from pipeline.records import open_store
 from pipeline.run import run_once
 from pipeline.sample_site import SampleSite
 from pipeline.settings import load_settings
-from pipeline.store import open_store
 from tests.support.seeds import requires_user_seeds, user_seeds_dir
 
 pytestmark = pytest.mark.slow

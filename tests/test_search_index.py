@@ -13,12 +13,12 @@ from sqlalchemy import update
 from pipeline import schema
 from pipeline.embeddings import pack_vector
 from pipeline.models import FeedEntry
+from pipeline.records import Store, open_store
 from pipeline.search import index_pending, open_search, reindex, sqlite_search_path
 from pipeline.search.base import SearchDocument, SearchQuery, SearchUnavailable
 from pipeline.search.elastic import ElasticSearch
 from pipeline.search.sqlite_fts import SqliteSearch
 from pipeline.settings import ConfigError, FeedConfig, SearchSettings, Settings, load_settings
-from pipeline.store import Store, open_store
 from pipeline.urls import article_id_for
 
 FEED = "https://example.com/feed.xml"

@@ -82,3 +82,43 @@ def test_shipped_configs_are_valid():
     demo = load_settings("examples/demo.yaml")
     assert demo.fetch.allow_private_networks is True
     assert demo.store.url.startswith("sqlite:///data/demo/")
+
+
+def test_config_path_precedence_is_one_order(tmp_path, monkeypatch):
+    """explicit > $NEWSWATCH_CONFIG > Airflow Variable > default file > defaults."""
+    from pipeline.settings import resolve_config_path
+
+    default = write(tmp_path, "store: {url: 'sqlite:///default.db'}\n")
+    monkeypatch.delenv("NEWSWATCH_CONFIG", raising=False)
+    asked: list[bool] = []
+
+    def variable() -> str:
+        asked.append(True)
+        return "/from/variable.yaml"
+
+    assert resolve_config_path(default_file=tmp_path / "absent.yaml") is None
+    assert resolve_config_path(default_file=default) == str(default)
+    assert resolve_config_path(airflow_variable=variable, default_file=default) == (
+        "/from/variable.yaml")
+    monkeypatch.setenv("NEWSWATCH_CONFIG", "/from/env.yaml")
+    asked.clear()
+    assert resolve_config_path(airflow_variable=variable) == "/from/env.yaml"
+    assert not asked  # the variable is read only when it decides
+    assert resolve_config_path("/explicit.yaml", airflow_variable=variable) == "/explicit.yaml"
+
+
+def test_connection_values_sit_between_the_file_and_the_environment(tmp_path, monkeypatch):
+    import os
+
+    from pipeline.settings import resolve_settings
+
+    path = write(tmp_path, "search: {url: 'http://file:9200', username: filer, index_prefix: nw}\n")
+    monkeypatch.setenv("NEWSWATCH_SEARCH__USERNAME", "operator")
+    before = dict(os.environ)
+    settings = resolve_settings(path, connection={"search": {
+        "url": "https://conn:9243", "username": "conn", "password": "pw", "api_key": None}})
+    assert dict(os.environ) == before  # no side effects
+    search = settings.search
+    assert (search.url, search.username, search.password) == (
+        "https://conn:9243", "operator", "pw")  # connection over file, environment over both
+    assert search.index_prefix == "nw"  # the file's other keys of that section stay

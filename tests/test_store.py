@@ -5,18 +5,9 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
-import pytest
-
 from pipeline.models import FeedEntry
+from pipeline.records import open_store
 from pipeline.settings import FeedConfig
-from pipeline.store import open_store
-
-
-@pytest.fixture
-def store(tmp_path):
-    st = open_store(f"sqlite:///{tmp_path / 'records.db'}")
-    yield st
-    st.close()
 
 
 def entry(link="https://news.example/a?utm_source=x", **kw) -> FeedEntry:
@@ -51,26 +42,27 @@ def test_same_article_from_two_feeds_is_stored_once(store):
     assert store.upsert_entry(b.feed_id, "B", entry(link="https://NEWS.example/a#x")) == "linked"
     assert store.upsert_entry(b.feed_id, "B", entry()) == "unchanged"
     assert store.counts()["articles"] == 1
-    article = store.articles_to_extract(10)[0]
+    article = store.articles_to_extract(10, max_attempts=3)[0]
     assert sorted(store.get_article(article["article_id"])["feeds"]) == [a.feed_id, b.feed_id]
 
 
 def test_changed_entry_is_queued_again_not_duplicated(store):
     (feed,) = store.sync_feeds([FeedConfig(url="https://a.example/rss")])
     store.upsert_entry(feed.feed_id, "A", entry())
-    (pending,) = store.articles_to_extract(10)
+    (pending,) = store.articles_to_extract(10, max_attempts=3)
     store.save_article_text(pending["article_id"], title="Title", text="Body one.",
                             text_source="page", status="ok", outcome="ok")
-    assert store.articles_to_extract(10) == []
+    assert store.articles_to_extract(10, max_attempts=3) == []
     assert store.upsert_entry(feed.feed_id, "A", entry(summary="Changed.")) == "entry-updated"
-    assert [p["article_id"] for p in store.articles_to_extract(10)] == [pending["article_id"]]
+    assert [p["article_id"] for p in store.articles_to_extract(10, max_attempts=3)] == [
+        pending["article_id"]]
     assert store.counts()["articles"] == 1
 
 
 def test_edited_text_is_a_new_version_same_article(store):
     (feed,) = store.sync_feeds([FeedConfig(url="https://a.example/rss")])
     store.upsert_entry(feed.feed_id, "A", entry())
-    article_id = store.articles_to_extract(10)[0]["article_id"]
+    article_id = store.articles_to_extract(10, max_attempts=3)[0]["article_id"]
     save = dict(title="Title", text_source="page", status="ok", outcome="ok")
     assert store.save_article_text(article_id, text="First text.", **save) == "new-version"
     assert store.save_article_text(article_id, text="First   text.", **save) == "unchanged"
@@ -83,7 +75,7 @@ def test_edited_text_is_a_new_version_same_article(store):
 def test_failed_refetch_keeps_page_text(store):
     (feed,) = store.sync_feeds([FeedConfig(url="https://a.example/rss")])
     store.upsert_entry(feed.feed_id, "A", entry())
-    article_id = store.articles_to_extract(10)[0]["article_id"]
+    article_id = store.articles_to_extract(10, max_attempts=3)[0]["article_id"]
     store.save_article_text(article_id, title="T", text="Page text.", text_source="page",
                             status="ok", outcome="ok")
     store.record_extraction_attempt(article_id, status="retry", outcome="timeout")
@@ -105,7 +97,7 @@ def test_run_counters_add_up(store):
 def test_index_fingerprint_tracks_text_and_story(store):
     (feed,) = store.sync_feeds([FeedConfig(url="https://a.example/rss")])
     store.upsert_entry(feed.feed_id, "A", entry())
-    article_id = store.articles_to_extract(10)[0]["article_id"]
+    article_id = store.articles_to_extract(10, max_attempts=3)[0]["article_id"]
     assert store.articles_needing_index() == []  # no text yet
     store.save_article_text(article_id, title="T", text="Body.", text_source="page",
                             status="ok", outcome="ok")

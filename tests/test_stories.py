@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from pipeline import schema
+from pipeline.records import open_store
+from pipeline.records.stories import list_stories
 from pipeline.settings import StoriesSettings, load_settings
-from pipeline.store import open_store
 from pipeline.stories import (
     LEAD_CHARS,
     ActiveStory,
@@ -24,7 +25,6 @@ from pipeline.stories import (
     bisect_scores,
     cluster_records,
     derive_title,
-    list_stories,
     shingle_overlap,
     split_is_clear,
     story_names,
@@ -207,7 +207,7 @@ def test_candidate_lookup_does_not_grow_with_the_run():
         items = [item(f"x{n:05d}", unit(*rng.normal(size=8)), n * 6)
                  for n in range(days * 4)]  # four stories a day
         assigner.assign_batch(items)
-        assert assigner.active_count == len(items)
+        assert len(assigner.stories) == len(items)
         return assigner.scanned / len(items)
 
     short, long = scanned_per_article(10), scanned_per_article(100)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.records import open_store
 from pipeline.run import run_once
 from pipeline.settings import load_settings
-from pipeline.store import open_store
 from pipeline.urls import article_id_for
 
 STAGES = ("fetch", "extract")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,13 +9,12 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import update
 
 from pipeline import schema
+from pipeline.records import open_store
 from pipeline.run import run_once
 from pipeline.sample_site import SampleSite
 from pipeline.settings import Settings, load_settings
-from pipeline.store import open_store
 from pipeline.web.app import create_app, highlight, safe_url
 
 SITE = Path("examples/sample_site")
@@ -26,28 +24,6 @@ SEED_TITLES = (
 )
 HOSTILE_TITLE = "<script>alert(1)</script>"
 HOSTILE_ID = "hostile0000000000000000000000001"
-
-
-def _has_stories_stage() -> bool:
-    return importlib.util.find_spec("pipeline.stories") is not None
-
-
-def _assign_seed_story(settings: Settings) -> None:
-    """Without the story stage, group the two seed articles into one story by hand."""
-    store = open_store(settings.store.url)
-    a = schema.articles
-    now = datetime.now(UTC)
-    try:
-        with store.engine.begin() as conn:
-            rows = conn.execute(a.select().where(a.c.title.in_(SEED_TITLES))).mappings().all()
-            seen = [r["first_seen_at"] for r in rows]
-            conn.execute(schema.stories.insert().values(
-                story_id="seedstory", title=SEED_TITLES[0], first_seen_at=min(seen),
-                last_seen_at=max(seen), article_count=len(rows),
-                sources=sorted({r["source"] for r in rows}), updated_at=now))
-            conn.execute(update(a).where(a.c.title.in_(SEED_TITLES)).values(story_id="seedstory"))
-    finally:
-        store.close()
 
 
 def _insert_hostile_article(settings: Settings) -> None:
@@ -79,12 +55,9 @@ def build_store(directory: Path) -> Settings:
             feeds=[{"url": u} for u in site.feed_urls()],
             fetch={"allow_private_networks": True, "timeout_s": 5, "deadline_s": 10},
         )
-        stages = ("fetch", "extract", "stories", "index") if _has_stories_stage() else (
-            "fetch", "extract", "index")
-        report = run_once(settings, stages=stages, force=True)
+        report = run_once(settings, stages=("fetch", "extract", "stories", "index"),
+                          force=True)
     assert report.errors == {}, report.errors
-    if not _has_stories_stage():
-        _assign_seed_story(settings)
     _insert_hostile_article(settings)
     run_once(settings, stages=("index",))  # story ids and the hostile article reach the index
     return settings

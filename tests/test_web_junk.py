@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from pipeline import query as query_module
 from pipeline import schema
+from pipeline.records import open_store
 from pipeline.search import index_pending, open_search
 from pipeline.settings import Settings
-from pipeline.store import open_store
 from pipeline.web.app import create_app
 
 ENDPOINTS = {  # path -> its query parameters

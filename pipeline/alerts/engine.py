@@ -16,16 +16,13 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, or_, select
 from sqlalchemy.exc import OperationalError
 
-from pipeline import schema
-from pipeline.alerts import ledger
 from pipeline.alerts.channels import (
     DeliveryError,
     SecretResolver,
@@ -33,7 +30,6 @@ from pipeline.alerts.channels import (
     redact,
     resolve_secrets,
 )
-from pipeline.alerts.ledger import RetryPolicy, list_alerts
 from pipeline.alerts.render import (
     AlertMessage,
     Rendered,
@@ -44,8 +40,13 @@ from pipeline.alerts.render import (
 )
 from pipeline.embeddings import embedding_key
 from pipeline.language import original_headlines
-from pipeline.settings import ChannelConfig, Settings, WatchConfig
-from pipeline.store import Store, utcnow
+from pipeline.records import Store, utcnow
+from pipeline.records import alerts as ledger
+from pipeline.records.alerts import RetryPolicy, list_alerts
+from pipeline.records.articles import article_embeddings, articles_by_story, load_texts
+from pipeline.records.stories import recent_stories
+from pipeline.settings import AlertSettings, ChannelConfig, Settings, WatchConfig
+from pipeline.stages import StageContext
 from pipeline.urls import host_of
 
 log = logging.getLogger(__name__)
@@ -55,27 +56,17 @@ ITEM_ERROR = "item-error"  # one story failed on its own; the other stories went
 # scorer(watch, records) -> one object per record with .score, .relevant, .reasons
 Scorer = Callable[[WatchConfig, list[dict[str, Any]]], Sequence[Any]]
 
-__all__ = ["AlertRules", "AlertStageError", "digest_window", "list_alerts", "quiet_until",
+__all__ = ["AlertStageError", "digest_window", "list_alerts", "quiet_until",
            "retry_failed", "run_alerts", "send_digest"]
+
+
+STORY_ARTICLE_COLUMNS = ("article_id", "story_id", "url", "link", "source", "title",
+                         "entry_summary", "entry_fingerprint", "content_hash", "version",
+                         "language", "published_at", "first_seen_at")
 
 
 class AlertStageError(RuntimeError):
     """Deciding alerts failed for some watch; what was due was still delivered."""
-
-
-@dataclass(frozen=True)
-class AlertRules:
-    """Alert tunables with their defaults (not yet settings: issue 17)."""
-
-    update_min_new_sources: int = 3  # distinct outlets not covered by the last alert
-    far_similarity: float = 0.5  # a new article this unlike the first report is news
-    lookback_days: float | None = None  # stories active this recently (None: stories window)
-    continuation_days: float = 30.0  # re-identified stories: look this far back for alerts
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    send_due_digests: bool = True  # run_alerts sends a digest whose time has passed
-    smtp_timeout_s: float = 30.0
-    slack_max_wait_s: float = 30.0  # longer Retry-After: retried by a later run
-    score_batch: int = 256
 
 
 @dataclass
@@ -90,7 +81,8 @@ class _Context:
     store: Store
     settings: Settings
     now: datetime
-    rules: AlertRules
+    rules: AlertSettings
+    retry: RetryPolicy
     resolver: SecretResolver | None
     worker: str
     counts: Counter = field(default_factory=Counter)
@@ -105,11 +97,10 @@ class _Context:
 # ---- public API ------------------------------------------------------------------------------
 
 def run_alerts(store: Store, settings: Settings, run_id: str, *, now: datetime | None = None,
-               scorer: Scorer | None = None, resolver: SecretResolver | None = None,
-               rules: AlertRules | None = None) -> dict[str, int]:
+               scorer: Scorer | None = None, resolver: SecretResolver | None = None
+               ) -> dict[str, int]:
     """The alert stage. Returns its outcome counts (also recorded per run)."""
-    ctx = _context(store, settings, now, resolver, rules)
-    ledger.ensure_tables(store)
+    ctx = _context(store, settings, now, resolver)
     watches = [w for w in settings.watches if w.enabled]
     if watches and scorer is None:
         try:
@@ -135,11 +126,10 @@ def run_alerts(store: Store, settings: Settings, run_id: str, *, now: datetime |
 
 def send_digest(store: Store, settings: Settings, watch_name: str, *,
                 now: datetime | None = None, resolver: SecretResolver | None = None,
-                run_id: str | None = None, rules: AlertRules | None = None) -> dict[str, int]:
+                run_id: str | None = None) -> dict[str, int]:
     """Send the watch's digest for the latest window (local date + ``digest_at``) that has
     begun: one message per channel with every alert queued before it, exactly once."""
-    ctx = _context(store, settings, now, resolver, rules)
-    ledger.ensure_tables(store)
+    ctx = _context(store, settings, now, resolver)
     watch = ctx.watch(watch_name)
     if watch is None:
         raise ValueError(f"no watch named {watch_name!r}")
@@ -152,11 +142,10 @@ def send_digest(store: Store, settings: Settings, watch_name: str, *,
 
 def retry_failed(store: Store, settings: Settings, now: datetime | None = None, *,
                  resolver: SecretResolver | None = None, watch: str | None = None,
-                 run_id: str | None = None, rules: AlertRules | None = None) -> dict[str, int]:
+                 run_id: str | None = None) -> dict[str, int]:
     """Retry failed and given-up deliveries now (``newswatch alerts retry``), then deliver
     everything else that is due. Quiet hours still apply."""
-    ctx = _context(store, settings, now, resolver, rules)
-    ledger.ensure_tables(store)
+    ctx = _context(store, settings, now, resolver)
     ctx.counts["reset"] += ledger.reset_failed(store, ctx.now, watch)
     names = [watch] if watch else [w.name for w in settings.watches if w.enabled]
     _deliver_due(ctx, watches=names)
@@ -241,45 +230,11 @@ def _source(article: dict[str, Any]) -> str:
             or "unknown")
 
 
-def recent_stories(store: Store, since: datetime) -> list[dict[str, Any]]:
-    """Stories that gained articles recently, in processing time (the story stage stamps
-    ``updated_at``) or in publication time: a backlog read today is news today."""
-    s = schema.stories
-    published = func.coalesce(s.c.last_seen_at, s.c.first_seen_at)
-    with store.engine.connect() as conn:
-        rows = conn.execute(select(s.c.story_id, s.c.title, s.c.first_seen_at,
-                                   s.c.last_seen_at, s.c.article_count)
-                            .where(or_(s.c.updated_at >= since, published >= since))
-                            .order_by(s.c.story_id)).mappings().all()
-    return [dict(r) for r in rows]
-
-
 def _story_articles(store: Store, story_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    a = schema.articles
-    columns = [a.c.article_id, a.c.story_id, a.c.url, a.c.link, a.c.source, a.c.title,
-               a.c.entry_summary, a.c.entry_fingerprint, a.c.content_hash,
-               a.c.version, a.c.language, a.c.published_at, a.c.first_seen_at]
-    by_story: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    with store.engine.connect() as conn:
-        for start in range(0, len(story_ids), 500):
-            for row in conn.execute(select(*columns).where(
-                    a.c.story_id.in_(story_ids[start:start + 500]))).mappings():
-                by_story[row["story_id"]].append(dict(row))
+    by_story = articles_by_story(store, story_ids, STORY_ARTICLE_COLUMNS)
     for articles in by_story.values():
         articles.sort(key=lambda art: (_when(art), art["article_id"]))
     return by_story
-
-
-def _load_texts(store: Store, articles: list[dict[str, Any]]) -> None:
-    """Fill in ``text`` only where needed (scoring, summaries): bodies are the bulk."""
-    missing = [a for a in articles if "text" not in a]
-    a = schema.articles
-    with store.engine.connect() as conn:
-        for start in range(0, len(missing), 500):
-            chunk = {art["article_id"]: art for art in missing[start:start + 500]}
-            for article_id, text in conn.execute(select(a.c.article_id, a.c.text).where(
-                    a.c.article_id.in_(list(chunk)))):
-                chunk[article_id]["text"] = text or ""
 
 
 def _field(result: Any, name: str, default: Any = None) -> Any:
@@ -291,27 +246,21 @@ def _field(result: Any, name: str, default: Any = None) -> Any:
 def _scores(ctx: _Context, watch: WatchConfig, articles: list[dict[str, Any]],
             scorer: Scorer) -> dict[str, _Score]:
     """Relevance per article, from the cache unless the text or the watch changed."""
-    t = schema.article_watch_scores
     conf = ctx.settings.embedding
     fingerprint = watch_fingerprint(watch, embedding_key(conf.model, conf.backend))
     version = {a["article_id"]: (a["content_hash"] or f"e:{a['entry_fingerprint'] or ''}")[:40]
                for a in articles}
     scores: dict[str, _Score] = {}
-    ids = list(version)
-    with ctx.store.engine.connect() as conn:
-        for start in range(0, len(ids), 500):
-            for row in conn.execute(select(t).where(
-                    t.c.watch == watch.name, t.c.article_id.in_(ids[start:start + 500]))
-                    ).mappings():
-                if (row["content_hash"] == version[row["article_id"]]
-                        and row["watch_fingerprint"] == fingerprint):
-                    scores[row["article_id"]] = _Score(row["score"], row["relevant"],
-                                                       list(row["reasons"] or []))
+    for row in ledger.cached_scores(ctx.store, watch.name, list(version)):
+        if (row["content_hash"] == version[row["article_id"]]
+                and row["watch_fingerprint"] == fingerprint):
+            scores[row["article_id"]] = _Score(row["score"], row["relevant"],
+                                               list(row["reasons"] or []))
     ctx.counts["score-cached"] += len(scores)
     todo = [a for a in articles if a["article_id"] not in scores]
     for start in range(0, len(todo), ctx.rules.score_batch):
         batch = todo[start:start + ctx.rules.score_batch]
-        _load_texts(ctx.store, batch)
+        load_texts(ctx.store, batch)
         records = [{
             "article_id": a["article_id"], "story_id": a["story_id"], "title": a["title"] or "",
             "text": a["text"] or a["entry_summary"] or "", "summary": a["entry_summary"] or "",
@@ -321,22 +270,18 @@ def _scores(ctx: _Context, watch: WatchConfig, articles: list[dict[str, Any]],
         results = list(scorer(watch, records))
         if len(results) != len(records):
             raise ValueError(f"scorer returned {len(results)} scores for {len(records)} articles")
-        with ctx.store.engine.begin() as conn:
-            for article, result in zip(batch, results, strict=True):
-                score = _Score(float(_field(result, "score", 0.0) or 0.0),
-                               bool(_field(result, "relevant", False)),
-                               [str(r) for r in (_field(result, "reasons") or [])])
-                scores[article["article_id"]] = score
-                stmt = ctx.store._insert(t).values(
-                    article_id=article["article_id"], watch=watch.name,
-                    content_hash=version[article["article_id"]], watch_fingerprint=fingerprint,
-                    score=score.score, relevant=score.relevant, reasons=score.reasons,
-                    scored_at=ctx.now)
-                conn.execute(stmt.on_conflict_do_update(
-                    index_elements=["article_id", "watch"],
-                    set_={c: stmt.excluded[c] for c in ("content_hash", "watch_fingerprint",
-                                                        "score", "relevant", "reasons",
-                                                        "scored_at")}))
+        rows = []
+        for article, result in zip(batch, results, strict=True):
+            score = _Score(float(_field(result, "score", 0.0) or 0.0),
+                           bool(_field(result, "relevant", False)),
+                           [str(r) for r in (_field(result, "reasons") or [])])
+            scores[article["article_id"]] = score
+            rows.append({"article_id": article["article_id"], "watch": watch.name,
+                         "content_hash": version[article["article_id"]],
+                         "watch_fingerprint": fingerprint, "score": score.score,
+                         "relevant": score.relevant, "reasons": score.reasons,
+                         "scored_at": ctx.now})
+        ledger.save_scores(ctx.store, rows)
         ctx.counts["scored"] += len(batch)
     return scores
 
@@ -396,7 +341,7 @@ def _one_story(ctx: _Context, watch: WatchConfig, story: dict[str, Any]) -> Iter
 def _summary_of(store: Store, article: dict[str, Any]) -> str:
     summary = plain(article.get("entry_summary"))
     if len(summary) < 40:
-        _load_texts(store, [article])
+        load_texts(store, [article])
         summary = plain(article.get("text")) or summary
     return shorten(summary, 600)
 
@@ -427,13 +372,9 @@ def _far_article(store: Store, first: dict[str, Any], candidates: list[dict[str,
     """A candidate whose embedding is far from the first report's (None without vectors)."""
     if not candidates:
         return None
-    v = schema.article_versions
     wanted = {first["article_id"]: first["version"],
               **{c["article_id"]: c["version"] for c in candidates}}
-    with store.engine.connect() as conn:
-        rows = conn.execute(select(v.c.article_id, v.c.version, v.c.embedding).where(
-            v.c.article_id.in_(list(wanted)), v.c.embedding.is_not(None))).all()
-    blobs = {aid: blob for aid, version, blob in rows if wanted.get(aid) == version}
+    blobs = article_embeddings(store, wanted)
     if first["article_id"] not in blobs:
         return None
     import numpy as np
@@ -585,15 +526,14 @@ def _create(ctx: _Context, watch: WatchConfig, message: AlertMessage, basis: dic
 # ---- delivering ------------------------------------------------------------------------------
 
 def _context(store: Store, settings: Settings, now: datetime | None,
-             resolver: SecretResolver | None, rules: AlertRules | None) -> _Context:
+             resolver: SecretResolver | None) -> _Context:
     now = now or utcnow()
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    rules = rules or AlertRules(retry=RetryPolicy(stale_claim_s=settings.alerts.stale_claim_s))
     # Claims of a crashed run on this host are taken over at once, not after stale_claim_s.
-    rules = replace(rules, retry=replace(rules.retry, dead_workers=ledger.dead_workers(store)))
-    return _Context(store=store, settings=settings, now=now, rules=rules,
-                    resolver=resolver, worker=ledger.worker_id())
+    retry = RetryPolicy.of(settings.alerts, ledger.dead_workers(store))
+    return _Context(store=store, settings=settings, now=now, rules=settings.alerts,
+                    retry=retry, resolver=resolver, worker=ledger.worker_id())
 
 
 def _make_digest(ctx: _Context, watch: WatchConfig, run_id: str | None) -> None:
@@ -638,7 +578,7 @@ def _render(ctx: _Context, row: dict[str, Any], watch: WatchConfig | None) -> Re
 def _send(ctx: _Context, channel: str, config: ChannelConfig | None, rows: list[dict[str, Any]],
           rendered_for: Callable[[list[dict[str, Any]]], Rendered], via: str) -> None:
     """Claim ``rows`` (one message's worth), send once, record the outcome on each."""
-    policy = ctx.rules.retry
+    policy = ctx.retry
     if channel in ctx.down:  # timed out earlier in this run: its alerts wait for the next
         ctx.counts["skipped-channel-down"] += len(rows)
         return
@@ -691,7 +631,7 @@ def _send(ctx: _Context, channel: str, config: ChannelConfig | None, rows: list[
 def _deliver_due(ctx: _Context, *, watches: Sequence[str],
                  kinds: Sequence[str] | None = None) -> None:
     """Send what is due, watch by watch (one misconfigured watch does not stop the others)."""
-    rows = ledger.due_deliveries(ctx.store, ctx.now, ctx.rules.retry, watches=watches,
+    rows = ledger.due_deliveries(ctx.store, ctx.now, ctx.retry, watches=watches,
                                  kinds=kinds)
     by_watch: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
@@ -753,3 +693,23 @@ def _finish(ctx: _Context, run_id: str | None) -> dict[str, int]:
     if ctx.errors:
         raise AlertStageError("; ".join(ctx.errors))
     return counts
+
+
+# ---- the stage contract (pipeline/stages.py) --------------------------------------------
+
+# What the alert stage counts under "alerts": deciding (per story and article), what was
+# created (its kind), and delivering (per delivery and its new status).
+OUTCOMES = ("scored", "score-cached", "relevant-stories", "continued", "refreshed",
+            "update-suppressed", "new", "update", "digest", "queued-digest", "digested",
+            "sent", "sent-after-takeover", "failed", "dead", "deferred-quiet-hours",
+            "claimed-elsewhere", "reclaimed-stale", "rolled-up", "skipped-channel-down",
+            "unknown-channel", "reset", "watch-error", ITEM_ERROR)
+
+
+def run(context: StageContext) -> dict[str, int]:
+    """The alert stage: nothing to do without an enabled watch (option: ``resolver`` for
+    channel secrets)."""
+    if not any(w.enabled for w in context.settings.watches):
+        return {}
+    return run_alerts(context.store, context.settings, context.run_id,
+                      resolver=context.options.get("resolver"))

@@ -1,6 +1,6 @@
 """Alembic migrations of the record store, run in code (no alembic.ini, nothing downloaded).
 
-:func:`upgrade` is what :func:`pipeline.store.open_store` calls: it brings SQLite or
+:func:`upgrade` is what :func:`pipeline.records.open_store` calls: it brings SQLite or
 PostgreSQL records to the newest revision under a lock, so several processes opening one
 store at once (Airflow tasks, alert workers) migrate it exactly once. A database made by
 ``metadata.create_all`` before migrations existed is adopted by revision 0001 (missing tables

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, select, update
 from sqlalchemy.exc import OperationalError
 
-from pipeline import schema
+from pipeline.records import index_fingerprint
+from pipeline.records.articles import article_embeddings, feeds_of, replace_index_marks
+from pipeline.records.stories import stories_by_id
 from pipeline.search.base import (
     HybridPolicy,
     SearchBackend,
@@ -31,10 +32,10 @@ from pipeline.search.base import (
     parse_since,
 )
 from pipeline.settings import ConfigError, Settings
-from pipeline.store import index_fingerprint
+from pipeline.stages import StageContext
 
 if TYPE_CHECKING:
-    from pipeline.store import Store
+    from pipeline.records import Store
 
 log = logging.getLogger(__name__)
 
@@ -105,45 +106,18 @@ def current_embeddings(store: Store, articles: list[dict[str, Any]]) -> dict[str
     """Embeddings of each article's current version (``article_versions.embedding``)."""
     from pipeline.embeddings import unpack_vector
 
-    wanted = [(a["article_id"], a["version"]) for a in articles if a.get("version")]
+    wanted = {a["article_id"]: a["version"] for a in articles if a.get("version")}
     if not wanted:
         return {}
-    v = schema.article_versions
-    found: dict[str, list[float]] = {}
-    with store.engine.connect() as conn:
-        for start in range(0, len(wanted), 200):
-            chunk = wanted[start:start + 200]
-            rows = conn.execute(
-                select(v.c.article_id, v.c.version, v.c.embedding)
-                .where(v.c.article_id.in_([article_id for article_id, _ in chunk]))
-                .where(v.c.embedding.is_not(None))).all()
-            versions = dict(chunk)
-            for article_id, version, blob in rows:
-                if versions.get(article_id) == version and blob:
-                    found[article_id] = unpack_vector(blob).tolist()
-    return found
-
-
-def _feeds_of(store: Store, article_ids: list[str]) -> dict[str, list[str]]:
-    """Feed ids (as strings, stable across renames) each article was seen in."""
-    af = schema.article_feeds
-    feeds: dict[str, list[str]] = {}
-    with store.engine.connect() as conn:
-        for start in range(0, len(article_ids), 500):
-            chunk = article_ids[start:start + 500]
-            rows = conn.execute(select(af.c.article_id, af.c.feed_id)
-                                .where(and_(af.c.article_id.in_(chunk)))
-                                .order_by(af.c.article_id, af.c.feed_id)).all()
-            for article_id, feed_id in rows:
-                feeds.setdefault(article_id, []).append(str(feed_id))
-    return feeds
+    return {article_id: unpack_vector(blob).tolist()
+            for article_id, blob in article_embeddings(store, wanted).items()}
 
 
 def _documents(store: Store, articles: list[dict[str, Any]],
                embeddings_lookup: EmbeddingsLookup | None) -> list[SearchDocument]:
     lookup = embeddings_lookup or (lambda rows: current_embeddings(store, rows))
     embeddings = lookup(articles)
-    feeds = _feeds_of(store, [a["article_id"] for a in articles])
+    feeds = feeds_of(store, [a["article_id"] for a in articles])
     return [SearchDocument.from_article(a, embedding=embeddings.get(a["article_id"]),
                                         feeds=feeds.get(a["article_id"]))
             for a in articles]
@@ -160,13 +134,9 @@ def _index_stories(store: Store, backend: SearchBackend,
     story_ids = sorted({a["story_id"] for a in articles if a.get("story_id")})
     if index_stories is None or not story_ids:
         return 0
-    s = schema.stories
-    with store.engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(
-            select(s.c.story_id, s.c.title, s.c.first_seen_at, s.c.last_seen_at,
-                   s.c.article_count, s.c.sources).where(s.c.story_id.in_(story_ids)))
-                .mappings()]
-    return int(index_stories(rows))
+    rows = stories_by_id(store, story_ids, ("story_id", "title", "first_seen_at",
+                                            "last_seen_at", "article_count", "sources"))
+    return int(index_stories(list(rows.values())))
 
 
 def _index_batches(store: Store, backend: SearchBackend, counts: dict[str, int], *,
@@ -288,7 +258,7 @@ def reindex(store: Store, backend: SearchBackend,
     except BaseException:
         backend.abort_rebuild(target)
         raise
-    _replace_index_marks(store, sent)
+    replace_index_marks(store, sent)
     return counts
 
 
@@ -309,11 +279,14 @@ def _rebuild_batch(store: Store, backend: SearchBackend, target: str | None,
         progress(counts["indexed"], counts["rejected"])
 
 
-def _replace_index_marks(store: Store, sent: list[dict[str, Any]]) -> None:
-    """The index now holds exactly ``sent``: say so in the records, atomically."""
-    a = schema.articles
-    with store.engine.begin() as conn:
-        conn.execute(update(a).values(indexed_fingerprint=None))
-        for article in sent:
-            conn.execute(update(a).where(a.c.article_id == article["article_id"])
-                         .values(indexed_fingerprint=index_fingerprint(article)))
+# What the index stage counts under "index".
+OUTCOMES = ("indexed", "rejected", "batches", "unavailable", ITEM_ERROR)
+
+
+def run(context: StageContext) -> dict[str, int]:
+    """The index stage: send what changed to the configured backend."""
+    backend = open_search(context.settings)
+    try:
+        return index_pending(context.store, backend, context.run_id)
+    finally:
+        backend.close()

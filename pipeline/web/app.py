@@ -25,10 +25,13 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
-from sqlalchemy import func, inspect, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline import schema
+from pipeline.records import FeedRow, Store, open_store
+from pipeline.records import alerts as alert_records
+from pipeline.records import stories as story_records
+from pipeline.records.articles import list_sources
+from pipeline.records.feeds import FEED_SUCCESS
 from pipeline.sanitize import EARLIEST_DATE, has_control, plausible_date
 from pipeline.search.base import (
     MAX_LIMIT,
@@ -38,13 +41,11 @@ from pipeline.search.base import (
     parse_since,
 )
 from pipeline.settings import Settings
-from pipeline.store import FeedRow, Store, open_store
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 MODES = ("hybrid", "keyword", "semantic")
-FEED_OK = {"ok", "not-modified"}
 _MARK = re.compile(r"\[\[(.+?)\]\]", re.S)
 MAX_TEXT_CHARS = 1000  # longest text parameter (a query, a source name, an id)
 TEXT_PARAMS = ("q", "source", "watch", "mode")
@@ -152,7 +153,7 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-# ---- record queries (fallbacks while pipeline.stories / pipeline.alerts are optional) -------
+# ---- record queries -------------------------------------------------------------------------
 
 
 def _story_row(row: Any) -> dict[str, Any]:
@@ -163,48 +164,20 @@ def _story_row(row: Any) -> dict[str, Any]:
 
 def query_stories(store: Store, since: datetime | None = None, query: str | None = None,
                   limit: int = 50) -> list[dict[str, Any]]:
-    """Stories, most recently active first (``pipeline.stories.list_stories`` when present)."""
-    try:
-        from pipeline.stories import list_stories  # type: ignore[import-not-found]
-    except ImportError:
-        list_stories = None
-    if list_stories is not None:
-        return [{k: _iso(v) for k, v in s.items() if k != "centroid"}
-                for s in list_stories(store, since=since, query=query, limit=limit)]
-    s = schema.stories
-    stmt = select(s).order_by(s.c.last_seen_at.desc(), s.c.story_id).limit(limit)
-    if since is not None:
-        stmt = stmt.where(s.c.last_seen_at >= since)
-    if query and query.strip():
-        stmt = stmt.where(func.lower(s.c.title).contains(query.strip().lower(), autoescape=True))
-    with store.engine.connect() as conn:
-        return [_story_row(r) for r in conn.execute(stmt).mappings().all()]
+    """Stories, most recently active first (``records.stories.list_stories``), for JSON."""
+    return [{k: _iso(v) for k, v in s.items() if k != "centroid"}
+            for s in story_records.list_stories(store, since=since, query=query, limit=limit)]
 
 
 def story_titles(store: Store, story_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Story rows by id (for labelling search groups)."""
-    ids = [i for i in story_ids if i]
-    if not ids:
-        return {}
-    s = schema.stories
-    with store.engine.connect() as conn:
-        rows = conn.execute(select(s.c.story_id, s.c.title, s.c.article_count,
-                                   s.c.first_seen_at, s.c.last_seen_at)
-                            .where(s.c.story_id.in_(ids))).mappings().all()
-    return {r["story_id"]: dict(r) for r in rows}
+    return story_records.stories_by_id(store, story_ids, (
+        "story_id", "title", "article_count", "first_seen_at", "last_seen_at"))
 
 
 def get_story(store: Store, story_id: str) -> dict[str, Any] | None:
     """A story and every article in it (oldest first), or None."""
-    s, a = schema.stories, schema.articles
-    with store.engine.connect() as conn:
-        row = conn.execute(select(s).where(s.c.story_id == story_id)).mappings().first()
-        articles = conn.execute(
-            select(a.c.article_id, a.c.title, a.c.entry_title, a.c.source, a.c.url, a.c.link,
-                   a.c.published_at, a.c.first_seen_at, a.c.duplicate_of)
-            .where(a.c.story_id == story_id)
-            .order_by(func.coalesce(a.c.published_at, a.c.first_seen_at), a.c.article_id)
-        ).mappings().all()
+    row, articles = story_records.story_and_articles(store, story_id)
     if row is None and not articles:
         return None
     story = _story_row(row) if row is not None else {"story_id": story_id, "title": None}
@@ -225,13 +198,6 @@ def get_story(store: Store, story_id: str) -> dict[str, Any] | None:
     story["sources"] = sorted({i["source"] for i in items if i["source"]})
     story["articles"] = items
     return story
-
-
-def list_sources(store: Store) -> list[str]:
-    a = schema.articles
-    with store.engine.connect() as conn:
-        rows = conn.execute(select(a.c.source).where(a.c.source.is_not(None)).distinct()).all()
-    return sorted(r[0] for r in rows if r[0])
 
 
 def feed_health(store: Store) -> list[dict[str, Any]]:
@@ -266,51 +232,20 @@ def _feed_state(feed: FeedRow) -> str:
         return "disabled"
     if feed.last_outcome is None:
         return "new"
-    if feed.consecutive_failures > 0 or feed.last_outcome not in FEED_OK:
+    if feed.consecutive_failures > 0 or feed.last_outcome not in FEED_SUCCESS:
         return "failing"
     return "ok"
 
 
-def _ledger() -> Any | None:
-    try:
-        from pipeline.alerts import ledger
-    except ImportError:
-        return None
-    return ledger if hasattr(ledger, "list_alerts") else None
-
-
-def _has_table(store: Store, name: str) -> bool:
-    try:
-        return inspect(store.engine).has_table(name)
-    except Exception:  # pragma: no cover - defensive
-        return False
-
-
 def watch_names(store: Store, settings: Settings) -> list[str]:
-    """Watches to filter by: configured ones plus any in the ledger (empty = no ledger)."""
-    if _ledger() is None or not _has_table(store, "alerts"):
-        return []
-    names = {w.name for w in settings.watches}
-    with store.engine.connect() as conn:
-        names |= {r[0] for r in conn.execute(select(schema.alerts.c.watch).distinct())}
-    return sorted(names)
-
-
-def alerted_stories(store: Store, watch: str) -> set[str]:
-    al = schema.alerts
-    with store.engine.connect() as conn:
-        rows = conn.execute(select(al.c.story_id).where(al.c.watch == watch,
-                                                        al.c.story_id != "").distinct())
-        return {r[0] for r in rows}
+    """Watches to filter by: configured ones plus any the ledger holds alerts of."""
+    return sorted({w.name for w in settings.watches} | alert_records.watches_with_alerts(store))
 
 
 def list_alerts(store: Store, watch: str | None, since: datetime | None,
-                limit: int) -> list[dict[str, Any]] | None:
-    """Alerts newest first, or None when the alert ledger is not available."""
-    ledger = _ledger()
-    if ledger is None:
-        return None
-    rows = ledger.list_alerts(store, watch=watch, since=since, limit=limit)
+                limit: int) -> list[dict[str, Any]]:
+    """Alerts newest first, with their deliveries, for JSON."""
+    rows = alert_records.list_alerts(store, watch=watch, since=since, limit=limit)
     return [_jsonable(r) for r in rows]
 
 
@@ -481,7 +416,7 @@ def create_app(settings: Settings, *, default_mode: str = "hybrid") -> FastAPI:
         since = _when(params.get("since"), "since")
         limit = _int_param(params.get("limit"), "limit", 100)
         alerts = list_alerts(ctx.store, params.get("watch") or None, since, limit)
-        return JSONResponse({"available": alerts is not None, "alerts": alerts or []})
+        return JSONResponse({"available": True, "alerts": alerts})
 
     # ---- pages -----------------------------------------------------------------------------
 
@@ -504,7 +439,7 @@ def create_app(settings: Settings, *, default_mode: str = "hybrid") -> FastAPI:
             raw_groups = results.groups or []
             watch = params.get("watch") or ""
             if watch and watches:
-                keep = alerted_stories(store, watch)
+                keep = alert_records.alerted_stories(store, watch)
                 raw_groups = [g for g in raw_groups if g.story_id in keep]
             stories = story_titles(store, [g.story_id for g in raw_groups if g.story_id])
             for g in raw_groups:

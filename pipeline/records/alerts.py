@@ -1,4 +1,4 @@
-"""The alert ledger: exactly-once bookkeeping for alerts and their per-channel deliveries.
+"""Alert records, the ledger: exactly-once bookkeeping for alerts and their per-channel deliveries.
 
 An alert row (``alerts``) is written before anything is sent, under a unique key
 (watch, story, kind, window), so a rerun, a retry or a second worker cannot create the same
@@ -31,7 +31,8 @@ from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from pipeline import schema
-from pipeline.store import Store
+from pipeline.records.store import Store
+from pipeline.settings import AlertSettings
 
 # alert statuses
 QUEUED = "queued"  # digest mode: waiting for its digest
@@ -44,19 +45,24 @@ D_PENDING, D_SENDING, D_SENT, D_FAILED, D_DEAD = "pending", "sending", "sent", "
 ONCE = "once"  # the window of a `new` alert: once per story, ever
 DIGEST_STORY = ""  # story_id of a digest alert
 
-TABLES = (schema.article_watch_scores, schema.alerts, schema.alert_deliveries)
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff for failed deliveries: base, 2×base, 4×base, ... capped."""
+    """Exponential backoff for failed deliveries: base, 2×base, 4×base, ... capped
+    (``alerts.retry_base_s``, ``retry_max_s``, ``max_attempts``, ``stale_claim_s``)."""
 
-    base_s: float = 60.0
-    max_s: float = 6 * 3600.0
-    max_attempts: int = 8  # then the delivery is dead until `newswatch alerts retry`
-    stale_claim_s: float = 600.0  # a `sending` row older than this belonged to a dead worker
+    base_s: float
+    max_s: float
+    max_attempts: int  # then the delivery is dead until `newswatch alerts retry`
+    stale_claim_s: float  # a `sending` row older than this belonged to a dead worker
     # Workers known dead (their claims are taken over at once, whatever their age).
     dead_workers: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(cls, conf: AlertSettings, dead_workers: frozenset[str] = frozenset()) -> RetryPolicy:
+        return cls(base_s=conf.retry_base_s, max_s=conf.retry_max_s,
+                   max_attempts=conf.max_attempts, stale_claim_s=conf.stale_claim_s,
+                   dead_workers=dead_workers)
 
     def delay(self, attempts: int, retry_after: float | None = None) -> float:
         delay = min(self.base_s * (2 ** max(0, attempts - 1)), self.max_s)
@@ -86,7 +92,6 @@ def dead_workers(store: Store) -> frozenset[str]:
 
     A claim of another host, or of a live (or reused) pid, is left to ``stale_claim_s``.
     """
-    ensure_tables(store)
     d = schema.alert_deliveries
     with store.engine.connect() as conn:
         claimers = [row[0] for row in conn.execute(
@@ -100,11 +105,6 @@ def dead_workers(store: Store) -> frozenset[str]:
                 and _process_gone(int(pid)):
             dead.add(claimer)
     return frozenset(dead)
-
-
-def ensure_tables(store: Store) -> None:
-    """Create the alert tables in stores opened without ``create`` (idempotent)."""
-    schema.metadata.create_all(store.engine, tables=list(TABLES))
 
 
 # ---- creating alerts -------------------------------------------------------------------------
@@ -362,7 +362,6 @@ def alerts_for_stories(store: Store, watch: str, story_ids: Sequence[str],
 def list_alerts(store: Store, watch: str | None = None, since: datetime | None = None,
                 limit: int | None = None) -> list[dict[str, Any]]:
     """Alerts, newest first, each with its per-channel deliveries (``newswatch alerts``)."""
-    ensure_tables(store)
     a, d = schema.alerts, schema.alert_deliveries
     query = (select(a.c.alert_id, a.c.watch, a.c.story_id, a.c.kind, a.c.window_key,
                     a.c.status, a.c.title, a.c.score, a.c.digest_id, a.c.run_id,
@@ -389,3 +388,45 @@ def list_alerts(store: Store, watch: str | None = None, since: datetime | None =
                 entry = dict(delivery)
                 by_id[entry.pop("alert_id")]["deliveries"].append(entry)
     return alerts
+
+
+def watches_with_alerts(store: Store) -> set[str]:
+    """Every watch the ledger holds alerts of."""
+    with store.engine.connect() as conn:
+        return {r[0] for r in conn.execute(select(schema.alerts.c.watch).distinct())}
+
+
+def alerted_stories(store: Store, watch: str) -> set[str]:
+    """The stories a watch has alerted on (digests excluded)."""
+    al = schema.alerts
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(al.c.story_id).where(al.c.watch == watch,
+                                                        al.c.story_id != "").distinct())
+        return {r[0] for r in rows}
+
+
+# ---- the relevance cache -----------------------------------------------------------------------
+
+def cached_scores(store: Store, watch: str, article_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The stored relevance rows of these articles for a watch (``article_watch_scores``)."""
+    t = schema.article_watch_scores
+    ids = list(article_ids)
+    rows: list[dict[str, Any]] = []
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            rows += [dict(r) for r in conn.execute(select(t).where(
+                t.c.watch == watch, t.c.article_id.in_(ids[start:start + 500]))).mappings()]
+    return rows
+
+
+def save_scores(store: Store, rows: Sequence[dict[str, Any]]) -> None:
+    """Store relevance rows (one per article and watch, replacing an older score)."""
+    t = schema.article_watch_scores
+    with store.engine.begin() as conn:
+        for row in rows:
+            stmt = store._insert(t).values(**row)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["article_id", "watch"],
+                set_={c: stmt.excluded[c] for c in ("content_hash", "watch_fingerprint",
+                                                    "score", "relevant", "reasons",
+                                                    "scored_at")}))

@@ -1,49 +1,21 @@
-"""The record store: feeds and their state, articles with versions, runs and outcome counts.
-
-SQLAlchemy Core over SQLite (WAL + busy timeout, so several processes can write) or
-PostgreSQL. Every write is a short transaction and idempotent: the same input twice leaves
-the same records.
-"""
+"""Article records: feed entries, extracted text and its versions, and the search-index marks."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    Engine,
-    Table,
-    and_,
-    bindparam,
-    create_engine,
-    event,
-    func,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from pipeline import schema
 from pipeline.language import detect_language
 from pipeline.models import FeedEntry
-from pipeline.settings import FeedConfig
-from pipeline.urls import article_id_for, canonical_url, content_hash, host_of
-
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from pipeline.records.engine import Records, utcnow
+from pipeline.urls import article_id_for, canonical_url, content_hash
 
 
 def entry_fingerprint(entry: FeedEntry) -> str:
@@ -57,253 +29,9 @@ def entry_fingerprint(entry: FeedEntry) -> str:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:32]
 
 
-@dataclass(slots=True)
-class FeedRow:
-    feed_id: int
-    url: str
-    name: str | None
-    source: str | None
-    title: str | None
-    enabled: bool
-    dead: bool
-    etag: str | None
-    last_modified: str | None
-    ttl_s: float | None
-    next_fetch_at: datetime | None
-    last_fetched_at: datetime | None
-    last_success_at: datetime | None
-    last_outcome: str | None
-    last_status: int | None
-    last_error: str | None
-    consecutive_failures: int
-    fetch_count: int
 
-    @property
-    def display_name(self) -> str:
-        return self.name or self.title or self.url
-
-    @property
-    def source_name(self) -> str:
-        """The outlet to credit for this feed's articles."""
-        return self.source or self.name or self.title or host_of(self.url)
-
-
-_FEED_FIELDS = [f for f in FeedRow.__slots__]  # type: ignore[attr-defined]
-
-
-def insert_for(dialect: str, table: Table) -> Any:
-    """An INSERT that supports ``on_conflict_do_nothing/update`` on this dialect.
-
-    SQLite and PostgreSQL spell "insert or ignore / upsert" the same way in SQLAlchemy, but
-    through their own ``insert`` constructs; every conflict-tolerant write goes through here.
-    """
-    if dialect == "sqlite":
-        return sqlite_dialect.insert(table)
-    if dialect == "postgresql":
-        return pg_dialect.insert(table)
-    raise ValueError(f"records need SQLite or PostgreSQL, not {dialect}")
-
-
-def _engine_for(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
-        )
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-class Store:
-    """Library API over the records. Create with :func:`open_store`."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.dialect = engine.dialect.name
-
-    # ---- plumbing -------------------------------------------------------------------------
-
-    def create_schema(self) -> None:
-        """Create or upgrade the schema through the Alembic migrations (pipeline/migrations),
-        so SQLite and PostgreSQL records evolve the same way and older databases are adopted."""
-        from pipeline import migrations
-
-        migrations.upgrade(self.engine)
-
-    def _insert(self, table: Table) -> Any:
-        return insert_for(self.dialect, table)
-
-    def _upsert(self, conn: Connection, table, values: dict[str, Any], keys: list[str],
-                update_cols: Sequence[str] | None = None) -> None:
-        stmt = self._insert(table).values(**values)
-        cols = update_cols if update_cols is not None else [k for k in values if k not in keys]
-        if cols:
-            stmt = stmt.on_conflict_do_update(index_elements=keys,
-                                              set_={c: stmt.excluded[c] for c in cols})
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-        conn.execute(stmt)
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    # ---- feeds ----------------------------------------------------------------------------
-
-    def sync_feeds(self, configured: Iterable[FeedConfig]) -> list[FeedRow]:
-        """Make the configured feeds exist; config owns name and enabled, the store owns state."""
-        now = utcnow()
-        with self.engine.begin() as conn:
-            for feed in configured:
-                stmt = self._insert(schema.feeds).values(
-                    url=feed.url, name=feed.name, source=feed.source, enabled=feed.enabled,
-                    dead=False,
-                    consecutive_failures=0, fetch_count=0, created_at=now,
-                )
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["url"],
-                    set_={"name": stmt.excluded.name, "source": stmt.excluded.source,
-                          "enabled": stmt.excluded.enabled},
-                )
-                conn.execute(stmt)
-        urls = [f.url for f in configured] if isinstance(configured, list) else None
-        return [f for f in self.list_feeds() if urls is None or f.url in urls]
-
-    def list_feeds(self) -> list[FeedRow]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(*[schema.feeds.c[f] for f in _FEED_FIELDS])
-                                .order_by(schema.feeds.c.feed_id)).all()
-        return [FeedRow(*row) for row in rows]
-
-    def get_feed(self, feed_id: int) -> FeedRow | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(*[schema.feeds.c[f] for f in _FEED_FIELDS])
-                               .where(schema.feeds.c.feed_id == feed_id)).first()
-        return FeedRow(*row) if row else None
-
-    def find_feed(self, url: str) -> FeedRow | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(*[schema.feeds.c[f] for f in _FEED_FIELDS])
-                               .where(schema.feeds.c.url == url)).first()
-        return FeedRow(*row) if row else None
-
-    def update_feed(self, feed_id: int, **values: Any) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(schema.feeds).where(schema.feeds.c.feed_id == feed_id)
-                         .values(**values))
-
-    def enable_feed(self, url: str) -> bool:
-        """Bring a dead or disabled feed back; returns False if the URL is unknown."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(schema.feeds).where(schema.feeds.c.url == url).values(
-                    enabled=True, dead=False, consecutive_failures=0, next_fetch_at=None)
-            )
-        return result.rowcount > 0
-
-    def count_feed_outcome(self, feed_id: int, outcome: str, at: datetime | None = None,
-                           n: int = 1) -> None:
-        at = at or utcnow()
-        with self.engine.begin() as conn:
-            stmt = self._insert(schema.feed_outcomes).values(
-                feed_id=feed_id, outcome=outcome, count=n, last_at=at)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["feed_id", "outcome"],
-                set_={"count": schema.feed_outcomes.c.count + n, "last_at": at},
-            )
-            conn.execute(stmt)
-
-    def feed_outcome_counts(self) -> dict[int, dict[str, int]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(schema.feed_outcomes.c.feed_id,
-                                       schema.feed_outcomes.c.outcome,
-                                       schema.feed_outcomes.c.count)).all()
-        counts: dict[int, dict[str, int]] = {}
-        for feed_id, outcome, count in rows:
-            counts.setdefault(feed_id, {})[outcome] = count
-        return counts
-
-    def feed_article_counts(self) -> dict[int, int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(schema.article_feeds.c.feed_id, func.count())
-                                .group_by(schema.article_feeds.c.feed_id)).all()
-        return {feed_id: count for feed_id, count in rows}
-
-    # ---- runs -----------------------------------------------------------------------------
-
-    def start_run(self, run_id: str | None = None) -> str:
-        """Start (or resume, for a retried Airflow task) a run and return its id."""
-        run_id = run_id or uuid.uuid4().hex
-        with self.engine.begin() as conn:
-            stmt = self._insert(schema.runs).values(run_id=run_id, started_at=utcnow(),
-                                                    status="running")
-            conn.execute(stmt.on_conflict_do_nothing(index_elements=["run_id"]))
-        return run_id
-
-    def count(self, run_id: str, stage: str, outcome: str, n: int = 1) -> None:
-        if n <= 0:
-            return
-        with self.engine.begin() as conn:
-            stmt = self._insert(schema.run_outcomes).values(
-                run_id=run_id, stage=stage, outcome=outcome, count=n)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["run_id", "stage", "outcome"],
-                set_={"count": schema.run_outcomes.c.count + n},
-            )
-            conn.execute(stmt)
-
-    def run_counts(self, run_id: str) -> dict[str, dict[str, int]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(schema.run_outcomes.c.stage, schema.run_outcomes.c.outcome,
-                                       schema.run_outcomes.c.count)
-                                .where(schema.run_outcomes.c.run_id == run_id)).all()
-        counts: dict[str, dict[str, int]] = {}
-        for stage, outcome, count in rows:
-            counts.setdefault(stage, {})[outcome] = count
-        return counts
-
-    def finish_run(self, run_id: str, status: str, summary: dict[str, Any] | None = None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(schema.runs).where(schema.runs.c.run_id == run_id).values(
-                finished_at=utcnow(), status=status,
-                summary=json.loads(json.dumps(summary or {}, default=str))))
-
-    def update_run_summary(self, run_id: str, values: dict[str, Any]) -> None:
-        """Merge ``values`` into a running run's summary (its heartbeat and owner)."""
-        r = schema.runs
-        with self.engine.begin() as conn:
-            row = conn.execute(select(r.c.summary).where(r.c.run_id == run_id)).first()
-            if row is None:
-                return
-            summary = {**(row.summary or {}), **json.loads(json.dumps(values, default=str))}
-            conn.execute(update(r).where(r.c.run_id == run_id).values(summary=summary))
-
-    def running_runs(self) -> list[dict[str, Any]]:
-        """Runs still marked ``running`` (alive, or left behind by a process that died)."""
-        r = schema.runs
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(r).where(r.c.status == "running")).mappings().all()
-        return [dict(row) for row in rows]
-
-    def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(schema.runs).order_by(schema.runs.c.started_at.desc())
-                                .limit(limit)).mappings().all()
-        return [dict(r) for r in rows]
-
-    # ---- articles: entries from feeds ------------------------------------------------------
+class ArticleRecords(Records):
+    """Articles: entries from feeds, their text and versions, and what the index holds."""
 
     def upsert_entry(self, feed_id: int, source: str | None, entry: FeedEntry) -> str:
         """Record a feed entry. Returns its outcome: new, linked, unchanged or entry-updated.
@@ -439,12 +167,12 @@ class Store:
         return or_(a.c.extraction_status == "pending",
                    and_(a.c.extraction_status == "retry", a.c.extraction_attempts < max_attempts))
 
-    def count_articles_to_extract(self, max_attempts: int = 3) -> int:
+    def count_articles_to_extract(self, max_attempts: int) -> int:
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(schema.articles)
                                 .where(self._waiting_for_text(max_attempts))).scalar_one()
 
-    def articles_to_extract(self, limit: int, max_attempts: int = 3) -> list[dict[str, Any]]:
+    def articles_to_extract(self, limit: int, max_attempts: int) -> list[dict[str, Any]]:
         """The next ``limit`` articles waiting for text, in publication order: a backlog's
         chunks then cover consecutive spans of time, so the stories each chunk compares with
         (its time window) stay few however long the backlog is."""
@@ -595,6 +323,7 @@ class Store:
                 **{f"articles_{k}": v for k, v in by_status.items()}}
 
 
+
 def _entry_fallback_text(entry: FeedEntry) -> str:
     """What the feed itself says about an article: its content, else its summary."""
     content = (entry.content or "").strip()
@@ -613,13 +342,79 @@ def _index_fingerprint_expr():
                        func.coalesce(a.c.story_id, ""), 1, 40)
 
 
-def open_store(url: str, *, create: bool = True) -> Store:
-    """Open the record store at a SQLAlchemy URL (``sqlite:///…`` or ``postgresql+psycopg://…``).
 
-    With ``create`` (the default) the schema is created or migrated to the newest revision
-    first; that is a single read when it is already current.
-    """
-    store = Store(_engine_for(url))
-    if create:
-        store.create_schema()
-    return store
+# ---- reads and writes for the later stages (stories, index, alerts, web) ---------------------
+
+def articles_by_story(store: Records, story_ids: Sequence[str],
+                      columns: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """The articles of each story (``columns`` of each), in no particular order."""
+    a = schema.articles
+    selected = [a.c[name] for name in dict.fromkeys(["story_id", *columns])]
+    ids = list(story_ids)
+    by_story: dict[str, list[dict[str, Any]]] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            for row in conn.execute(select(*selected).where(
+                    a.c.story_id.in_(ids[start:start + 500]))).mappings():
+                by_story.setdefault(row["story_id"], []).append(
+                    {name: row[name] for name in columns})
+    return by_story
+
+
+def load_texts(store: Records, articles: list[dict[str, Any]]) -> None:
+    """Fill in ``text`` only where needed (scoring, summaries): bodies are the bulk."""
+    missing = [art for art in articles if "text" not in art]
+    a = schema.articles
+    with store.engine.connect() as conn:
+        for start in range(0, len(missing), 500):
+            chunk = {art["article_id"]: art for art in missing[start:start + 500]}
+            for article_id, text in conn.execute(select(a.c.article_id, a.c.text).where(
+                    a.c.article_id.in_(list(chunk)))):
+                chunk[article_id]["text"] = text or ""
+
+
+def article_embeddings(store: Records, versions: dict[str, int]) -> dict[str, bytes]:
+    """The stored embedding of each article's given version (absent: none stored)."""
+    v = schema.article_versions
+    ids = list(versions)
+    found: dict[str, bytes] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            rows = conn.execute(select(v.c.article_id, v.c.version, v.c.embedding).where(
+                v.c.article_id.in_(ids[start:start + 500]), v.c.embedding.is_not(None))).all()
+            found.update({aid: blob for aid, version, blob in rows
+                          if versions.get(aid) == version and blob})
+    return found
+
+
+def feeds_of(store: Records, article_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Feed ids (as strings, stable across renames) each article was seen in."""
+    af = schema.article_feeds
+    ids = list(article_ids)
+    feeds: dict[str, list[str]] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            rows = conn.execute(select(af.c.article_id, af.c.feed_id)
+                                .where(af.c.article_id.in_(ids[start:start + 500]))
+                                .order_by(af.c.article_id, af.c.feed_id)).all()
+            for article_id, feed_id in rows:
+                feeds.setdefault(article_id, []).append(str(feed_id))
+    return feeds
+
+
+def replace_index_marks(store: Records, sent: Iterable[dict[str, Any]]) -> None:
+    """The index now holds exactly ``sent``: say so in the records, atomically."""
+    a = schema.articles
+    with store.engine.begin() as conn:
+        conn.execute(update(a).values(indexed_fingerprint=None))
+        for article in sent:
+            conn.execute(update(a).where(a.c.article_id == article["article_id"])
+                         .values(indexed_fingerprint=index_fingerprint(article)))
+
+
+def list_sources(store: Records) -> list[str]:
+    """Every outlet credited on some article, sorted."""
+    a = schema.articles
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(a.c.source).where(a.c.source.is_not(None)).distinct()).all()
+    return sorted(r[0] for r in rows if r[0])

@@ -1,0 +1,66 @@
+"""The records' plumbing: the engine (SQLite in WAL mode, or PostgreSQL), dialect-aware
+inserts and the clock every record is stamped with."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+
+def insert_for(dialect: str, table: Table) -> Any:
+    """An INSERT that supports ``on_conflict_do_nothing/update`` on this dialect.
+
+    SQLite and PostgreSQL spell "insert or ignore / upsert" the same way in SQLAlchemy, but
+    through their own ``insert`` constructs; every conflict-tolerant write goes through here.
+    """
+    if dialect == "sqlite":
+        return sqlite_dialect.insert(table)
+    if dialect == "postgresql":
+        return pg_dialect.insert(table)
+    raise ValueError(f"records need SQLite or PostgreSQL, not {dialect}")
+
+
+def engine_for(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+
+class Records:
+    """What every entity's records need: the engine and its dialect (mixed into ``Store``)."""
+
+    engine: Engine
+    dialect: str
+
+    def _insert(self, table: Table) -> Any:
+        return insert_for(self.dialect, table)
