@@ -30,6 +30,7 @@ import numpy as np
 from scipy import sparse
 
 from pipeline import crosslingual
+from pipeline.cjk import has_cjk
 from pipeline.embeddings import (
     embedding_key,
     encode_for,
@@ -218,6 +219,12 @@ def split_is_clear(scores: np.ndarray, labels: np.ndarray, ratio: float) -> bool
 
 # ---- in-memory assignment -------------------------------------------------------------------
 
+def text_size(terms: frozenset[str]) -> int:
+    """How long a text is, in words, from its terms: a run of Chinese or Japanese characters
+    (no spaces between words) is one token, so it counts one word per two characters."""
+    return sum(max(1, len(t) // 2) if has_cjk(t[:1]) else 1 for t in terms)
+
+
 def _cosine_to_sum(weights: dict[str, float], total: Counter[str]) -> float:
     """Cosine of a unit-length weight vector with the (unnormalised) sum of others."""
     norm = math.sqrt(sum(v * v for v in total.values()))
@@ -309,6 +316,10 @@ class _Member:
     vector: np.ndarray
     terms: frozenset[str]
     names: frozenset[str]
+    size: int = field(init=False)  # text_size(terms): how long the text is, in words
+
+    def __post_init__(self) -> None:
+        self.size = text_size(self.terms)
 
 
 @dataclass
@@ -517,8 +528,8 @@ class StoryAssigner:
             return -math.inf
         vectors = np.stack([m.vector for m in others])
         total = vectors.sum(axis=0)
-        lexical = self._lexical_share(len(member.terms),
-                                      float(np.median([len(o.terms) for o in others])))
+        lexical = self._lexical_share(member.size,
+                                      float(np.median([o.size for o in others])))
         cosine = float(np.mean(vectors @ member.vector))
         if lexical < 1.0:
             centroid = float(total @ member.vector) / (float(np.linalg.norm(total)) or 1.0)
@@ -589,7 +600,7 @@ class StoryAssigner:
         ``_score``)."""
         vectors = np.stack([m.vector for m in members])
         term_w, name_w = self.conf.term_weight, self.conf.name_weight
-        sizes = np.array([len(m.terms) for m in members], dtype=np.float64)
+        sizes = np.array([m.size for m in members], dtype=np.float64)
         floor = self.conf.short_text_terms
         lexical = (np.minimum(1.0, np.minimum.outer(sizes, sizes) / floor) if floor
                    else np.ones((len(members), len(members))))
@@ -652,13 +663,13 @@ class StoryAssigner:
 
     def _is_short(self, member: _Member) -> bool:
         """A headline-length text (fewer than ``short_text_terms`` terms)."""
-        return len(member.terms) < self.conf.short_text_terms
+        return member.size < self.conf.short_text_terms
 
     def _mostly_short(self, group: list[_Member]) -> bool:
         """Headline stories are not checked: with the word and name signals mostly off, their
         pair scores are embedding cosines of a few words, too noisy to tell two events from
         one event's sub-themes (a large headline story would be cut along them)."""
-        return float(np.median([len(m.terms) for m in group])) < self.conf.short_text_terms
+        return float(np.median([m.size for m in group])) < self.conf.short_text_terms
 
     # -- moves --
 

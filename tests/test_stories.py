@@ -30,6 +30,7 @@ from pipeline.stories import (
     story_names,
     story_terms,
     text_shingles,
+    text_size,
 )
 from pipeline.urls import content_hash
 from tests.support.seeds import fictional_seed_files
@@ -614,3 +615,10 @@ def test_headline_stories_are_neither_refined_nor_split():
     assigner = StoryAssigner(conf)
     results = assigner.assign_batch(_two_events("a", "b", 0))
     assert len({r.story_id for r in results}) == 1 and assigner.splits == 0
+
+
+def test_a_chinese_text_is_measured_in_characters_not_in_space_separated_tokens():
+    """Chinese has no spaces: one 'term' is a whole clause, so a full Chinese report would
+    look like a headline (and be scored like one) if terms were simply counted."""
+    assert text_size(frozenset({"國防部今日表示共機", "drill", "2023"})) == 4 + 1 + 1
+    assert text_size(frozenset({"exercise", "taiwan"})) == 2
