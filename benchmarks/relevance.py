@@ -19,7 +19,7 @@ on the training part only: repeated stratified 5-fold (10 × 5) and a time split
 2007–2009, test 2010–2011, and the reverse). The threshold picked on each training part
 maximises F1. ``--fit`` refits the coefficients on the whole set, picks the threshold on it
 by the same rule and prints the constants to ship (the intercept shifted so that 0.5 is that
-threshold). The CV also refits scorer version 2's four features for comparison. A
+threshold). The CV also refits the features of scorer versions 2 and 3 for comparison. A
 summary-only view scores title + the first 50 words of each article, as the pipeline sees an
 article whose page could not be read (feed summary only).
 
@@ -47,6 +47,7 @@ from pipeline.relevance import (
     FEATURES,
     INTERCEPT,
     W_EARLY,
+    W_EVIDENCE,
     W_PASSAGE_SEMANTIC,
     W_SECTION,
     W_SEMANTIC,
@@ -144,7 +145,7 @@ def f_beta(predicted: Sequence[bool], labels: Sequence[int], beta: float = BETA)
 
 
 def pick_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The sweep threshold with the best F0.5 (ties: the lower one)."""
+    """The sweep threshold with the best F-beta (``BETA``; ties: the lower one)."""
     best = max(SWEEP, key=lambda t: (round(f_beta(scores >= t, labels), 6), -t))
     return best
 
@@ -180,8 +181,10 @@ def score_all(watch: WatchConfig, rows: list[dict[str, Any]], model: str, device
 
 Params = tuple[float, np.ndarray]  # (intercept, weights)
 C = 10.0  # L2 strength, as for scorer version 2 (picked then by CV among 0.3 … 100)
-V2_COLUMNS = [0, 1, 2, 4]  # scorer version 2's features: title, share, early, semantic
+V2_COLUMNS = [0, 1, 2, 5]  # scorer version 2's features: title, share, early, semantic
 # (the ablation without the section and passage features)
+V3_COLUMNS = [0, 1, 2, 3, 5, 6]  # scorer version 3's: all but evidence
+SEMANTIC_COLUMNS = [5, 6]
 
 
 def features(scores: list[RelevanceScore]) -> tuple[np.ndarray, np.ndarray]:
@@ -344,7 +347,7 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
     summary = np.array([sc.score for sc in summary_scores])
     x, mask = features(scores)
     keywords_only = x.copy()
-    keywords_only[:, 4:] = 0.0  # ablation: the same model without the two semantic features
+    keywords_only[:, SEMANTIC_COLUMNS] = 0.0  # ablation: the model without the semantic terms
     threshold = watch.min_score
     view, other = second_view(rows)
     embedded = int(mask.sum())
@@ -354,7 +357,8 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
         "watch": {"name": watch.name, "min_score": threshold, "keywords": watch.keywords,
                   "exclude": watch.exclude},
         "coefficients": {"intercept": INTERCEPT, "title": W_TITLE, "share": W_SHARE,
-                         "early": W_EARLY, "section": W_SECTION, "semantic": W_SEMANTIC,
+                         "early": W_EARLY, "section": W_SECTION, "evidence": W_EVIDENCE,
+                         "semantic": W_SEMANTIC,
                          "passage_semantic": W_PASSAGE_SEMANTIC, "C": C,
                          "threshold_rule": f"F{BETA:g}"},
         "shipped": prf(s >= threshold, y),
@@ -364,6 +368,7 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
         "cv": cross_validate(x, mask, y),
         "cv_keywords_only": cross_validate(keywords_only, mask, y),
         "cv_scorer_v2_features": cross_validate(x[:, V2_COLUMNS], mask, y),
+        "cv_scorer_v3_features": cross_validate(x[:, V3_COLUMNS], mask, y),
         "time_split": time_split(x, mask, y, years),
         "per_year": {str(yr): {"rows": int((years == yr).sum()),
                                "positives": int(y[years == yr].sum()),
@@ -422,6 +427,7 @@ def print_report(out: dict[str, Any]) -> None:
     print(_row(f"shipped, min_score {w['min_score']:.2f}", out["shipped"]))
     print(_cv_row(f"CV {FOLDS}-fold × {REPEATS}, refitted", out["cv"]))
     print(_cv_row("  same, keywords only", out["cv_keywords_only"]))
+    print(_cv_row("  scorer v3 features (no evidence)", out["cv_scorer_v3_features"]))
     print(_cv_row("  scorer v2 features (no section, passage)", out["cv_scorer_v2_features"]))
     for name, m in out["time_split"].items():
         print(_row(f"{name} (t {m['threshold']:.2f})", m))

@@ -130,14 +130,15 @@ def _setup_logging(verbose: bool) -> None:
 def _counting_bar(label: str, total: int | None = None) -> Iterator[Callable[[int, int | None],
                                                                            None]]:
     """A progress bar on stderr and its ``progress(advance, total)`` callback (the library's
-    progress protocol: ``total`` given once work is known)."""
+    progress protocol: ``total`` given once work is known; a new total starts a new pass,
+    e.g. the multilingual embedding, then the English one)."""
     with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as bar:
         task = bar.add_task(label, total=total)
 
         def progress(advance: int, new_total: int | None) -> None:
             if new_total is not None:
-                bar.update(task, total=new_total)
+                bar.reset(task, total=new_total)
             bar.advance(task, advance)
 
         yield progress

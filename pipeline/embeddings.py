@@ -41,6 +41,10 @@ BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
 DEFAULT_BACKEND = "openvino"
 # Where exported models go when the caller has no settings at hand (the default data_dir).
 DEFAULT_CACHE_DIR = Path("data") / "models"
+# Texts per encoder call. On the CPU 8 costs the same time per text as 32 (the engines
+# parallelise inside a batch) and keeps the activations small: a run peaks ~110 MB lower
+# (docs/performance.md). A GPU wants larger batches (embedding.batch_size).
+DEFAULT_BATCH_SIZE = 8
 _LOCK = threading.Lock()
 
 
@@ -191,7 +195,7 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> SentenceTrans
 
 
 def encode(texts: list[str], model: str = DEFAULT_MODEL, device: str = "cpu",
-           batch_size: int = 32, *, backend: str = DEFAULT_BACKEND,
+           batch_size: int = DEFAULT_BATCH_SIZE, *, backend: str = DEFAULT_BACKEND,
            cache_dir: str | None = None, threads: int = 0) -> np.ndarray:
     """L2-normalised float32 embeddings, one row per text."""
     encoder = load_encoder(model, backend, device, cache_dir, threads)
@@ -229,7 +233,7 @@ class EmbeddingSpec:
     backend: str = DEFAULT_BACKEND
     cache_dir: str | None = None
     threads: int = 0
-    batch_size: int = 32
+    batch_size: int = DEFAULT_BATCH_SIZE
 
     @classmethod
     def of(cls, settings: Settings) -> EmbeddingSpec:

@@ -119,7 +119,7 @@ def _fetch_feed(store: Store, fetcher: Fetcher, feed: FeedRow, settings: Setting
                 now: datetime, force: bool, rng: random.Random | None) -> FeedReport:
     report = FeedReport(feed_id=feed.feed_id, url=feed.url, name=feed.display_name,
                         outcome="", next_fetch_at=feed.next_fetch_at)
-    configured = {f.url: f for f in settings.feeds}.get(feed.url)
+    configured = next((f for f in settings.feeds if f.url == feed.url), None)
     skip = None
     if feed.dead:
         skip = "skipped-dead"
@@ -184,9 +184,7 @@ def _fetch_feed(store: Store, fetcher: Fetcher, feed: FeedRow, settings: Setting
                            feed.feed_id, feed.url, failures, error)
 
     values.update(last_outcome=outcome, last_error=_truncate(error))
-    store.update_feed(feed.feed_id, **values)
-    store.count_feed_outcome(feed.feed_id, outcome, at=now)
-    store.count(run_id, "fetch", outcome)
+    store.record_fetch(feed.feed_id, run_id, outcome, now, **values)
     report.outcome = outcome
     report.error = error
     report.next_fetch_at = values["next_fetch_at"]

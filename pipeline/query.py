@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.search import open_search
-from pipeline.search.base import SearchQuery, SearchResults, parse_since
+from pipeline.search.base import SearchBackend, SearchQuery, SearchResults, parse_since
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,9 +25,20 @@ def run_search(settings: Settings, text: str, *, since: str | None = None,
     query = SearchQuery(text=text, since=parse_since(since), until=parse_since(until),
                         sources=sources or [], story_id=story_id, limit=limit,
                         mode=mode, by_story=by_story)  # type: ignore[arg-type]
-    if mode != "keyword":
-        query.vector = embed_query(settings, text)
-    backend = open_search(settings)
+    if mode == "keyword":
+        return _search(settings, query)
+    # The model loads (mostly native code, off the GIL) on a second core while the backend
+    # opens: a one-off command pays max(load, open) instead of their sum.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-query") as pool:
+        vector = pool.submit(embed_query, settings, text)
+        backend = open_search(settings)
+        query.vector = vector.result()
+    return _search(settings, query, backend)
+
+
+def _search(settings: Settings, query: SearchQuery,
+            backend: SearchBackend | None = None) -> SearchResults:
+    backend = backend or open_search(settings)
     try:
         return backend.search(query)
     finally:

@@ -1,6 +1,6 @@
 """Is an article (or story) a development on a watched topic, not merely mentioning it?
 
-One score in [0, 1] per (article, watch) from six interpretable features:
+One score in [0, 1] per (article, watch) from seven interpretable features:
 
 * ``title``    – 1 if a watch keyword is in the title (the strongest single signal);
 * ``share``    – the share of the text's sentences that name a keyword (a text counts as at
@@ -10,6 +10,10 @@ One score in [0, 1] per (article, watch) from six interpretable features:
 * ``section``  – the most keyword sentences among any ``SECTION_SENTENCES`` consecutive ones,
   as a fraction of them: a paragraph or section of its own on Taiwan inside a broader article
   counts, where a background clause does not;
+* ``evidence`` – how many of the watch's ``evidence`` groups (the topic's own vocabulary:
+  its parties and politicians, institutions, companies, places…) have a term in a sentence
+  that names a keyword: "HTC" or "the KMT" next to "Taiwanese" says what kind of Taiwan
+  story it is, where a bare "Taiwan" in a list does not;
 * ``semantic`` – cosine between the embedding of title + lead (the first ``LEAD_WORDS``
   words) and the watch description (the max over the description as a whole and each of its
   sentences, so one sentence per sub-topic works well);
@@ -45,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.cjk import keyword_pattern
-from pipeline.embeddings import DEFAULT_MODEL, EmbeddingSpec
+from pipeline.embeddings import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, EmbeddingSpec
 from pipeline.settings import Settings, WatchConfig
 
 if TYPE_CHECKING:
@@ -53,7 +57,7 @@ if TYPE_CHECKING:
 
 # Bump when the features or coefficients change: it is part of the watch fingerprint the alert
 # stage keys its score cache on (pipeline/alerts/engine.py), so stories are re-scored.
-SCORER_VERSION = "3"
+SCORER_VERSION = "4"
 LEAD_WORDS = 100  # the lead: first 100 words (≈ the first two news paragraphs)
 # ``share`` counts a text as at least this many sentences, so a two-sentence feed summary
 # with one mention is not "half about Taiwan". Picked among 1, 3, 5 and 10 on the benchmark's
@@ -68,14 +72,15 @@ PASSAGE_SENTENCES = 3  # the passage embedded and quoted: the keyword sentence a
 # The intercept is shifted so that 0.5 is the threshold picked on the same rows by the
 # benchmark's rule (best F1), so ``min_score`` keeps its default; reproduce with
 # `benchmarks/relevance.py --data FILE --fit`. Cross-validated figures: docs/decisions.md.
-INTERCEPT = -9.79
-W_TITLE = 0.22
-W_SHARE = 3.24
-W_EARLY = 2.30
-W_SECTION = 5.54
-W_SEMANTIC = 5.95
-W_PASSAGE_SEMANTIC = 5.08
-FEATURES = ("title", "share", "early", "section", "semantic", "passage_semantic")
+INTERCEPT = -9.07
+W_TITLE = 0.21
+W_SHARE = 3.22
+W_EARLY = 1.93
+W_SECTION = 4.37
+W_EVIDENCE = 0.83
+W_SEMANTIC = 5.15
+W_PASSAGE_SEMANTIC = 4.04
+FEATURES = ("title", "share", "early", "section", "evidence", "semantic", "passage_semantic")
 
 _SEPARATORS = re.compile(r"[\s\-\u2010\u2011\u2013]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")  # description sentences (sub-topics)
@@ -103,13 +108,16 @@ class KeywordEvidence:
     lead_terms: dict[str, int] = field(default_factory=dict)
     body_terms: dict[str, int] = field(default_factory=dict)
     excluded: list[str] = field(default_factory=list)  # "'term' in title|lead"
+    # evidence group -> its terms found in sentences that name a keyword
+    evidence_terms: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return self.title_hits + self.lead_hits + self.body_hits
 
-    def features(self) -> tuple[float, float, float, float]:
-        """(title, share, early, section): the keyword features as the model sees them. A
+    def features(self) -> tuple[float, float, float, float, float]:
+        """(title, share, early, section, evidence): the keyword features as the model sees
+        them. A
         text shorter than a section is its own section (counted as at least
         ``MIN_SENTENCES``, like ``share``), so a feed summary or a headline-only item about
         Taiwan is not held to a paragraph it does not have."""
@@ -117,7 +125,7 @@ class KeywordEvidence:
         early = 1.0 - self.first_hit if self.first_hit is not None else 0.0
         window = min(SECTION_SENTENCES, max(self.sentences, MIN_SENTENCES))
         section = self.section_sentences / window
-        return float(self.title_hits > 0), share, early, section
+        return float(self.title_hits > 0), share, early, section, float(len(self.evidence_terms))
 
 
 @dataclass(slots=True)
@@ -183,6 +191,60 @@ TAIWAN_KEYWORDS_ZH = (
     "马英九", "台北", "臺北", "高雄", "台積電", "台积电", "立法院", "行政院",
 )
 
+# The rubric's own vocabulary, one group per kind of Taiwan entity or rubric heading, written
+# from the rubric (../shared/data/relevance/RUBRIC-taiwan-developments.md) and general
+# knowledge, not from the labelled articles, in English and Chinese (as the keywords are).
+# A group counts once however many of its terms occur, and only in sentences that also name a
+# keyword, so "recognition" or "crash" count only where the article is talking about Taiwan.
+TAIWAN_EVIDENCE: dict[str, tuple[str, ...]] = {
+    "politics": (
+        "KMT", "Kuomintang", "DPP", "Democratic Progressive Party", "People First Party",
+        "Legislative Yuan", "Executive Yuan", "Control Yuan", "Judicial Yuan", "Ma Ying-jeou",
+        "Chen Shui-bian", "Lee Teng-hui", "Tsai Ing-wen", "Lai Ching-te", "Lien Chan",
+        "James Soong", "Frank Hsieh", "Su Tseng-chang", "Annette Lu", "Wu Den-yih",
+        "Vincent Siew", "Eric Chu", "Hau Lung-bin", "Wang Jin-pyng", "Liu Chao-shiuan",
+        "Yu Shyi-kun", "Wu Shu-chen", "Chiang Kai-shek", "Chiang Ching-kuo", "Ko Wen-je",
+        "Han Kuo-yu", "Hung Hsiu-chu", "Chu Li-luan", "Sunflower movement",
+        "民進黨", "民进党", "國民黨", "国民党", "民眾黨", "蔡英文", "賴清德", "赖清德", "柯文哲",
+        "侯友宜", "馬英九", "马英九", "立法院", "行政院", "總統府"),
+    "cross-strait": (
+        "cross-strait", "Taiwan Strait", "Taiwan Straits", "Mainland Affairs Council",
+        "Straits Exchange Foundation", "ARATS", "Taiwan Affairs Office", "Chen Yunlin",
+        "Chiang Pin-kung", "ECFA", "Economic Cooperation Framework Agreement", "one China",
+        "1992 consensus", "Anti-Secession Law", "reunification", "unification",
+        "independence", "renegade province", "breakaway province", "Hu Jintao", "Xi Jinping",
+        "兩岸", "两岸", "陸委會", "陆委会", "國台辦", "国台办", "海峽中線", "海峡中线", "台海",
+        "臺海"),
+    "defence": (
+        "PLA", "People's Liberation Army", "arms sales", "arms sale", "arms package",
+        "weapons sales", "F-16", "F-16s", "Patriot missiles", "Black Hawk", "missiles",
+        "warships", "submarines", "Taiwan Relations Act", "American Institute in Taiwan",
+        "military drills", "defence ministry", "defense ministry", "國防部", "解放軍", "解放军",
+        "共軍", "共機", "共机", "共艦", "演習", "演习"),
+    "standing": (
+        "World Health Assembly", "World Health Organization", "Chinese Taipei", "Olympics",
+        "Olympic", "United Nations", "diplomatic allies", "diplomatic ally",
+        "diplomatic recognition", "recognition", "recognise", "recognize", "passport",
+        "passports", "map", "maps", "sovereignty", "Vatican", "Holy See", "Paraguay",
+        "embassy"),
+    "companies": (
+        "TSMC", "Taiwan Semiconductor", "Foxconn", "Hon Hai", "HTC", "Acer", "Asus", "Asustek",
+        "MediaTek", "Quanta", "Pegatron", "Compal", "Wistron", "AU Optronics", "Chimei",
+        "Chi Mei", "UMC", "United Microelectronics", "Formosa Plastics", "China Airlines",
+        "EVA Air", "Evergreen", "Chunghwa", "Terry Gou", "Cher Wang", "Morris Chang",
+        "Powerchip", "Nanya", "Inventec", "Largan", "Yageo", "Taiwan Mobile", "Fubon",
+        "Cathay Financial", "台積電", "台积电", "鴻海", "鸿海"),
+    "places": (
+        "Taipei", "Kaohsiung", "Taichung", "Tainan", "Hsinchu", "Keelung", "Kinmen", "Quemoy",
+        "Matsu", "Penghu", "Hualien", "Taitung", "Chiayi", "Pingtung", "Yilan", "Nantou",
+        "Taoyuan", "Formosa", "台北", "臺北", "高雄", "台中", "臺中", "台南", "臺南", "新竹",
+        "金門", "金门", "馬祖", "马祖"),
+    "disasters": (
+        "earthquake", "quake", "typhoon", "Morakot", "landslide", "landslides", "crash",
+        "explosion", "floods", "flooding", "outbreak", "epidemic", "Sars", "swine flu", "地震",
+        "颱風", "台风"),
+}
+
 
 def default_taiwan_watch() -> WatchConfig:
     """The shipped ``taiwan`` watch: Taiwan-related developments as the rubric defines them
@@ -190,7 +252,8 @@ def default_taiwan_watch() -> WatchConfig:
     written out in config/newswatch.yaml, config/newswatch.compose.yaml and
     examples/demo.yaml (a test keeps them identical)."""
     return WatchConfig(name="taiwan", description=TAIWAN_DESCRIPTION,
-                       keywords=[*TAIWAN_KEYWORDS, *TAIWAN_KEYWORDS_ZH], exclude=[])
+                       keywords=[*TAIWAN_KEYWORDS, *TAIWAN_KEYWORDS_ZH], exclude=[],
+                       evidence={group: list(terms) for group, terms in TAIWAN_EVIDENCE.items()})
 
 
 # --- keywords ---------------------------------------------------------------------------
@@ -276,9 +339,10 @@ def _quote(sentence: str, matcher: _Matcher, limit: int = 160) -> str:
 
 
 def _add_text_shape(evidence: KeywordEvidence, matcher: _Matcher | None, text: str,
-                    lead_words: int) -> None:
-    """Sentences naming a keyword, where the first one falls, the densest section and the
-    passage: length-free evidence of where the text talks about the topic."""
+                    lead_words: int, groups: dict[str, _Matcher | None]) -> None:
+    """Sentences naming a keyword, where the first one falls, the densest section, the
+    passage and the evidence groups named beside a keyword: length-free evidence of where
+    and how the text talks about the topic."""
     sentences = [s for s in _SENTENCE_SPLIT.split(text) if s.strip()]
     evidence.sentences = len(sentences)
     if matcher is None or not sentences:
@@ -287,6 +351,11 @@ def _add_text_shape(evidence: KeywordEvidence, matcher: _Matcher | None, text: s
     evidence.keyword_sentences = sum(hits)
     if not evidence.keyword_sentences:
         return
+    beside = " \n ".join(s for s, hit in zip(sentences, hits, strict=True) if hit)
+    for group, group_matcher in groups.items():
+        found = _find(group_matcher, beside)
+        if found:
+            evidence.evidence_terms[group] = found
     first = matcher.pattern.search(text)
     if first is not None:
         evidence.first_hit = len(text[:first.start()].split()) / max(1, len(text.split()))
@@ -314,8 +383,9 @@ def keyword_evidence(watch: WatchConfig, title: str, text: str) -> KeywordEviden
     evidence.title_hits = sum(evidence.title_terms.values())
     evidence.lead_hits = sum(evidence.lead_terms.values())
     evidence.body_hits = sum(evidence.body_terms.values())
+    groups = {group: _matcher(tuple(terms)) for group, terms in watch.evidence.items()}
     _add_text_shape(evidence, pattern, f"{lead} {body}".strip() or title,
-                    len(lead.split()) if lead else 1)
+                    len(lead.split()) if lead else 1, groups)
     exclude = _matcher(tuple(watch.exclude))
     for where, part in (("title", title), ("lead", lead)):
         evidence.excluded.extend(f"'{term}' in {where}" for term in _find(exclude, part))
@@ -380,8 +450,9 @@ def logit_parts(evidence: KeywordEvidence, semantics: Semantics | None
                 ) -> tuple[float, float, float]:
     """(intercept, keyword part, semantic part) of the logit; the keyword part is 0 without
     a keyword hit."""
-    title, share, early, section = evidence.features()
-    keyword = W_TITLE * title + W_SHARE * share + W_EARLY * early + W_SECTION * section
+    title, share, early, section, groups = evidence.features()
+    keyword = (W_TITLE * title + W_SHARE * share + W_EARLY * early + W_SECTION * section
+               + W_EVIDENCE * groups)
     semantic = 0.0 if semantics is None else (W_SEMANTIC * semantics.lead
                                               + W_PASSAGE_SEMANTIC * semantics.passage)
     return INTERCEPT, keyword, semantic
@@ -407,6 +478,9 @@ def _combine(watch: WatchConfig, evidence: KeywordEvidence,
     if evidence.keyword_sentences:
         reasons.append(f"{evidence.keyword_sentences} of {evidence.sentences} sentences, "
                        f"{evidence.section_sentences} of {SECTION_SENTENCES} in a row")
+    if evidence.evidence_terms:
+        reasons.append("beside it: " + "; ".join(
+            f"{group} ({_terms(terms)})" for group, terms in evidence.evidence_terms.items()))
     if not evidence.total:
         reasons.append("no keyword match")
     if semantics is not None:
@@ -486,7 +560,8 @@ def _record_text(record: dict[str, Any]) -> tuple[str, str]:
     return str(title), str(text)
 
 
-def score_records(watch: WatchConfig, records: list[dict[str, Any]], *, batch_size: int = 32,
+def score_records(watch: WatchConfig, records: list[dict[str, Any]], *,
+                  batch_size: int = DEFAULT_BATCH_SIZE,
                   model: str = DEFAULT_MODEL, device: str = "cpu",
                   spec: EmbeddingSpec | None = None) -> list[RelevanceScore]:
     """Score many records (``title`` and ``text`` keys) with one encode call for all the

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -164,12 +163,11 @@ def test_a_channel_that_times_out_is_skipped_for_the_rest_of_the_run(store, tmp_
                                   "outbox": {"type": "file", "path": str(path)}})
         for n in range(4):
             add_articles(store, f"s{n}", [("A", f"Taiwan report {n}")], T0)
-        started = time.monotonic()
         counts = run_alerts(store, with_alerts(settings, smtp_timeout_s=0.5), "r1", now=T0,
                             scorer=FakeScorer())
-        elapsed = time.monotonic() - started
-        assert len(silent.accepted) == 1  # one timeout, not one per alert
-    assert elapsed < 1.9
+        # One connection, one timeout: the other three alerts never tried the dead channel
+        # (counted, not timed, so a loaded machine cannot fail it).
+        assert len(silent.accepted) == 1
     assert counts["failed"] == 1 and counts["skipped-channel-down"] == 3
     assert len(outbox(path)) == 4  # the other channel delivered everything
     mail = [d for (_, channel), d in deliveries(store).items() if channel == "mail"]

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from pipeline import schema
-from pipeline.embeddings import BACKENDS, embedding_key, encode
+from pipeline.embeddings import BACKENDS, DEFAULT_CACHE_DIR, embedding_key, encode
 from pipeline.records import open_store, utcnow
 from pipeline.settings import load_settings
 from pipeline.stories import embed_pending
@@ -49,7 +49,8 @@ def test_backends_agree_with_torch(backend, floor, torch_vectors, tmp_path):
 def test_onnx_inference_never_imports_torch():
     """A fresh process that embeds with the exported graph (already in the cache) and runs
     a keyword command keeps torch, transformers and sentence-transformers out."""
-    encode(["warm the cache"], backend="openvino")  # exports in this process if needed
+    for backend in ("openvino", "onnx", "onnx-int8"):  # exports here (with torch) if needed
+        encode(["warm the cache"], backend=backend)
     code = ("import sys, json\n"
             "from pipeline.embeddings import encode\n"
             "for b in ('openvino', 'onnx', 'onnx-int8'):\n"
@@ -59,6 +60,38 @@ def test_onnx_inference_never_imports_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, check=True)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_default_mode_search_embeds_the_query_without_torch(tmp_path):
+    """`newswatch search` in the default (hybrid) mode on the default backend: a fresh process
+    that imports neither torch, transformers, sentence-transformers nor SQLAlchemy (the
+    records are never opened), and the query's vector equals torch's."""
+    query = "harbour bridge repairs in Brindlemoor"
+    encode(["warm the cache"], backend="openvino")  # exports in this process if needed
+    config = tmp_path / "c.yaml"
+    config.write_text(f"store: {{url: 'sqlite:///{tmp_path / 'r.db'}'}}\n"
+                      f"data_dir: {tmp_path}\n"
+                      f"embedding: {{model_cache: '{DEFAULT_CACHE_DIR.resolve()}'}}\n",
+                      encoding="utf-8")
+    code = ("import sys, json\n"
+            "from typer.testing import CliRunner\n"
+            "import pipeline.query as query\n"
+            "from pipeline.cli import app\n"
+            "vectors = []\n"
+            "embed = query.embed_query\n"
+            "query.embed_query = lambda s, t: vectors.append(embed(s, t)) or vectors[-1]\n"
+            f"result = CliRunner().invoke(app, ['search', {query!r}, '-c', {str(config)!r}])\n"
+            "assert result.exit_code == 0, result.output\n"
+            "print(json.dumps({'vector': vectors[0], 'modules': sorted(m for m in ("
+            "'torch', 'transformers', 'sentence_transformers', 'sqlalchemy') "
+            "if m in sys.modules)}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["modules"] == []
+    vector = np.asarray(out["vector"], dtype=np.float32)
+    assert float(vector @ encode([query], backend="torch")[0]) >= 0.9999
 
 
 def test_commands_that_do_not_embed_do_not_load_torch(tmp_path):

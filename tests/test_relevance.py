@@ -129,9 +129,9 @@ def test_share_of_sentences_and_position_of_the_first_mention() -> None:
     ev = keyword_evidence(watch, "Storm", text)
     assert (ev.sentences, ev.keyword_sentences) == (4, 2)
     assert ev.first_hit == pytest.approx(2 / 9)  # the third of nine words
-    assert ev.features() == (0.0, 0.5, pytest.approx(7 / 9), 2 / 4)  # four sentences: one section
+    assert ev.features() == (0.0, 0.5, pytest.approx(7 / 9), 2 / 4, 0.0)  # one section
     none = keyword_evidence(watch, "Storm", "Rain fell. Trains stopped.")
-    assert none.features() == (0.0, 0.0, 0.0, 0.0) and logit_parts(none, None)[1] == 0.0
+    assert none.features() == (0.0, 0.0, 0.0, 0.0, 0.0) and logit_parts(none, None)[1] == 0.0
     assert none.passage == "" and none.passage_quote == ""
 
 
@@ -181,6 +181,40 @@ def test_a_section_of_its_own_counts_where_a_background_clause_does_not() -> Non
     assert with_section.passage == section  # the densest run of PASSAGE_SENTENCES
     assert with_section.passage_quote == "Taiwan's legislature passed the budget on Friday."
     assert not with_section.passage_in_lead  # it starts after the first 100 words
+
+
+def test_evidence_groups_count_once_each_and_only_beside_a_keyword() -> None:
+    """The topic's own vocabulary ("HTC", "the KMT") says what kind of Taiwan story it is,
+    but only in a sentence that names a keyword, and a group counts once."""
+    watch = WatchConfig(name="t", keywords=["Taiwanese"],
+                        evidence={"companies": ["HTC", "Acer"], "politics": ["KMT"],
+                                  "places": ["Hsinchu"]})
+    text = ("The Taiwanese phone maker HTC cut its forecast as Acer and HTC shares fell. "
+            "Hsinchu is where the plant is. The KMT was not involved.")
+    ev = keyword_evidence(watch, "Phones", text)
+    assert ev.evidence_terms == {"companies": {"HTC": 2, "Acer": 1}}
+    assert ev.features()[4] == 1.0
+    plain = keyword_evidence(watch.model_copy(update={"evidence": {}}), "Phones", text)
+    assert plain.features()[4] == 0.0
+    assert logit_parts(ev, None)[1] > logit_parts(plain, None)[1]
+    assert "beside it: companies (HTC ×2, Acer)" in relevance._combine(watch, ev, None).reasons
+
+
+def test_evidence_terms_alone_never_make_an_article_score(monkeypatch: Any) -> None:
+    monkeypatch.setattr(embeddings, "encode", _no_model)
+    watch = default_taiwan_watch()
+    result = score_text(watch, "Foxconn and HTC report results",
+                        "Foxconn and HTC reported results. Hsinchu plants were busy.")
+    assert result.semantic is None and result.score < 0.01
+    assert result.evidence.evidence_terms == {}
+
+
+def test_the_shipped_watch_groups_the_rubric_vocabulary() -> None:
+    evidence = default_taiwan_watch().evidence
+    assert {"politics", "cross-strait", "defence", "standing", "companies", "places",
+            "disasters"} == set(evidence)
+    assert {"TSMC", "Foxconn", "HTC"} <= set(evidence["companies"])
+    assert "WHO" not in evidence["standing"]  # would match every "who"
 
 
 def test_the_passage_quote_is_cut_around_the_keyword() -> None:
@@ -279,8 +313,9 @@ def test_shipped_configs_carry_the_default_watch(path: str) -> None:
 
     (watch,) = [w for w in load_settings(path).watches if w.name == "taiwan"]
     default = default_taiwan_watch()
-    assert (watch.description, watch.keywords, watch.exclude, watch.min_score) == (
-        default.description, default.keywords, default.exclude, default.min_score)
+    assert (watch.description, watch.keywords, watch.exclude, watch.evidence,
+            watch.min_score) == (default.description, default.keywords, default.exclude,
+                                 default.evidence, default.min_score)
 
 
 def _no_model(*_args: Any, **_kwargs: Any) -> Any:

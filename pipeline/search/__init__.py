@@ -13,11 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import OperationalError
-
-from pipeline.records import index_fingerprint
-from pipeline.records.articles import article_embeddings, feeds_of, replace_index_marks
-from pipeline.records.stories import stories_by_id
 from pipeline.search.base import (
     HybridPolicy,
     SearchBackend,
@@ -34,6 +29,10 @@ from pipeline.search.base import (
 from pipeline.settings import ConfigError, Settings
 from pipeline.stages import StageContext
 
+# SQLAlchemy and the records are imported by the indexing functions that use them, not
+# here: a search from the command line opens only the search backend (docs/performance.md,
+# search latency).
+
 if TYPE_CHECKING:
     from pipeline.records import Store
 
@@ -41,9 +40,15 @@ log = logging.getLogger(__name__)
 
 STAGE = "index"
 ITEM_ERROR = "item-error"  # this article's document raised; the rest of its batch went on
-# Failures that are no document's fault: an outage, a misconfiguration, a database in trouble.
-_NOT_THE_ITEM = (SearchUnavailable, SearchMisconfigured, sqlite3.OperationalError,
-                 OperationalError)
+
+
+def _not_the_item() -> tuple[type[BaseException], ...]:
+    """Failures that are no document's fault: an outage, a misconfiguration, a database in
+    trouble."""
+    from sqlalchemy.exc import OperationalError
+
+    return (SearchUnavailable, SearchMisconfigured, sqlite3.OperationalError, OperationalError)
+
 
 EmbeddingsLookup = Callable[[list[dict[str, Any]]], dict[str, list[float]]]
 
@@ -105,6 +110,7 @@ def open_search(settings: Settings, **backend_options: Any) -> SearchBackend:
 def current_embeddings(store: Store, articles: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Embeddings of each article's current version (``article_versions.embedding``)."""
     from pipeline.embeddings import unpack_vector
+    from pipeline.records.articles import article_embeddings
 
     wanted = {a["article_id"]: a["version"] for a in articles if a.get("version")}
     if not wanted:
@@ -115,6 +121,8 @@ def current_embeddings(store: Store, articles: list[dict[str, Any]]) -> dict[str
 
 def _documents(store: Store, articles: list[dict[str, Any]],
                embeddings_lookup: EmbeddingsLookup | None) -> list[SearchDocument]:
+    from pipeline.records.articles import feeds_of
+
     lookup = embeddings_lookup or (lambda rows: current_embeddings(store, rows))
     embeddings = lookup(articles)
     feeds = feeds_of(store, [a["article_id"] for a in articles])
@@ -134,6 +142,8 @@ def _index_stories(store: Store, backend: SearchBackend,
     story_ids = sorted({a["story_id"] for a in articles if a.get("story_id")})
     if index_stories is None or not story_ids:
         return 0
+    from pipeline.records.stories import stories_by_id
+
     rows = stories_by_id(store, story_ids, ("story_id", "title", "first_seen_at",
                                             "last_seen_at", "article_count", "sources"))
     return int(index_stories(list(rows.values())))
@@ -146,6 +156,8 @@ def _index_batches(store: Store, backend: SearchBackend, counts: dict[str, int],
 
     Raises SearchUnavailable mid-way; batches done before stay marked.
     """
+    from pipeline.records import index_fingerprint
+
     seen: set[tuple[str, str]] = set()
     while True:
         articles = store.articles_needing_index(limit=batch)
@@ -176,9 +188,10 @@ def _index_isolated(store: Store, backend: SearchBackend, articles: list[dict[st
     misconfiguration or a database in trouble is no item's fault: it raises, as does an
     error every article of a fallback shares (nothing is marked, the next run retries).
     """
+    not_the_item = _not_the_item()
     try:
         return backend.index(_documents(store, articles, embeddings_lookup)), {}
-    except _NOT_THE_ITEM:
+    except not_the_item:
         raise
     except Exception as exc:
         log.warning("index: a batch of %d failed (%s: %s); indexing its articles one by one",
@@ -189,7 +202,7 @@ def _index_isolated(store: Store, backend: SearchBackend, articles: list[dict[st
     for article in articles:
         try:
             accepted += backend.index(_documents(store, [article], embeddings_lookup))
-        except _NOT_THE_ITEM:
+        except not_the_item:
             raise
         except Exception as exc:
             first_error = first_error or exc
@@ -242,6 +255,8 @@ def reindex(store: Store, backend: SearchBackend,
     A failure throws the unfinished target away and leaves the live index and the records
     as they were.
     """
+    from pipeline.records.articles import replace_index_marks
+
     counts = {"indexed": 0, "rejected": 0, "batches": 0}
     sent: list[dict[str, Any]] = []
     target = backend.begin_rebuild()
