@@ -50,6 +50,8 @@ from pipeline.settings import Settings, StoriesSettings, load_settings
 from pipeline.stories import cluster_records
 
 ORDER_SEEDS = (1, 2, 3, 4, 5, 6, 7)
+HALVES_SEED = 12
+SPLIT_COSINE = 0.85
 
 
 # ---- metrics --------------------------------------------------------------------------------
@@ -260,7 +262,25 @@ def evaluate_headlines(records: list[dict[str, Any]], settings: Settings) -> dic
     shuffled = records[:]
     random.Random(ORDER_SEEDS[0]).shuffle(shuffled)
     result["bcubed_f1_shuffled_file"] = evaluate_clusters(shuffled, settings)["bcubed"]["f1"]
+    result["story_halves"] = story_halves(records, settings)
     return result
+
+
+def story_halves(records: list[dict[str, Any]], settings: Settings,
+                 seed: int = HALVES_SEED) -> dict[str, Any]:
+    """Robustness: the labelled stories split into two random halves (seeded), each half
+    clustered on its own. Two similar figures mean the defaults do not ride on a few
+    stories; each half is also easier than the whole (fewer stories meet in one window)."""
+    labels = sorted({str(r["label"]) for r in records})
+    random.Random(seed).shuffle(labels)
+    first = set(labels[: len(labels) // 2])
+    halves = {}
+    for name, keep in (("a", True), ("b", False)):
+        part = [r for r in records if (str(r["label"]) in first) == keep]
+        figures = evaluate_clusters(part, settings)
+        halves[name] = {"articles": figures["articles"], "events": figures["events"],
+                        "bcubed": figures["bcubed"]}
+    return {"seed": seed, **halves}
 
 
 # ---- the real stream, replayed as daily runs --------------------------------------------------
@@ -326,6 +346,7 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
                 print(f"  {day}: {len(days[day]):,} items", flush=True)
             with store.engine.connect() as conn:
                 rows = conn.execute(select_story_members()).all()
+                splits = first_day_neighbours(conn)
         finally:
             store.close()
     stories_module.encode_for = original  # type: ignore[assignment]
@@ -343,13 +364,46 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
             for story_id in drawn:
                 handle.write(json.dumps({"story_id": story_id, "title": titles[story_id],
                                          "members": members[story_id]}) + "\n")
+        with audit_out.with_suffix(".splits.jsonl").open("w", encoding="utf-8") as handle:
+            for day, cosine, left, right in splits:
+                handle.write(json.dumps({"day": day, "cosine": cosine, "stories": [
+                    {"story_id": sid, "title": titles[sid], "members": members[sid]}
+                    for sid in (left, right)]}) + "\n")
     return {"items": len(items), "daily_runs": len(days),
             "seconds": round(time.perf_counter() - started, 1), "stories": len(members),
             "multi_article_stories": len(multi),
             "articles_in_multi_article_stories": sum(len(members[s]) for s in multi),
             "largest_stories": sorted((len(m) for m in members.values()), reverse=True)[:10],
             "singletons": sizes.get(1, 0), "sample": len(drawn), "sample_seed": seed,
-            "sample_ids": drawn}
+            "sample_ids": drawn, "first_day_neighbours": len(splits),
+            "first_day_neighbour_cosine": SPLIT_COSINE}
+
+
+def first_day_neighbours(conn: Any) -> list[tuple[str, float, str, str]]:
+    """Candidate splits to read: two stories first seen on the same day whose centroids have
+    cosine >= ``SPLIT_COSINE`` and that hold five or more articles between them (an event of
+    five or more articles cut in two on its first day would show up here)."""
+    from sqlalchemy import select
+
+    from pipeline import schema
+    from pipeline.embeddings import unpack_vector
+
+    s = schema.stories
+    by_day: dict[str, list[tuple[str, int, np.ndarray]]] = defaultdict(list)
+    for story_id, first, count, blob in conn.execute(
+            select(s.c.story_id, s.c.first_seen_at, s.c.article_count, s.c.centroid)):
+        vector = unpack_vector(blob)
+        by_day[str(first)[:10]].append((story_id, count, vector / np.linalg.norm(vector)))
+    found = []
+    for day, stories in sorted(by_day.items()):
+        matrix = np.stack([v for _, _, v in stories])
+        counts = np.array([c for _, c, _ in stories])
+        cosines = np.triu(matrix @ matrix.T, 1)
+        for i, j in zip(*np.nonzero(cosines >= SPLIT_COSINE), strict=True):
+            if counts[i] + counts[j] >= 5:
+                found.append((day, round(float(cosines[i, j]), 3), stories[i][0],
+                              stories[j][0]))
+    return sorted(found, key=lambda f: -f[1])
 
 
 def select_story_members() -> Any:
@@ -404,6 +458,9 @@ def main() -> int:
     parser.add_argument("--only-stream", action="store_true",
                         help="skip ECB+/UCI/SemEval (keep their figures in --json)")
     parser.add_argument("--pairs", type=Path, help="SemEval-2022 pairs JSONL")
+    parser.add_argument("--part", action="append", choices=("ecbplus", "headlines", "pairs"),
+                        help="run only these parts (repeatable; default: every part whose "
+                        "data is given), e.g. to run them as separate processes")
     parser.add_argument("--config", type=Path, help="newswatch config (default: defaults)")
     parser.add_argument("--sweep", action="store_true", help="also try other settings")
     parser.add_argument("--representations", action="store_true",
@@ -427,21 +484,23 @@ def main() -> int:
     if args.only_stream:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         return 0
-    result["ecbplus"] = evaluate_orders(records, settings)
-    file_order = result["ecbplus"]["file_order"]
-    print(f"ECB+ ({file_order['articles']} articles, {file_order['events']} events), file "
-          f"order: {json.dumps(file_order)}")
-    ecb = result["ecbplus"]
-    print(f"  BCubed F1 over {1 + len(ORDER_SEEDS)} orders: mean "
-          f"{ecb['bcubed_f1_mean_over_orders']}, min {ecb['bcubed_f1_min_over_orders']}")
-    if args.headlines:
+    parts = set(args.part or ("ecbplus", "headlines", "pairs"))
+    if "ecbplus" in parts:
+        result["ecbplus"] = evaluate_orders(records, settings)
+        file_order = result["ecbplus"]["file_order"]
+        print(f"ECB+ ({file_order['articles']} articles, {file_order['events']} events), file "
+              f"order: {json.dumps(file_order)}")
+        ecb = result["ecbplus"]
+        print(f"  BCubed F1 over {1 + len(ORDER_SEEDS)} orders: mean "
+              f"{ecb['bcubed_f1_mean_over_orders']}, min {ecb['bcubed_f1_min_over_orders']}")
+    if args.headlines and "headlines" in parts:
         result["uci_headlines"] = evaluate_headlines(read_jsonl(args.headlines), settings)
         print(f"UCI headlines: {json.dumps(result['uci_headlines'])}")
     if args.sweep:
         result["sweep"] = sweep(records, settings)
     if args.representations:
         result["representations"] = compare_representations(records, settings)
-    if args.pairs:
+    if args.pairs and "pairs" in parts:
         result["semeval"] = evaluate_pairs(read_jsonl(args.pairs), settings)
         print(f"SemEval pairs: {json.dumps(result['semeval'])}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -201,13 +201,26 @@ class StoriesSettings(Section):
     """Story assignment. Defaults are tuned on ECB+ / SemEval (docs/decisions.md)."""
 
     window_days: float = Field(3.0, gt=0, description="compare with stories active this close")
-    threshold: float = Field(0.30, ge=-1, le=1, description="min score to join a story (the "
-                             "mean over its latest members of the mixed similarity below)")
+    threshold: float = Field(0.30, ge=-1, le=1, description="min score to join a story (for a "
+                             "full text the mean over the story's latest members of the mixed "
+                             "similarity below; for a headline its score against their "
+                             "centroid)")
     term_weight: float = Field(0.2, ge=0, le=1, description="share of the score from rare "
                                "shared words of title + lead (idf-weighted cosine)")
     name_weight: float = Field(0.4, ge=0, le=1, description="share of the score from shared "
                                "names and numbers (capitalised words, figures); the rest is "
                                "the embedding cosine")
+    short_text_terms: int = Field(20, ge=0, description="a text with fewer words than this "
+                                  "(title + lead, stop words dropped; a headline has 5-10) is "
+                                  "short: the word and name signals keep only that share of "
+                                  "their weight against it, the rest goes to the embedding, and "
+                                  "it is compared with a story's centroid rather than each "
+                                  "member (0 = every text is scored as a full text)")
+    embedding_scale: float = Field(0.55, ge=0, le=2, description="the weight a short text's "
+                                   "unused word and name share adds to the embedding cosine, "
+                                   "times this factor (puts a cosine on the mixed score's "
+                                   "scale: the mixed threshold over the best embedding-only "
+                                   "threshold on ECB+)")
     refine_passes: int = Field(2, ge=0, le=10, description="passes that let a run's articles "
                                "move to a better story of the same run (0 = purely online)")
     split_ratio: float = Field(0.8, ge=0, le=1, description="split a run's story in two when "

@@ -32,6 +32,7 @@ from scipy import sparse
 from threadpoolctl import ThreadpoolController
 
 from pipeline import crosslingual
+from pipeline.cjk import has_cjk
 from pipeline.embeddings import (
     embedding_key,
     encode_for,
@@ -227,6 +228,18 @@ def _blas() -> ThreadpoolController:
 
 # ---- in-memory assignment -------------------------------------------------------------------
 
+def text_size(terms: frozenset[str]) -> int:
+    """How long a text is, in words, from its terms: a run of Chinese or Japanese characters
+    (no spaces between words) is one token, so it counts one word per two characters."""
+    return sum(max(1, len(t) // 2) if has_cjk(t[:1]) else 1 for t in terms)
+
+
+def _cosine_to_sum(weights: dict[str, float], total: dict[str, float]) -> float:
+    """Cosine of a unit-length weight vector with the (unnormalised) sum of others."""
+    norm = math.sqrt(sum(v * v for v in total.values()))
+    return sum(w * total.get(t, 0.0) for t, w in weights.items()) / norm if norm else 0.0
+
+
 @dataclass(slots=True)
 class StoryItem:
     article_id: str
@@ -312,6 +325,10 @@ class _Member:
     vector: np.ndarray
     terms: frozenset[str]
     names: frozenset[str]
+    size: int = field(init=False)  # text_size(terms): how long the text is, in words
+
+    def __post_init__(self) -> None:
+        self.size = text_size(self.terms)
 
 
 @dataclass(slots=True)
@@ -323,8 +340,10 @@ class _Profile:
     key: tuple[int, int]  # (cluster version, idf generation) it was built at
     size: int
     vectors: np.ndarray
+    total: np.ndarray  # the vectors' sum (its direction is the sample's centroid)
     terms: dict[str, float]
     names: dict[str, float]
+    median_size: float  # the members' median text_size(): headline or full text
 
 
 @dataclass
@@ -384,9 +403,11 @@ class StoryAssigner:
        starts one;
     2. *refinement*: ``refine_passes`` times, each article of the batch is scored again against
        the stories of the batch, itself left out, and moves when another story (or a story of
-       its own) fits better — this undoes the early, order-dependent mistakes of step 1;
+       its own) fits better — this undoes the early, order-dependent mistakes of step 1.
+       Headline-length articles keep their online decision: their scores against two stories
+       differ by less than their noise, and moving them cut large headline stories apart;
     3. *cohesion check*: a story whose run articles form two clearly separate groups is split
-       in two (``split_ratio``; see ``_split_incoherent``);
+       in two (``split_ratio``; see ``_split_incoherent``); headline stories are not checked;
     4. new stories take their id from their earliest article (stable) and every touched
        story its title from its most representative member (``rename_after_representative``);
        ``duplicate_of`` points at the closest member when it is a near-copy on the embedding
@@ -394,10 +415,11 @@ class StoryAssigner:
 
     Stored members never move: a rerun or a later run never changes an earlier decision.
 
-    The score of an article against a story is the mean, over the story's latest members, of
+    The score of a full text against a story is the mean, over the story's latest members, of
     ``(1 - term_weight - name_weight) * embedding cosine + term_weight * cosine of idf-weighted
     words + name_weight * cosine of idf-weighted names and numbers``; document frequencies
-    come from every article in play (the window's stored members and the batch).
+    come from every article in play (the window's stored members and the batch). Short texts
+    (headlines) are scored against the centroid, mostly by the embedding (``_score``).
     """
 
     def __init__(self, conf: StoriesSettings, stories: Iterable[ActiveStory] = ()) -> None:
@@ -528,6 +550,13 @@ class StoryAssigner:
             a, b = b, a
         return sum(w * b[t] for t, w in a.items() if t in b)
 
+    def _lexical_share(self, terms_a: float, terms_b: float) -> float:
+        """How much of their weight the word and name signals keep for two texts: all of it
+        when the shorter side has ``short_text_terms`` terms or more (a lead), a fraction for
+        a headline (5-10 terms), whose few words rarely meet another headline's."""
+        floor = self.conf.short_text_terms
+        return min(1.0, min(terms_a, terms_b) / floor) if floor else 1.0
+
     def _profile(self, cluster: _Cluster, exclude: str | None) -> _Profile | None:
         """The member sample's profile; cached on the cluster while neither its members nor
         the document frequencies change (not when the article scored is itself a member)."""
@@ -546,23 +575,41 @@ class StoryAssigner:
                 for total, weights in ((terms, other_terms), (names, other_names)):
                     for token, weight in weights.items():
                         total[token] = total.get(token, 0.0) + weight
-        profile = _Profile(key, len(others), np.stack([m.vector for m in others]), terms,
-                           names)
+        vectors = np.stack([m.vector for m in others])
+        profile = _Profile(key, len(others), vectors, vectors.sum(axis=0), terms, names,
+                           float(np.median([m.size for m in others])))
         if not own:
             cluster.profile = profile
         return profile
 
     def _score(self, member: _Member, cluster: _Cluster, exclude: str | None = None) -> float:
+        """Length-aware: full texts are scored by average linkage over the story's latest
+        members (the mean of pairwise mixed scores); a headline against the story's centroid
+        (what its members share), with the word and name weight it cannot use moved to the
+        embedding cosine, scaled by ``embedding_scale``; in between, a mix of both."""
         profile = self._profile(cluster, exclude)
         if profile is None:
             return -math.inf
+        lexical = self._lexical_share(member.size, profile.median_size)
         cosine = float(np.mean(profile.vectors @ member.vector))
+        if lexical < 1.0:
+            centroid = (float(profile.total @ member.vector)
+                        / (float(np.linalg.norm(profile.total)) or 1.0))
+            cosine = lexical * cosine + (1.0 - lexical) * centroid
         term_w, name_w = self.conf.term_weight, self.conf.name_weight
-        score = (1.0 - term_w - name_w) * cosine
-        if term_w or name_w:
+        score = (1.0 - term_w - name_w + (1.0 - lexical) * (term_w + name_w)
+                 * self.conf.embedding_scale) * cosine
+        if lexical and (term_w or name_w):
             terms, names = self._weights_of(member)
-            score += (term_w * self._dot(terms, profile.terms)
-                      + name_w * self._dot(names, profile.names)) / profile.size
+            # The mean of pairwise dot products is the dot product with the summed weights.
+            pair_terms = self._dot(terms, profile.terms) / profile.size
+            pair_names = self._dot(names, profile.names) / profile.size
+            if lexical < 1.0:
+                pair_terms = lexical * pair_terms + (1.0 - lexical) * _cosine_to_sum(
+                    terms, profile.terms)
+                pair_names = lexical * pair_names + (1.0 - lexical) * _cosine_to_sum(
+                    names, profile.names)
+            score += lexical * (term_w * pair_terms + name_w * pair_names)
         return score
 
     def score(self, item: StoryItem, story: ActiveStory) -> float:
@@ -608,10 +655,16 @@ class StoryAssigner:
         return best, best_score
 
     def _pair_scores(self, members: list[_Member]) -> np.ndarray:
-        """The join score between every two members (the same mix as ``_score``)."""
+        """The join score between every two members (the same length-aware mix as
+        ``_score``)."""
         vectors = np.stack([m.vector for m in members])
         term_w, name_w = self.conf.term_weight, self.conf.name_weight
-        scores = (1.0 - term_w - name_w) * (vectors @ vectors.T).astype(np.float64)
+        sizes = np.array([m.size for m in members], dtype=np.float64)
+        floor = self.conf.short_text_terms
+        lexical = (np.minimum(1.0, np.minimum.outer(sizes, sizes) / floor) if floor
+                   else np.ones((len(members), len(members))))
+        scores = (1.0 - term_w - name_w + (1.0 - lexical) * (term_w + name_w)
+                  * self.conf.embedding_scale) * (vectors @ vectors.T).astype(np.float64)
         for weight, part in ((term_w, 0), (name_w, 1)):
             if not weight:
                 continue
@@ -625,7 +678,7 @@ class StoryAssigner:
                 indptr.append(len(cols))
             matrix = sparse.csr_matrix((data, cols, indptr),
                                        shape=(len(rows), max(len(vocabulary), 1)))
-            scores += weight * (matrix @ matrix.T).toarray()
+            scores += weight * lexical * (matrix @ matrix.T).toarray()
         return scores
 
     def _split_incoherent(self, members: list[_Member], labels: dict[str, str]) -> None:
@@ -648,7 +701,7 @@ class StoryAssigner:
         queue = list(groups.items())
         while queue:
             label, group = queue.pop()
-            if len(group) < 2 * MIN_SPLIT:
+            if len(group) < 2 * MIN_SPLIT or self._mostly_short(group):
                 continue
             scores = self._pair_scores(group)
             halves = bisect_scores(scores)
@@ -666,6 +719,16 @@ class StoryAssigner:
                 labels[member.article_id] = new
             self.splits += 1
             queue += [(label, staying), (new, leaving)]
+
+    def _is_short(self, member: _Member) -> bool:
+        """A headline-length text (fewer than ``short_text_terms`` terms)."""
+        return member.size < self.conf.short_text_terms
+
+    def _mostly_short(self, group: list[_Member]) -> bool:
+        """Headline stories are not checked: with the word and name signals mostly off, their
+        pair scores are embedding cosines of a few words, too noisy to tell two events from
+        one event's sub-themes (a large headline story would be cut along them)."""
+        return float(np.median([m.size for m in group])) < self.conf.short_text_terms
 
     # -- moves --
 
@@ -723,6 +786,8 @@ class StoryAssigner:
         for _ in range(self.conf.refine_passes if len(members) > 1 else 0):  # 2. refinement
             moved = 0
             for member in members:
+                if self._is_short(member):
+                    continue  # a headline's scores are too noisy to second-guess (see above)
                 current = labels[member.article_id]
                 best, best_score = self._best(member, current)
                 if best_score < self.conf.threshold:

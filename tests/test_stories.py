@@ -17,6 +17,7 @@ from pipeline.records.stories import list_stories
 from pipeline.settings import StoriesSettings, load_settings
 from pipeline.stories import (
     LEAD_CHARS,
+    ActiveStory,
     StoryAssigner,
     StoryItem,
     article_text_for_embedding,
@@ -29,6 +30,7 @@ from pipeline.stories import (
     story_names,
     story_terms,
     text_shingles,
+    text_size,
 )
 from pipeline.urls import content_hash
 from tests.support.seeds import fictional_seed_files
@@ -216,7 +218,7 @@ def test_candidate_lookup_does_not_grow_with_the_run():
 def test_cached_story_profiles_score_as_the_member_by_member_mean():
     """A story's sample profile is cached between joins and leaves: after a batch full of
     both, every score still equals the mean over the latest members, computed one by one."""
-    conf = StoriesSettings(threshold=0.6, term_weight=0.3, name_weight=0.2)
+    conf = StoriesSettings(threshold=0.6, term_weight=0.3, name_weight=0.2, short_text_terms=0)
     rng = np.random.default_rng(5)
     centres = [rng.normal(size=16) for _ in range(6)]
     words = ["harbour", "strike", "vote", "flood", "summit", "trial", "drill", "tariff"]
@@ -250,8 +252,31 @@ def test_cached_story_profiles_score_as_the_member_by_member_mean():
                                                                 abs=1e-9)
 
 
+def test_cached_story_profiles_score_headlines_as_a_fresh_profile_does():
+    """The headline mix (centroid and summed weights) reads the same cached profile: a
+    cached score equals the score from a profile built anew."""
+    conf = StoriesSettings(threshold=0.6, term_weight=0.3, name_weight=0.2)
+    rng = np.random.default_rng(7)
+    centres = [rng.normal(size=16) for _ in range(4)]
+    words = ["harbour", "strike", "vote", "flood", "summit", "trial"]
+    items = [StoryItem(f"h{n:03d}", f"t{n}", "S", T0 + timedelta(hours=n),
+                       unit(*(centres[n % 4] + 0.5 * rng.normal(size=16))),
+                       frozenset(rng.choice(words, 3, replace=False)), frozenset())
+             for n in range(40)]
+    assigner = StoryAssigner(conf)
+    assigner.assign_batch(items)
+    probe = assigner._clusters[next(iter(assigner.stories))].sample(None)[0]
+    clusters = [c for c in assigner._clusters.values() if c.members]
+    cached = [assigner._score(probe, c) for c in clusters]
+    for cluster in clusters:
+        cluster.profile = None
+    assert [assigner._score(probe, c) for c in clusters] == pytest.approx(cached, abs=1e-12)
+
+# The synthetic items below carry a few terms each and stand for full texts (leads):
+# short_text_terms=0 scores them with the full-text mix; headlines have tests of their own.
+
 def test_rare_shared_terms_decide_between_two_same_type_stories():
-    conf = StoriesSettings(threshold=0.5, term_weight=0.5, name_weight=0.0)
+    conf = StoriesSettings(threshold=0.5, term_weight=0.5, name_weight=0.0, short_text_terms=0)
     assigner = StoryAssigner(conf)
     for n in range(8):  # other quake stories make "earthquake magnitude" common in the window
         assigner.assign(item(f"f{n}", unit(*np.eye(12)[n + 4]), 0,
@@ -268,7 +293,7 @@ def test_rare_shared_terms_decide_between_two_same_type_stories():
 
 
 def test_names_and_numbers_separate_two_fights_of_the_same_champion():
-    conf = StoriesSettings(threshold=0.7, term_weight=0.0, name_weight=0.5)
+    conf = StoriesSettings(threshold=0.7, term_weight=0.0, name_weight=0.5, short_text_terms=0)
     assigner = StoryAssigner(conf)
     same = unit(1, 0.1, 0)  # MiniLM sees "champion retains title" either way
 
@@ -286,7 +311,7 @@ def test_names_and_numbers_separate_two_fights_of_the_same_champion():
 def test_refinement_moves_an_early_article_to_the_story_it_fits_best():
     def run(passes: int) -> dict[str, str]:
         conf = StoriesSettings(threshold=0.6, term_weight=0.0, name_weight=0.0,
-                               refine_passes=passes)
+                               refine_passes=passes, short_text_terms=0)
         items = [item("a1", unit(1, 0, 0), 0), item("m", unit(1, 1, 0), 1),
                  item("b1", unit(0.2, 1, 0), 2), item("b2", unit(0.2, 1, 0), 3)]
         results = StoryAssigner(conf).assign_batch(items)
@@ -337,7 +362,7 @@ def test_bisect_scores_finds_the_two_blocks():
 def test_cohesion_check_splits_two_chained_events_into_two_stories():
     def run(ratio: float) -> tuple[dict[str, str], int]:
         conf = StoriesSettings(threshold=0.5, term_weight=0.0, name_weight=0.0,
-                               split_ratio=ratio)
+                               split_ratio=ratio, short_text_terms=0)
         items = _two_events("a", "b", 0)
         assigner = StoryAssigner(conf)
         results = assigner.assign_batch(items)
@@ -593,3 +618,64 @@ def test_cluster_command_round_trips_ids_and_groups_only_the_seeds(model, tmp_pa
     assert story[id1] == story[id2]
     others = [story[r["id"]] for r in records if r["id"] not in (id1, id2)]
     assert len(set(others)) == len(others) and story[id1] not in others
+
+
+# ---- headlines (texts shorter than short_text_terms) -----------------------------------------
+
+def _spread_story(assigner: StoryAssigner, terms: str = "") -> ActiveStory:
+    """A story whose members lie on both sides of one direction (cosine 0.78 with it each);
+    the assigner's threshold must let them join (scores do not depend on it)."""
+    for n, sign in enumerate((1, -1, 1, -1)):
+        assigner.assign_batch([item(f"m{n}", unit(1, 0.8 * sign, 0), n, terms)])
+    assert len(assigner.stories) == 1
+    return next(iter(assigner.stories.values()))
+
+
+def test_a_headline_is_compared_with_the_story_centroid_a_full_text_with_each_member():
+    conf = StoriesSettings(threshold=-1.0, term_weight=0.0, name_weight=0.0, refine_passes=0,
+                           split_ratio=0.0)
+    assigner = StoryAssigner(conf)
+    story = _spread_story(assigner)  # no terms: headlines
+    headline = item("h", unit(1, 0, 0), 5)
+    assert assigner.score(headline, story) == pytest.approx(1.0, abs=1e-5)  # the centroid
+    full = StoryAssigner(conf.model_copy(update={"short_text_terms": 0}))
+    story = _spread_story(full)
+    pairwise = 1 / np.sqrt(1 + 0.8 ** 2)  # 0.78 with each member
+    assert full.score(headline, story) == pytest.approx(pairwise, abs=1e-5)  # their mean
+
+
+def test_a_headline_s_unused_word_and_name_weight_goes_to_the_embedding():
+    conf = StoriesSettings(threshold=-1.0)  # shipped mix: 0.4 embedding, 0.2 words, 0.4 names
+    assigner = StoryAssigner(conf)
+    story = _spread_story(assigner)
+    headline = item("h", unit(1, 0.3, 0), 5)
+    centroid_cosine = float(unit(1, 0.3, 0) @ story.centroid)
+    expected = (0.4 + 0.6 * conf.embedding_scale) * centroid_cosine
+    assert assigner.score(headline, story) == pytest.approx(expected, abs=1e-5)
+
+
+def test_long_texts_keep_the_full_mix():
+    many = " ".join(f"word{n}" for n in range(25))  # a lead's worth of terms
+    scores = []
+    for floor in (20, 0):
+        assigner = StoryAssigner(StoriesSettings(threshold=-1.0, short_text_terms=floor))
+        story = _spread_story(assigner, many)
+        scores.append(assigner.score(item("h", unit(1, 0.3, 0), 5, many), story))
+    assert scores[0] == pytest.approx(scores[1])
+
+
+def test_headline_stories_are_neither_refined_nor_split():
+    """Two groups of headlines the full-text cohesion check would split stay one story: a
+    headline's pair scores are too noisy to cut a story along (it cut large headline stories
+    into their sub-themes)."""
+    conf = StoriesSettings(threshold=0.5, term_weight=0.0, name_weight=0.0, split_ratio=0.8)
+    assigner = StoryAssigner(conf)
+    results = assigner.assign_batch(_two_events("a", "b", 0))
+    assert len({r.story_id for r in results}) == 1 and assigner.splits == 0
+
+
+def test_a_chinese_text_is_measured_in_characters_not_in_space_separated_tokens():
+    """Chinese has no spaces: one 'term' is a whole clause, so a full Chinese report would
+    look like a headline (and be scored like one) if terms were simply counted."""
+    assert text_size(frozenset({"國防部今日表示共機", "drill", "2023"})) == 4 + 1 + 1
+    assert text_size(frozenset({"exercise", "taiwan"})) == 2
