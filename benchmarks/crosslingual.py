@@ -56,11 +56,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.stories import bcubed, pairwise
 from pipeline.article_input import read_jsonl
+from pipeline.cluster import cluster_records
 from pipeline.crosslingual import Candidate, Member, best_story, thresholds_of
 from pipeline.embeddings import encode
 from pipeline.multilingual import encode_multilingual
 from pipeline.settings import Settings
-from pipeline.stories import article_text_for_embedding, cluster_records
+from pipeline.story_text import article_text_for_embedding
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / "benchmarks" / "data" / "crosslingual-events.jsonl"

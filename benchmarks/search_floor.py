@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     from pipeline.embeddings import DEFAULT_MODEL, encode
-    from pipeline.stories import article_text_for_embedding
+    from pipeline.story_text import article_text_for_embedding
 
     rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if (r.get("title") or "").strip()]

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.embeddings import DEFAULT_MODEL, encode
     from pipeline.search.base import SearchDocument, SearchQuery
     from pipeline.search.sqlite_fts import SqliteSearch
-    from pipeline.stories import article_text_for_embedding
+    from pipeline.story_text import article_text_for_embedding
 
     rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
     tagged = {r["id"] for r in rows if r.get("tag_taiwan", r.get("label"))}

@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pipeline.stories as stories_module
 from pipeline.article_input import read_jsonl
+from pipeline.cluster import cluster_records
 from pipeline.settings import Settings, StoriesSettings, load_settings
-from pipeline.stories import cluster_records
 
 ORDER_SEEDS = (1, 2, 3, 4, 5, 6, 7)
 HALVES_SEED = 12
@@ -194,7 +194,8 @@ def compare_representations(records: list[dict[str, Any]],
     from datetime import UTC, datetime, timedelta
 
     from pipeline.embeddings import encode, load_model
-    from pipeline.stories import StoryAssigner, StoryItem, article_text_for_embedding
+    from pipeline.story_assignment import StoryAssigner, StoryItem
+    from pipeline.story_text import article_text_for_embedding
 
     tokenizer = load_model(settings.embedding.model).tokenizer
     titles = [r.get("title") or "" for r in records]
@@ -303,7 +304,8 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
 
     from pipeline import schema
     from pipeline.records import open_store
-    from pipeline.stories import article_text_for_embedding, assign_stories
+    from pipeline.stories import assign_stories
+    from pipeline.story_text import article_text_for_embedding
     from pipeline.urls import content_hash
 
     items = read_stream(path)[:max_items]

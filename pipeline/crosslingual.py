@@ -183,7 +183,7 @@ def embed_pending(store: Store, settings: Settings, progress: Progress | None = 
                   batch: int = 256) -> int:
     """A multilingual embedding for every current article version without one (never twice).
     The text is what the English model reads: title and lead."""
-    from pipeline.stories import article_text_for_embedding, derive_title
+    from pipeline.story_text import article_text_for_embedding, derive_title
 
     rows = story_records.versions_without_multilingual(store)
     if progress and rows:

@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import select
 
 from pipeline import schema
+from pipeline.cluster import cluster_records
 from pipeline.crosslingual import Candidate, Member, Thresholds, best_story, match_stories
 from pipeline.records import open_store
 from pipeline.settings import Settings
-from pipeline.stories import assign_stories, cluster_records
+from pipeline.stories import assign_stories
 from pipeline.urls import content_hash
 from tests.support.crosslingual import DRILL_EN, DRILL_ZH, UNRELATED
 

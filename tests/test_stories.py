@@ -12,25 +12,27 @@ import numpy as np
 import pytest
 
 from pipeline import schema
+from pipeline.cluster import cluster_records
 from pipeline.records import open_store
 from pipeline.records.stories import list_stories
 from pipeline.settings import StoriesSettings, load_settings
-from pipeline.stories import (
-    LEAD_CHARS,
+from pipeline.stories import assign_stories
+from pipeline.story_assignment import (
     ActiveStory,
     StoryAssigner,
     StoryItem,
-    article_text_for_embedding,
-    assign_stories,
     bisect_scores,
-    cluster_records,
+    split_is_clear,
+    text_size,
+)
+from pipeline.story_text import (
+    LEAD_CHARS,
+    article_text_for_embedding,
     derive_title,
     shingle_overlap,
-    split_is_clear,
     story_names,
     story_terms,
     text_shingles,
-    text_size,
 )
 from pipeline.urls import content_hash
 from tests.support.seeds import fictional_seed_files

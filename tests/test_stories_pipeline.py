@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from pipeline import schema
+from pipeline.cluster import cluster_records
 from pipeline.records import open_store
 from pipeline.records.stories import list_stories
 from pipeline.run import run_once
 from pipeline.sample_site import SampleSite
 from pipeline.settings import load_settings
-from pipeline.stories import cluster_records
 from pipeline.urls import article_id_for
 from tests.support.seeds import fictional_seed_files
 

@@ -1,0 +1,767 @@
+"""Story assignment in memory: which story each article of a run joins, or whether it
+starts one.
+
+Online, incremental assignment in publication order (as Europe Media Monitor and Event
+Registry do): each article is compared with the stories active within
+``stories.window_days`` of its own time. The score mixes the cosine between the articles'
+MiniLM embeddings (title + lead) with lexical cosines over their words, names and numbers,
+weighted by how few articles in play use them (so "Tara Reid" separates two celebrity-rehab
+stories MiniLM sees as one), and depends on how much text both sides carry (a headline is
+compared with the story's centroid). Close enough → the article joins that story (and is a
+``duplicate_of`` a member when nearly identical, e.g. a wire copy); otherwise it starts one.
+No SQL here: the ``stories`` stage loads the window and writes the decisions.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from scipy import sparse
+from threadpoolctl import ThreadpoolController
+
+from pipeline.cjk import has_cjk
+from pipeline.settings import StoriesSettings
+from pipeline.story_text import shingle_overlap
+
+# Only the best few stories by centroid cosine are scored in full (keeps a 1M-story window
+# cheap), each against its latest few members (average linkage over a bounded sample).
+TOP_K = 8
+MEMBER_SAMPLE = 32
+# The cohesion check splits a story only into halves of at least this many of the run's articles
+# (a pair or a single odd article is the online pass's call, not a second story).
+MIN_SPLIT = 3
+
+
+# ---- cohesion: is one story really two? ------------------------------------------------------
+
+def _mean_off_diagonal(scores: np.ndarray) -> float:
+    n = scores.shape[0]
+    return float((scores.sum() - np.trace(scores)) / (n * (n - 1))) if n > 1 else -math.inf
+
+
+def bisect_scores(scores: np.ndarray, rounds: int = 20) -> np.ndarray:
+    """Two groups (0/1 per row) of a symmetric pairwise score matrix by average linkage:
+    seeded with the least similar pair, then each row moves to the group it scores higher
+    with on average (itself left out) until nothing moves."""
+    n = scores.shape[0]
+    if n < 2:
+        return np.zeros(n, dtype=np.int8)
+    masked = scores + np.diag(np.full(n, np.inf))
+    first, second = np.unravel_index(int(np.argmin(masked)), masked.shape)
+    labels = (scores[:, second] > scores[:, first]).astype(np.int8)
+    labels[first], labels[second] = 0, 1
+    diagonal = np.diag(scores)
+    row_sums = scores.sum(axis=1) - diagonal
+    for _ in range(rounds):
+        in_one = labels.astype(bool)
+        sums_one = scores @ in_one - diagonal * in_one
+        count_one = in_one.sum() - in_one
+        count_zero = (n - 1) - count_one
+        mean_one = np.where(count_one > 0, sums_one / np.maximum(count_one, 1), -np.inf)
+        mean_zero = np.where(count_zero > 0, (row_sums - sums_one) / np.maximum(count_zero, 1),
+                             -np.inf)
+        moved = (mean_one > mean_zero).astype(np.int8)
+        if np.array_equal(moved, labels):
+            break
+        labels = moved
+    return labels
+
+
+def split_is_clear(scores: np.ndarray, labels: np.ndarray, ratio: float) -> bool:
+    """Two stories, not one: the mean score between the groups is below ``ratio`` times the
+    looser group's own mean score (and each group has at least two rows)."""
+    zero, one = labels == 0, labels == 1
+    if zero.sum() < 2 or one.sum() < 2:
+        return False
+    between = float(scores[np.ix_(zero, one)].mean())
+    within = min(_mean_off_diagonal(scores[np.ix_(zero, zero)]),
+                 _mean_off_diagonal(scores[np.ix_(one, one)]))
+    return between < ratio * within
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The process's BLAS thread pools (looked up once: the lookup walks the loaded
+    libraries)."""
+    return ThreadpoolController()
+
+
+# ---- in-memory assignment -------------------------------------------------------------------
+
+def text_size(terms: frozenset[str]) -> int:
+    """How long a text is, in words, from its terms: a run of Chinese or Japanese characters
+    (no spaces between words) is one token, so it counts one word per two characters."""
+    return sum(max(1, len(t) // 2) if has_cjk(t[:1]) else 1 for t in terms)
+
+
+def _cosine_to_sum(weights: dict[str, float], total: dict[str, float]) -> float:
+    """Cosine of a unit-length weight vector with the (unnormalised) sum of others."""
+    norm = math.sqrt(sum(v * v for v in total.values()))
+    return sum(w * total.get(t, 0.0) for t, w in weights.items()) / norm if norm else 0.0
+
+
+@dataclass(slots=True)
+class StoryItem:
+    article_id: str
+    title: str
+    source: str | None
+    time: datetime
+    vector: np.ndarray  # L2-normalised embedding of article_text_for_embedding()
+    terms: frozenset[str] = frozenset()  # story_terms()
+    names: frozenset[str] = frozenset()  # story_names()
+    shingles: frozenset[int] = frozenset()  # text_shingles() of the body
+
+
+@dataclass(slots=True)
+class Assignment:
+    story_id: str
+    duplicate_of: str | None
+    new_story: bool
+    similarity: float  # the score against the story joined (1.0 for a new story)
+
+
+@dataclass
+class ActiveStory:
+    story_id: str
+    title: str
+    first_seen: datetime
+    last_seen: datetime
+    count: int
+    sources: list[str]
+    centroid: np.ndarray
+    members: dict[str, np.ndarray] = field(default_factory=dict)
+    member_terms: dict[str, frozenset[str]] = field(default_factory=dict)
+    member_names: dict[str, frozenset[str]] = field(default_factory=dict)
+    member_shingles: dict[str, frozenset[int]] = field(default_factory=dict)
+    member_titles: dict[str, str] = field(default_factory=dict)
+    representative: str | None = None  # the member the story is named after
+    dirty: bool = False
+
+    def add_member(self, item: StoryItem) -> None:
+        """Add (or replace) a member; call ``recompute_centroid`` once the batch is in."""
+        self.members[item.article_id] = item.vector
+        self.member_terms[item.article_id] = item.terms
+        self.member_names[item.article_id] = item.names
+        self.member_shingles[item.article_id] = item.shingles
+        self.member_titles[item.article_id] = item.title
+
+    def recompute_centroid(self) -> None:
+        if not self.members:
+            return
+        total = np.sum(np.stack(list(self.members.values())), axis=0)
+        self.centroid = (total / (float(np.linalg.norm(total)) or 1.0)).astype(np.float32)
+
+    def rename_after_representative(self) -> None:
+        """Title the story after its most representative member: the one closest to the
+        centroid (the others' common ground), not the earliest, so one early intruder or an
+        odd first headline does not name a whole story. The current name is kept while its
+        member is as close as the best (two-member stories: both are), so titles do not flap.
+        """
+        titled = [aid for aid in self.members if self.member_titles.get(aid)]
+        if not titled:
+            return
+        closeness = np.stack([self.members[aid] for aid in titled]) @ self.centroid
+        best = int(np.argmax(closeness))
+        current = self.representative
+        if current is None:  # a stored story: the member whose title it carries
+            current = next((aid for aid in titled if self.member_titles[aid] == self.title),
+                           None)
+        if current in titled and closeness[titled.index(current)] >= closeness[best] - 1e-6:
+            best = titled.index(current)
+        self.representative = titled[best]
+        if self.title != self.member_titles[titled[best]]:
+            self.title = self.member_titles[titled[best]]
+            self.dirty = True
+
+
+def _ts(when: datetime) -> float:
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+@dataclass(slots=True)
+class _Member:
+    article_id: str
+    time: float
+    vector: np.ndarray
+    terms: frozenset[str]
+    names: frozenset[str]
+    size: int = field(init=False)  # text_size(terms): how long the text is, in words
+
+    def __post_init__(self) -> None:
+        self.size = text_size(self.terms)
+
+
+@dataclass(slots=True)
+class _Profile:
+    """What scoring needs of a story's member sample: their stacked vectors and the sums of
+    their idf-weighted words and names (a sum of dot products is the dot product with the
+    sum, so one dict pass replaces one per member)."""
+
+    key: tuple[int, int]  # (cluster version, idf generation) it was built at
+    size: int
+    vectors: np.ndarray
+    total: np.ndarray  # the vectors' sum (its direction is the sample's centroid)
+    terms: dict[str, float]
+    names: dict[str, float]
+    median_size: float  # the members' median text_size(): headline or full text
+
+
+@dataclass
+class _Cluster:
+    """A story while a batch is being assigned: its members, their vector sum and time span
+    (kept up to date on each join and leave, so neither costs a pass over the members)."""
+
+    members: dict[str, _Member]
+    stored: ActiveStory | None = None
+    fixed_first: float = math.inf  # the stored story's span (members outside the batch)
+    fixed_last: float = -math.inf
+    first: float = math.inf
+    last: float = -math.inf
+    total: np.ndarray | None = None
+    version: int = 0  # bumped on every join and leave (invalidates ``profile``)
+    profile: _Profile | None = None
+
+    def __post_init__(self) -> None:
+        members, self.members = self.members, {}
+        self.first, self.last = self.fixed_first, self.fixed_last
+        for member in members.values():
+            self.add(member)
+
+    def add(self, member: _Member) -> None:
+        self.members[member.article_id] = member
+        self.version += 1
+        self.total = member.vector.copy() if self.total is None else self.total + member.vector
+        self.first, self.last = min(self.first, member.time), max(self.last, member.time)
+
+    def remove(self, article_id: str) -> None:
+        member = self.members.pop(article_id)
+        self.version += 1
+        if self.total is not None:
+            self.total = self.total - member.vector
+        if member.time <= self.first or member.time >= self.last:  # only an end can move
+            times = [m.time for m in self.members.values()]
+            self.first = min([self.fixed_first, *times])
+            self.last = max([self.fixed_last, *times])
+
+    def centroid(self) -> np.ndarray:
+        total = self.total if self.total is not None else np.zeros(0, np.float32)
+        return (total / (float(np.linalg.norm(total)) or 1.0)).astype(np.float32)
+
+    def sample(self, exclude: str | None) -> list[_Member]:
+        """The latest ``MEMBER_SAMPLE`` members (``exclude`` left out), oldest first."""
+        latest = (m for aid, m in reversed(self.members.items()) if aid != exclude)
+        return list(itertools.islice(latest, MEMBER_SAMPLE))[::-1]
+
+
+class StoryAssigner:
+    """Pure in-memory story assignment over the stories active around each article.
+
+    ``assign_batch`` takes a run's new articles in time order and
+
+    1. *online pass*: each article joins the best-scoring story active within
+       ``window_days`` of its time (stored stories or ones started earlier in the batch), or
+       starts one;
+    2. *refinement*: ``refine_passes`` times, each article of the batch is scored again against
+       the stories of the batch, itself left out, and moves when another story (or a story of
+       its own) fits better — this undoes the early, order-dependent mistakes of step 1.
+       Headline-length articles keep their online decision: their scores against two stories
+       differ by less than their noise, and moving them cut large headline stories apart;
+    3. *cohesion check*: a story whose run articles form two clearly separate groups is split
+       in two (``split_ratio``; see ``_split_incoherent``); headline stories are not checked;
+    4. new stories take their id from their earliest article (stable) and every touched
+       story its title from its most representative member (``rename_after_representative``);
+       ``duplicate_of`` points at the closest member when it is a near-copy on the embedding
+       *and* on the text (``duplicate_text_overlap``).
+
+    Stored members never move: a rerun or a later run never changes an earlier decision.
+
+    The score of a full text against a story is the mean, over the story's latest members, of
+    ``(1 - term_weight - name_weight) * embedding cosine + term_weight * cosine of idf-weighted
+    words + name_weight * cosine of idf-weighted names and numbers``; document frequencies
+    come from every article in play (the window's stored members and the batch). Short texts
+    (headlines) are scored against the centroid, mostly by the embedding (``_score``).
+    """
+
+    def __init__(self, conf: StoriesSettings, stories: Iterable[ActiveStory] = ()) -> None:
+        self.conf = conf
+        self.window_s = conf.window_days * 86_400.0
+        self.stories: dict[str, ActiveStory] = {}
+        self._df_terms: Counter[str] = Counter()
+        self._df_names: Counter[str] = Counter()
+        self._docs = 0
+        self._generation = 0
+        self._weights: dict[str, tuple[int, dict[str, float], dict[str, float]]] = {}
+        self._clusters: dict[str, _Cluster] = {}
+        self._ids: list[str] = []
+        self._rows: dict[str, int] = {}
+        self._matrix = np.zeros((0, 0), dtype=np.float32)
+        self._first = np.zeros(0)
+        self._last = np.zeros(0)
+        # Time index: bucket number -> rows whose span touches that stretch of time, so an
+        # article's candidates are found without looking at stories outside its window.
+        self._bucket_s = self.window_s / 2
+        self._buckets: dict[int, list[int]] = {}
+        self._bucket_rows: dict[int, np.ndarray] = {}  # bucket -> its rows as an array
+        self._indexed: dict[int, tuple[int, int]] = {}  # row -> bucket range in the index
+        self._new = 0
+        self.scanned = 0  # centroids looked at to find candidates (over this assigner's life)
+        self.splits = 0  # stories split in two by the cohesion check (over this assigner's life)
+        for story in stories:
+            self._adopt(story)
+
+    # -- bookkeeping --
+
+    def _adopt(self, story: ActiveStory) -> None:
+        """Make a stored story a candidate; its members count for document frequencies."""
+        self.stories[story.story_id] = story
+        members = {aid: _Member(aid, _ts(story.last_seen), vector,
+                                story.member_terms.get(aid, frozenset()),
+                                story.member_names.get(aid, frozenset()))
+                   for aid, vector in story.members.items()}
+        for member in members.values():
+            self._count(member.terms, member.names)
+        self._clusters[story.story_id] = _Cluster(members, story,
+                                                  fixed_first=_ts(story.first_seen),
+                                                  fixed_last=_ts(story.last_seen))
+        self._place(story.story_id, story.centroid)
+
+    def _count(self, terms: frozenset[str], names: frozenset[str], sign: int = 1) -> None:
+        self._df_terms.update({t: sign for t in terms})
+        self._df_names.update({t: sign for t in names})
+        self._docs += sign
+        self._generation += 1
+
+    def _place(self, label: str, centroid: np.ndarray) -> None:
+        """Write a cluster's centroid and time span into the candidate matrix."""
+        cluster = self._clusters[label]
+        row = self._rows.get(label)
+        if row is None:
+            row = len(self._ids)
+            dim = centroid.shape[0]
+            if self._matrix.shape[1] != dim:  # the first story fixes the dimension
+                self._matrix = np.zeros((0, dim), dtype=np.float32)
+            if row == self._matrix.shape[0]:  # grow by doubling: amortised O(1) appends
+                grow = max(64, row)
+                self._matrix = np.vstack([self._matrix, np.zeros((grow, dim), np.float32)])
+                self._first = np.concatenate([self._first, np.full(grow, math.inf)])
+                self._last = np.concatenate([self._last, np.full(grow, -math.inf)])
+            self._rows[label] = row
+            self._ids.append(label)
+        self._matrix[row] = centroid
+        if cluster.members:
+            self._first[row], self._last[row] = cluster.first, cluster.last
+            self._index(row, cluster.first, cluster.last)
+        else:  # emptied by refinement: never a candidate again
+            self._first[row], self._last[row] = math.inf, -math.inf
+
+    def _bucket(self, when: float) -> int:
+        return math.floor(when / self._bucket_s)
+
+    def _index(self, row: int, first: float, last: float) -> None:
+        """Add ``row`` to the time buckets its span [first, last] touches. Spans only grow
+        while a story gains members; a span that shrank leaves stale entries, which the exact
+        window test in ``_candidates`` drops."""
+        low, high = self._bucket(first), self._bucket(last)
+        known = self._indexed.get(row)
+        if known is not None and known[0] <= low and high <= known[1]:
+            return
+        for bucket in range(low, high + 1):
+            if known is None or not known[0] <= bucket <= known[1]:
+                self._buckets.setdefault(bucket, []).append(row)
+                self._bucket_rows.pop(bucket, None)
+        self._indexed[row] = (low, high) if known is None else (min(low, known[0]),
+                                                                max(high, known[1]))
+
+    def _rows_near(self, when: float) -> np.ndarray:
+        """Rows of the stories whose span may overlap [when - window, when + window]
+        (sorted, each once)."""
+        low, high = self._bucket(when - self.window_s), self._bucket(when + self.window_s)
+        parts = []
+        for bucket in range(low, high + 1):
+            rows = self._bucket_rows.get(bucket)
+            if rows is None:
+                rows = np.array(self._buckets.get(bucket, ()), dtype=np.int64)
+                self._bucket_rows[bucket] = rows
+            parts.append(rows)
+        if not parts:
+            return np.zeros(0, np.int64)
+        rows = np.sort(np.concatenate(parts))  # a row spanning two buckets is in both
+        return rows[np.concatenate(([True], rows[1:] != rows[:-1]))] if rows.size else rows
+
+    # -- scoring --
+
+    def _idf_weights(self, tokens: frozenset[str], df: Counter[str]) -> dict[str, float]:
+        n = self._docs
+        weights = {t: math.log((n + 1) / (df.get(t, 0) + 1)) + 1.0 for t in tokens}
+        norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
+        return {t: w / norm for t, w in weights.items()}
+
+    def _weights_of(self, member: _Member) -> tuple[dict[str, float], dict[str, float]]:
+        cached = self._weights.get(member.article_id)
+        if cached is None or cached[0] != self._generation:
+            cached = (self._generation, self._idf_weights(member.terms, self._df_terms),
+                      self._idf_weights(member.names, self._df_names))
+            self._weights[member.article_id] = cached
+        return cached[1], cached[2]
+
+    @staticmethod
+    def _dot(a: dict[str, float], b: dict[str, float]) -> float:
+        if len(a) > len(b):
+            a, b = b, a
+        return sum(w * b[t] for t, w in a.items() if t in b)
+
+    def _lexical_share(self, terms_a: float, terms_b: float) -> float:
+        """How much of their weight the word and name signals keep for two texts: all of it
+        when the shorter side has ``short_text_terms`` terms or more (a lead), a fraction for
+        a headline (5-10 terms), whose few words rarely meet another headline's."""
+        floor = self.conf.short_text_terms
+        return min(1.0, min(terms_a, terms_b) / floor) if floor else 1.0
+
+    def _profile(self, cluster: _Cluster, exclude: str | None) -> _Profile | None:
+        """The member sample's profile; cached on the cluster while neither its members nor
+        the document frequencies change (not when the article scored is itself a member)."""
+        own = exclude is not None and exclude in cluster.members
+        key = (cluster.version, self._generation)
+        if not own and cluster.profile is not None and cluster.profile.key == key:
+            return cluster.profile
+        others = cluster.sample(exclude)
+        if not others:
+            return None
+        terms: dict[str, float] = {}
+        names: dict[str, float] = {}
+        if self.conf.term_weight or self.conf.name_weight:
+            for other in others:
+                other_terms, other_names = self._weights_of(other)
+                for total, weights in ((terms, other_terms), (names, other_names)):
+                    for token, weight in weights.items():
+                        total[token] = total.get(token, 0.0) + weight
+        vectors = np.stack([m.vector for m in others])
+        profile = _Profile(key, len(others), vectors, vectors.sum(axis=0), terms, names,
+                           float(np.median([m.size for m in others])))
+        if not own:
+            cluster.profile = profile
+        return profile
+
+    def _score(self, member: _Member, cluster: _Cluster, exclude: str | None = None) -> float:
+        """Length-aware: full texts are scored by average linkage over the story's latest
+        members (the mean of pairwise mixed scores); a headline against the story's centroid
+        (what its members share), with the word and name weight it cannot use moved to the
+        embedding cosine, scaled by ``embedding_scale``; in between, a mix of both."""
+        profile = self._profile(cluster, exclude)
+        if profile is None:
+            return -math.inf
+        lexical = self._lexical_share(member.size, profile.median_size)
+        cosine = float(np.mean(profile.vectors @ member.vector))
+        if lexical < 1.0:
+            centroid = (float(profile.total @ member.vector)
+                        / (float(np.linalg.norm(profile.total)) or 1.0))
+            cosine = lexical * cosine + (1.0 - lexical) * centroid
+        term_w, name_w = self.conf.term_weight, self.conf.name_weight
+        score = (1.0 - term_w - name_w + (1.0 - lexical) * (term_w + name_w)
+                 * self.conf.embedding_scale) * cosine
+        if lexical and (term_w or name_w):
+            terms, names = self._weights_of(member)
+            # The mean of pairwise dot products is the dot product with the summed weights.
+            pair_terms = self._dot(terms, profile.terms) / profile.size
+            pair_names = self._dot(names, profile.names) / profile.size
+            if lexical < 1.0:
+                pair_terms = lexical * pair_terms + (1.0 - lexical) * _cosine_to_sum(
+                    terms, profile.terms)
+                pair_names = lexical * pair_names + (1.0 - lexical) * _cosine_to_sum(
+                    names, profile.names)
+            score += lexical * (term_w * pair_terms + name_w * pair_names)
+        return score
+
+    def score(self, item: StoryItem, story: ActiveStory) -> float:
+        """The join score of an article against a story (for inspection and tests)."""
+        cluster = self._clusters.get(story.story_id)
+        if cluster is None:
+            return -math.inf
+        return self._score(_Member(item.article_id, _ts(item.time), item.vector, item.terms,
+                                   item.names), cluster, exclude=item.article_id)
+
+    def _candidates(self, member: _Member, current: str | None = None) -> list[str]:
+        """The best few stories active within the window of the article's time, by centroid
+        cosine (plus its current story). The window is applied first, through the time index:
+        the cost depends on the stories active around the article, not on how many the
+        assigner holds."""
+        rows = self._rows_near(member.time)
+        self.scanned += rows.size
+        active = (self._last[rows] >= member.time - self.window_s) & (
+            self._first[rows] <= member.time + self.window_s)
+        rows = rows[active]
+        labels: list[str] = []
+        if rows.size:
+            low, high = int(rows[0]), int(rows[-1]) + 1
+            if high - low <= 2 * rows.size:  # mostly one stretch of rows: no copy of them
+                cosines = (self._matrix[low:high] @ member.vector)[rows - low]
+            else:
+                cosines = self._matrix[rows] @ member.vector
+            k = min(TOP_K, rows.size)
+            top = np.argpartition(-cosines, k - 1)[:k] if k < rows.size else np.arange(rows.size)
+            labels = [self._ids[rows[i]]
+                      for i in sorted(top.tolist(), key=lambda i: (-cosines[i], rows[i]))]
+        if current is not None and current not in labels:
+            labels.append(current)
+        return labels
+
+    def _best(self, member: _Member, current: str | None = None) -> tuple[str | None, float]:
+        best, best_score = None, -math.inf
+        for label in self._candidates(member, current):
+            value = self._score(member, self._clusters[label],
+                                exclude=member.article_id if label == current else None)
+            if value > best_score:
+                best, best_score = label, value
+        return best, best_score
+
+    def _pair_scores(self, members: list[_Member]) -> np.ndarray:
+        """The join score between every two members (the same length-aware mix as
+        ``_score``)."""
+        vectors = np.stack([m.vector for m in members])
+        term_w, name_w = self.conf.term_weight, self.conf.name_weight
+        sizes = np.array([m.size for m in members], dtype=np.float64)
+        floor = self.conf.short_text_terms
+        lexical = (np.minimum(1.0, np.minimum.outer(sizes, sizes) / floor) if floor
+                   else np.ones((len(members), len(members))))
+        scores = (1.0 - term_w - name_w + (1.0 - lexical) * (term_w + name_w)
+                  * self.conf.embedding_scale) * (vectors @ vectors.T).astype(np.float64)
+        for weight, part in ((term_w, 0), (name_w, 1)):
+            if not weight:
+                continue
+            rows = [self._weights_of(m)[part] for m in members]
+            vocabulary: dict[str, int] = {}
+            data, cols, indptr = [], [], [0]
+            for row in rows:
+                for token, value in row.items():
+                    cols.append(vocabulary.setdefault(token, len(vocabulary)))
+                    data.append(value)
+                indptr.append(len(cols))
+            matrix = sparse.csr_matrix((data, cols, indptr),
+                                       shape=(len(rows), max(len(vocabulary), 1)))
+            scores += weight * lexical * (matrix @ matrix.T).toarray()
+        return scores
+
+    def _split_incoherent(self, members: list[_Member], labels: dict[str, str]) -> None:
+        """3. cohesion check: a story started in this run whose articles fall into two groups,
+        each clearly tighter than the link between them, becomes two stories.
+
+        Online assignment judges one article at a time, so two same-type events (a boxer's two
+        title defences, one chain's shop fires in two towns) can chain into one story through
+        their in-between articles. Stories that existed before the run are left alone: what
+        joins them later is mostly follow-up coverage, which a split would tear off.
+        """
+        ratio = self.conf.split_ratio
+        if ratio <= 0:
+            return
+        groups: dict[str, list[_Member]] = {}
+        for member in members:
+            label = labels[member.article_id]
+            if self._clusters[label].stored is None:
+                groups.setdefault(label, []).append(member)
+        queue = list(groups.items())
+        while queue:
+            label, group = queue.pop()
+            if len(group) < 2 * MIN_SPLIT or self._mostly_short(group):
+                continue
+            scores = self._pair_scores(group)
+            halves = bisect_scores(scores)
+            leaving = [m for m, half in zip(group, halves, strict=True) if half == 1]
+            staying = [m for m, half in zip(group, halves, strict=True) if half == 0]
+            if min(len(leaving), len(staying)) < MIN_SPLIT or not split_is_clear(
+                    scores, halves, ratio):
+                continue
+            for member in leaving:
+                self._leave(member, label)
+            new = self._start(leaving[0])
+            for member in leaving[1:]:
+                self._join(member, new)
+            for member in leaving:
+                labels[member.article_id] = new
+            self.splits += 1
+            queue += [(label, staying), (new, leaving)]
+
+    def _is_short(self, member: _Member) -> bool:
+        """A headline-length text (fewer than ``short_text_terms`` terms)."""
+        return member.size < self.conf.short_text_terms
+
+    def _mostly_short(self, group: list[_Member]) -> bool:
+        """Headline stories are not checked: with the word and name signals mostly off, their
+        pair scores are embedding cosines of a few words, too noisy to tell two events from
+        one event's sub-themes (a large headline story would be cut along them)."""
+        return float(np.median([m.size for m in group])) < self.conf.short_text_terms
+
+    # -- moves --
+
+    def _join(self, member: _Member, label: str) -> None:
+        cluster = self._clusters[label]
+        cluster.add(member)
+        self._place(label, cluster.centroid())
+
+    def _leave(self, member: _Member, label: str) -> None:
+        cluster = self._clusters[label]
+        cluster.remove(member.article_id)
+        if cluster.members:
+            self._place(label, cluster.centroid())
+        else:
+            self._place(label, self._matrix[self._rows[label]])
+
+    def _start(self, member: _Member) -> str:
+        self._new += 1
+        label = f"\0new{self._new}"  # renamed after its earliest article at the end
+        self._clusters[label] = _Cluster({member.article_id: member})
+        self._place(label, member.vector)
+        return label
+
+    # -- the decisions --
+
+    def assign(self, item: StoryItem) -> Assignment:
+        """One article (see ``assign_batch``)."""
+        return self.assign_batch([item])[0]
+
+    def assign_batch(self, items: list[StoryItem]) -> list[Assignment]:
+        """Assign a run's new articles (in time order); returns one decision per item.
+
+        BLAS runs single-threaded meanwhile: the products here are one article against a few
+        thousand centroids, and OpenBLAS hands those (above ~2,000 rows) to its thread pool,
+        whose hand-off cost ~16× the product itself on two busy cores (docs/decisions.md, Stories).
+        """
+        with _blas().limit(limits=1, user_api="blas"):
+            return self._assign_batch(items)
+
+    def _assign_batch(self, items: list[StoryItem]) -> list[Assignment]:
+        members = [_Member(i.article_id, _ts(i.time), i.vector, i.terms, i.names)
+                   for i in items]
+        for member in members:
+            self._count(member.terms, member.names)
+        labels: dict[str, str] = {}
+        scores: dict[str, float] = {}  # the score each article joined its story with
+        for member in members:  # 1. online pass
+            best, best_score = self._best(member)
+            if best is None or best_score < self.conf.threshold:
+                labels[member.article_id] = self._start(member)
+            else:
+                self._join(member, best)
+                labels[member.article_id] = best
+                scores[member.article_id] = best_score
+        for _ in range(self.conf.refine_passes if len(members) > 1 else 0):  # 2. refinement
+            moved = 0
+            for member in members:
+                if self._is_short(member):
+                    continue  # a headline's scores are too noisy to second-guess (see above)
+                current = labels[member.article_id]
+                best, best_score = self._best(member, current)
+                if best_score < self.conf.threshold:
+                    if len(self._clusters[current].members) == 1:
+                        continue  # already on its own
+                    self._leave(member, current)
+                    labels[member.article_id] = self._start(member)
+                    moved += 1
+                elif best is not None:
+                    scores[member.article_id] = best_score
+                    if best != current:
+                        self._leave(member, current)
+                        self._join(member, best)
+                        labels[member.article_id] = best
+                        moved += 1
+            if not moved:
+                break
+        self._split_incoherent(members, labels)  # 3. cohesion check
+        return self._materialise(items, labels, scores)
+
+    def _materialise(self, items: list[StoryItem], labels: dict[str, str],
+                     scores: dict[str, float]) -> list[Assignment]:
+        """Name new stories, find duplicates, and update the stories' records."""
+        order = sorted(range(len(items)), key=lambda n: (_ts(items[n].time), items[n].article_id))
+        names: dict[str, str] = {}
+        for n in order:  # a new story is named after its earliest article
+            label = labels[items[n].article_id]
+            if label.startswith("\0") and label not in names:
+                names[label] = "s-" + items[n].article_id[:20]
+        results: dict[int, Assignment] = {}
+        touched: set[str] = set()
+        for n in order:
+            item = items[n]
+            label = labels[item.article_id]
+            story_id = names.get(label, label)
+            story = self.stories.get(story_id)
+            if story is None:
+                story = ActiveStory(story_id=story_id, title=item.title, first_seen=item.time,
+                                    last_seen=item.time, count=0, sources=[],
+                                    centroid=item.vector.copy())
+                self.stories[story_id] = story
+                results[n] = Assignment(story_id, None, True, 1.0)
+            else:
+                duplicate_of = self._duplicate_of(story, item)
+                results[n] = Assignment(story_id, duplicate_of, False,
+                                        round(scores.get(item.article_id, 1.0), 6))
+            self._add(story, item)
+            touched.add(story_id)
+        for story_id in touched:
+            self.stories[story_id].recompute_centroid()
+            self.stories[story_id].rename_after_representative()
+        for label, story_id in names.items():  # later batches see the final names
+            cluster = self._clusters.pop(label)
+            cluster.stored = self.stories[story_id]
+            self._clusters[story_id] = cluster
+            row = self._rows.pop(label)
+            self._rows[story_id] = row
+            self._ids[row] = story_id
+        return [results[n] for n in range(len(items))]
+
+    def update_member(self, story_id: str, item: StoryItem) -> bool:
+        """A new version of an article already in a story: it stays, the centroid follows."""
+        story = self.stories.get(story_id)
+        cluster = self._clusters.get(story_id)
+        if story is None or cluster is None:
+            return False
+        old = cluster.members.get(item.article_id)
+        if old is not None:
+            self._count(old.terms, old.names, -1)
+        member = _Member(item.article_id, _ts(item.time), item.vector, item.terms, item.names)
+        self._count(member.terms, member.names)
+        story.add_member(item)
+        story.recompute_centroid()
+        story.rename_after_representative()
+        story.dirty = True
+        if old is not None:
+            cluster.remove(item.article_id)
+        cluster.add(member)
+        self._place(story_id, story.centroid)
+        return True
+
+    def _duplicate_of(self, story: ActiveStory, item: StoryItem) -> str | None:
+        """The member ``item`` is a near-copy of: embedding cosine at least
+        ``duplicate_threshold`` and most of the text shared (a profile of a man and the report
+        of his death can be as close on title + lead; their texts are not)."""
+        ids = sorted(story.members)
+        if not ids:
+            return None
+        sims = np.stack([story.members[i] for i in ids]) @ item.vector
+        for top in np.argsort(-sims, kind="stable"):
+            if float(sims[top]) < self.conf.duplicate_threshold:
+                break
+            overlap = shingle_overlap(item.shingles, story.member_shingles.get(ids[top],
+                                                                                frozenset()))
+            if overlap >= self.conf.duplicate_text_overlap:
+                return ids[top]
+        return None
+
+    @staticmethod
+    def _add(story: ActiveStory, item: StoryItem) -> None:
+        story.add_member(item)
+        story.count += 1
+        if item.source and item.source not in story.sources:
+            story.sources.append(item.source)
+        story.first_seen = min(story.first_seen, item.time)
+        story.title = story.title or item.title
+        story.last_seen = max(story.last_seen, item.time)
+        story.dirty = True
+
+
