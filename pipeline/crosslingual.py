@@ -1,8 +1,10 @@
 """Cross-lingual stories: a Chinese article joins the English story of its event.
 
 The story stage (``pipeline.stories``) groups English articles with all-MiniLM-L6-v2, which
-is English-only. With ``multilingual.enabled`` every article version also gets a multilingual
-embedding (USE v3, ``pipeline.multilingual``), and the stage runs in three steps:
+is English-only. With ``multilingual.enabled`` every article not in English gets a
+multilingual embedding (USE v3, ``pipeline.multilingual``), and so do the English articles of
+the stories it may meet (those active within the window of a non-English article, embedded
+when one arrives; never twice), and the stage runs in three steps:
 
 1. ``assign_other_languages`` — before the English pass: each article that is not in English
    (``articles.language``; unknown counts as English) is compared, in time order, with every
@@ -18,7 +20,8 @@ embedding (USE v3, ``pipeline.multilingual``), and the stage runs in three steps
 threshold of the pair's languages (``multilingual.threshold`` across languages,
 ``same_language_threshold`` within one) is >= 0, and the story leads the next best by
 ``runner_up_margin`` (in a busy window some unrelated story always comes close).
-English-only input never reaches steps 1 and 3, so English grouping is exactly as before.
+English-only input never reaches steps 1 and 3, so English grouping is exactly as before, and
+the multilingual model is never loaded for it (it was half of the embedding time).
 """
 
 from __future__ import annotations
@@ -180,12 +183,16 @@ def match_stories(english: list[Candidate], others: list[Candidate], thresholds:
 # ---- embedding ------------------------------------------------------------------------------
 
 def embed_pending(store: Store, settings: Settings, progress: Progress | None = None,
-                  batch: int = 256) -> int:
-    """A multilingual embedding for every current article version without one (never twice).
-    The text is what the English model reads: title and lead."""
+                  batch: int = 256, *, other_languages_only: bool = False,
+                  in_stories_active: tuple[datetime, datetime] | None = None) -> int:
+    """A multilingual embedding for the current article versions without one (never twice):
+    the articles not in English (``other_languages_only``) or the members of the stories
+    active in a stretch of time (``in_stories_active``). The text is what the English model
+    reads: title and lead."""
     from pipeline.story_text import article_text_for_embedding, derive_title
 
-    rows = story_records.versions_without_multilingual(store)
+    rows = story_records.versions_without_multilingual(
+        store, other_languages_only=other_languages_only, in_stories_active=in_stories_active)
     if progress and rows:
         progress(0, len(rows))
     for start in range(0, len(rows), batch):
@@ -230,7 +237,12 @@ def assign_other_languages(store: Store, settings: Settings
                   key=lambda r: (r.at, r.article_id))
     window = timedelta(days=settings.stories.window_days)
     times = [r.at for r in rows]
-    candidates = _load_candidates(store, min(times) - window, max(times) + window)
+    since, until = min(times) - window, max(times) + window
+    # English articles get their multilingual vector only when an article in another
+    # language may meet them: now, for the stories of this stretch (never twice).
+    if backfilled := embed_pending(store, settings, in_stories_active=(since, until)):
+        counts["embedded-multilingual"] = backfilled
+    candidates = _load_candidates(store, since, until)
     window_s = window.total_seconds()
     thresholds = thresholds_of(settings)
     decisions: list[tuple[Any, str | None, str | None]] = []  # (row, story, duplicate_of)
@@ -284,6 +296,9 @@ def link_new_english_stories(store: Store, settings: Settings, article_ids: list
     window = timedelta(days=settings.stories.window_days)
     since = min(r.first_seen_at for r in spans) - window
     until = max(r.last_seen_at for r in spans) + window
+    if not story_records.other_language_member_between(store, since, until):
+        return {}  # an English-only stretch: nothing to link, no multilingual model loaded
+    embedded = embed_pending(store, settings, in_stories_active=(since, until))
     candidates = _load_candidates(store, since, until)
     new = [c for sid in story_ids if (c := candidates.get(sid)) is not None
            and all(m.article_id in fresh for m in c.members)]
@@ -301,7 +316,10 @@ def link_new_english_stories(store: Store, settings: Settings, article_ids: list
         else:
             continue  # already in another stored story: this one stays apart
         count += 1
-    return {"cross-language-merge": count} if count else {}
+    counts = {"embedded-multilingual": embedded} if embedded else {}
+    if embedded:
+        release_model()
+    return counts | ({"cross-language-merge": count} if count else {})
 
 
 # ---- the hooks the story stage calls ----------------------------------------------------------
@@ -316,10 +334,12 @@ class CrossLingualPass:
 
     def before_english(self, progress: Progress | None = None) -> dict[str, int]:
         counts: dict[str, int] = {}
-        if embedded := embed_pending(self.store, self.settings, progress):
+        embedded = embed_pending(self.store, self.settings, progress, other_languages_only=True)
+        step, self.started = assign_other_languages(self.store, self.settings)
+        embedded += step.pop("embedded-multilingual", 0)
+        if embedded:
             counts["embedded-multilingual"] = embedded
             release_model()  # the English pass loads MiniLM next (peak memory)
-        step, self.started = assign_other_languages(self.store, self.settings)
         counts.update(step)
         self.english_pending = story_records.unassigned_english_articles(self.store)
         return counts

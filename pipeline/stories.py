@@ -163,7 +163,8 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
         counts["split-by-cohesion"] = assigner.splits
     _write(store, assigner, decisions)
     if cross:  # the run's new English stories meet the other languages' stories
-        counts.update(cross.after_english())
+        for outcome, n in cross.after_english().items():
+            counts[outcome] = counts.get(outcome, 0) + n
     return _finish(store, run_id, counts)
 
 

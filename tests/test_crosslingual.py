@@ -156,10 +156,13 @@ def test_a_later_chinese_report_joins_the_stored_english_story(tmp_path):
     seen = datetime(2026, 3, 10, 6, tzinfo=UTC)
     for n, record in enumerate(DRILL_EN):
         _add(store, record, seen + timedelta(minutes=n))
-    assign_stories(store, settings)
+    first = assign_stories(store, settings)
+    assert "embedded-multilingual" not in first  # English only: the model is not needed yet
     english_story = store.get_article("en-drill-1")["story_id"]
     _add(store, DRILL_ZH, seen + timedelta(hours=2))
     counts = assign_stories(store, settings)
+    # the Chinese report, and the English members of the stories it may meet, now
+    assert counts["embedded-multilingual"] == 1 + len(DRILL_EN)
     assert counts["cross-language-join"] == 1
     assert store.get_article("zh-drill")["story_id"] == english_story
     with store.engine.connect() as conn:

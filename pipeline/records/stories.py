@@ -147,15 +147,36 @@ def save_assignments(store: Records, placements: Iterable[tuple[str, dict[str, A
 
 # ---- other languages: multilingual embeddings (pipeline/crosslingual.py) ----------------------
 
-def versions_without_multilingual(store: Records) -> list[Row]:
-    """Current article versions with no multilingual embedding: id, version, title, text."""
+def versions_without_multilingual(store: Records, *, other_languages_only: bool = False,
+                                  in_stories_active: tuple[datetime, datetime] | None = None
+                                  ) -> list[Row]:
+    """Current article versions with no multilingual embedding: id, version, title, text.
+    ``other_languages_only``: only articles not in English; ``in_stories_active`` (since,
+    until): only members of the stories active then."""
     a, v, m = schema.articles, schema.article_versions, schema.multilingual_embeddings
+    query = (select(v.c.article_id, v.c.version, v.c.title, v.c.text)
+             .join(a, and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version))
+             .outerjoin(m, and_(m.c.article_id == v.c.article_id, m.c.version == v.c.version))
+             .where(m.c.article_id.is_(None)))
+    if other_languages_only:
+        query = query.where(~english_condition(a.c.language))
+    if in_stories_active is not None:
+        since, until = in_stories_active
+        s = schema.stories
+        query = query.where(a.c.story_id.in_(
+            select(s.c.story_id).where(s.c.last_seen_at >= since, s.c.first_seen_at <= until)))
     with store.engine.connect() as conn:
-        return list(conn.execute(
-            select(v.c.article_id, v.c.version, v.c.title, v.c.text)
-            .join(a, and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version))
-            .outerjoin(m, and_(m.c.article_id == v.c.article_id, m.c.version == v.c.version))
-            .where(m.c.article_id.is_(None)).order_by(v.c.article_id)).all())
+        return list(conn.execute(query.order_by(v.c.article_id)).all())
+
+
+def other_language_member_between(store: Records, since: datetime, until: datetime) -> bool:
+    """Whether any story active in [since, until] holds an article not in English."""
+    a, s = schema.articles, schema.stories
+    with store.engine.connect() as conn:
+        return conn.execute(
+            select(a.c.article_id).join(s, s.c.story_id == a.c.story_id)
+            .where(s.c.last_seen_at >= since, s.c.first_seen_at <= until)
+            .where(~english_condition(a.c.language)).limit(1)).first() is not None
 
 
 def save_multilingual(store: Records, rows: Iterable[tuple[str, int, bytes]],
