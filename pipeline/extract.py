@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.extract import extract_html, looks_paywalled
+from pipeline.extractors import extract_html, looks_paywalled
 from pipeline.fetcher import OUTCOMES as FETCH_OUTCOMES
 from pipeline.fetcher import Fetcher, FetchResult, host_key
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET, Deferred, run_per_host
