@@ -36,9 +36,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from pipeline.articles import extract_pending
+from pipeline.extract import extract_pending
 from pipeline.feedparse import parse_feed
-from pipeline.feeds import fetch_feeds
+from pipeline.fetch import fetch_feeds
 from pipeline.models import FeedEntry
 from pipeline.records import open_store
 from pipeline.settings import FeedConfig, Settings

@@ -10,7 +10,7 @@ recall over pages with a non-empty reference, and F1 is the harmonic mean of tho
 (not a mean of per-page F1s). ±CI is 1.96 × the bootstrap standard deviation over pages, as
 there. A plain bag-of-words (unigram) F1 per page, averaged, is reported beside it.
 
-Each configuration runs through ``pipeline.extract.extract_html`` exactly as the pipeline calls
+Each configuration runs through ``pipeline.extractors.extract_html`` exactly as the pipeline calls
 it (decoding and metadata included in the timing), one page at a time in this process; the one
 "bare" row calls ``trafilatura.extract()`` alone, as AEB's runner does, for comparison with
 published figures. Speed is pages per CPU-second of this process, so that other jobs on a
@@ -38,7 +38,7 @@ from typing import Any
 
 import trafilatura
 
-from pipeline.extract import decode_html, extract_html, looks_paywalled
+from pipeline.extractors import decode_html, extract_html, looks_paywalled
 from pipeline.models import ExtractedArticle
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "extraction.json"

@@ -480,9 +480,9 @@ def reindex(
         "(http(s):// for Elasticsearch).")] = None,
 ) -> None:
     """Rebuild the search index from the SQL records (the records are the source of truth)."""
+    from pipeline.index import reindex as rebuild
     from pipeline.records import open_store
     from pipeline.search import open_search
-    from pipeline.search import reindex as rebuild
     from pipeline.search.base import SearchMisconfigured, SearchUnavailable
 
     settings = get_settings(config)
@@ -585,7 +585,7 @@ def extract(
     engine: Annotated[str | None, typer.Option(help="trafilatura or newspaper.")] = None,
 ) -> None:
     """Extract article text from saved pages or URLs; one JSON object per page."""
-    from pipeline.extract import extract_html, extract_path
+    from pipeline.extractors import extract_html, extract_path
     from pipeline.fetcher import Fetcher
 
     settings = get_settings(config)

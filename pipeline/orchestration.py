@@ -65,7 +65,7 @@ def _opened(config: Config, run_id: str | None = None
 def plan_feed_batches(config: Config, max_batches: int = 8) -> list[list[int]]:
     """Sync the configured feeds into the store and split their ids into host-grouped
     batches (one mapped fetch task each); ``[]`` when no feed is configured."""
-    from pipeline.feeds import group_feeds_by_host
+    from pipeline.fetch import group_feeds_by_host
 
     with _opened(config) as (settings, store):
         enabled = settings.enabled_feeds()

@@ -22,10 +22,10 @@ if TYPE_CHECKING:
 ProgressCallback = Callable[[str, int, int | None], None]  # (stage, advance, total)
 # Where each stage lives, in pipeline order.
 STAGE_MODULES = {
-    "fetch": "pipeline.feeds",
-    "extract": "pipeline.articles",
+    "fetch": "pipeline.fetch",
+    "extract": "pipeline.extract",
     "stories": "pipeline.stories",
-    "index": "pipeline.search",
+    "index": "pipeline.index",
     "alerts": "pipeline.alerts.engine",
 }
 STAGES = tuple(STAGE_MODULES)

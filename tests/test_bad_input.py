@@ -12,8 +12,8 @@ from sqlalchemy import event, update
 
 from pipeline import schema
 from pipeline import stories as stories_module
-from pipeline.articles import extract_pending
-from pipeline.feeds import fetch_feeds
+from pipeline.extract import extract_pending
+from pipeline.fetch import fetch_feeds
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET, Deferred, run_per_host
 from pipeline.models import FeedEntry
 from pipeline.records import open_store

@@ -103,7 +103,7 @@ def test_dagbag_imports_cleanly_and_fast(airflow_env: dict[str, str]) -> None:
         bag = DagBag(dag_folder={str(DAGS)!r})
         elapsed = time.perf_counter() - start
         heavy = [m for m in ("torch", "sentence_transformers", "feedparser", "trafilatura",
-                             "pipeline.feeds", "pipeline.articles", "pipeline.relevance")
+                             "pipeline.fetch", "pipeline.extract", "pipeline.relevance")
                  if m in sys.modules]
         print("RESULT", elapsed, len(bag.dags), ",".join(heavy) or "-")
     """)

@@ -17,7 +17,7 @@ import elasticsearch
 import numpy as np
 import pytest
 
-from pipeline.search import index_pending, reindex
+from pipeline.index import index_pending, reindex
 from pipeline.search.base import (
     SearchAccessDenied,
     SearchMappingMismatch,
@@ -303,7 +303,7 @@ def test_the_index_stage_fails_with_the_one_line_reason(node, store, tmp_path, m
 def test_a_document_the_cluster_refuses_whole_costs_only_itself(node, store):
     """A bulk request holding one oversized document is refused as a whole (413): the
     batch falls back to one document at a time and only that one is an item-error."""
-    from pipeline.search import index_pending
+    from pipeline.index import index_pending
 
     ids = _articles(store, 4)
     too_big = ids[2]

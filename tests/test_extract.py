@@ -1,4 +1,4 @@
-"""pipeline.extract on small hand-written pages (all text fictional), fully offline."""
+"""pipeline.extractors on small hand-written pages (all text fictional), fully offline."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import extract
-from pipeline.extract import (
+from pipeline import extractors as extract
+from pipeline.extractors import (
     ExtractionError,
     decode_html,
     extract_html,

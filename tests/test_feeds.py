@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline import feeds as feeds_module
-from pipeline.feeds import (
+from pipeline import fetch as feeds_module
+from pipeline.fetch import (
     FeedReport,
     backoff_delay_s,
     cache_max_age_s,

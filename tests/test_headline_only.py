@@ -106,7 +106,7 @@ def test_headline_only_articles_are_searchable_scored_and_alerted(headline_run):
 
 
 def test_a_page_readable_later_is_a_new_version_of_the_same_article(headline_run, tmp_path):
-    from pipeline.articles import extract_one
+    from pipeline.extract import extract_one
     from pipeline.fetcher import Fetcher
     from tests.support.httpserver import LocalHTTPServer
 

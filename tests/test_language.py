@@ -68,7 +68,7 @@ def test_names_for_people():
 
 @pytest.mark.parametrize("encoding", ["big5", "gb18030", "utf-8"])
 def test_a_chinese_page_in_a_legacy_encoding_is_read_and_detected(encoding):
-    from pipeline.extract import extract_html
+    from pipeline.extractors import extract_html
 
     html = (f'<html><head><meta charset="{encoding}"><title>國防部記者會</title></head><body>'
             f"<article><h1>國防部記者會</h1><p>{TRADITIONAL_TEXT * 4}</p></article></body></html>")

@@ -128,7 +128,8 @@ def test_edited_article_becomes_a_new_version(first_run, settings, site):
 
 
 def test_reindex_rebuilds_the_index_from_records(first_run, settings):
-    from pipeline.search import open_search, reindex
+    from pipeline.index import reindex
+    from pipeline.search import open_search
 
     backend = open_search(settings)
     try:

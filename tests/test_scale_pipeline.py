@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+import pipeline.index
 import pipeline.search
 from pipeline import schema
 from pipeline.records import Store, open_store
@@ -232,8 +233,8 @@ def test_search_outage_mid_run_keeps_records_and_next_run_catches_up(
     proxy = TCPProxy(osmem_clone.url)
     proxy.up()
     # Small batches, and the server goes away right after the first one is accepted.
-    monkeypatch.setattr(pipeline.search, "index_pending",
-                        functools.partial(pipeline.search.index_pending, batch=4))
+    monkeypatch.setattr(pipeline.index, "index_pending",
+                        functools.partial(pipeline.index.index_pending, batch=4))
     real_index = ElasticSearch.index
     calls = {"n": 0}
 

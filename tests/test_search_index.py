@@ -12,9 +12,10 @@ from sqlalchemy import update
 
 from pipeline import schema
 from pipeline.embeddings import pack_vector
+from pipeline.index import index_pending, reindex
 from pipeline.models import FeedEntry
 from pipeline.records import Store, open_store
-from pipeline.search import index_pending, open_search, reindex, sqlite_search_path
+from pipeline.search import open_search, sqlite_search_path
 from pipeline.search.base import SearchDocument, SearchQuery, SearchUnavailable
 from pipeline.search.elastic import ElasticSearch
 from pipeline.search.sqlite_fts import SqliteSearch

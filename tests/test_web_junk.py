@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from pipeline import query as query_module
 from pipeline import schema
+from pipeline.index import index_pending
 from pipeline.records import open_store
-from pipeline.search import index_pending, open_search
+from pipeline.search import open_search
 from pipeline.settings import Settings
 from pipeline.web.app import create_app
 
