@@ -25,7 +25,7 @@ from pipeline.embeddings import pack_vector
 from pipeline.records import alerts as ledger
 from pipeline.records import open_store
 from pipeline.settings import AlertSettings, Settings, WatchConfig
-from tests.support.factories import with_alerts
+from tests.support.factories import add_article, add_story, add_version, with_alerts
 from tests.support.httpserver import Response
 from tests.test_alert_delivery import SMTPSink, free_port
 
@@ -58,27 +58,24 @@ def add_articles(store, story_id: str, items: list[tuple[str, str]], at: datetim
                  story_title: str | None = None) -> list[str]:
     """Insert articles (source, title) into a story, creating or updating the story row."""
     ids = []
-    with store.engine.begin() as conn:
+    with store.engine.connect() as conn:
         existing = conn.execute(select(schema.articles.c.article_id).where(
             schema.articles.c.story_id == story_id)).all()
-        for n, (source, title) in enumerate(items, start=len(existing)):
-            article_id = f"{story_id}-{n}"
-            ids.append(article_id)
-            conn.execute(schema.articles.insert().values(
-                article_id=article_id, url=f"https://{source.lower().replace(' ', '')}.example/"
-                f"{article_id}", source=source, title=title,
-                text=f"{title}. Full text of the report from {source}.",
-                content_hash=f"h-{article_id}", version=1, extraction_status="ok",
-                published_at=at, first_seen_at=at, updated_at=at, story_id=story_id))
-        count = len(existing) + len(items)
         row = conn.execute(select(schema.stories.c.story_id).where(
             schema.stories.c.story_id == story_id)).first()
-        if row is None:
-            conn.execute(schema.stories.insert().values(
-                story_id=story_id, title=story_title or items[0][1], first_seen_at=at,
-                last_seen_at=at, article_count=count, sources=[s for s, _ in items],
-                updated_at=at))
-        else:
+    for n, (source, title) in enumerate(items, start=len(existing)):
+        article_id = f"{story_id}-{n}"
+        ids.append(article_id)
+        add_article(store, article_id, url=f"https://{source.lower().replace(' ', '')}.example/"
+                    f"{article_id}", source=source, title=title,
+                    text=f"{title}. Full text of the report from {source}.",
+                    published_at=at, story_id=story_id)
+    count = len(existing) + len(items)
+    if row is None:
+        add_story(store, story_id, title=story_title or items[0][1], at=at,
+                  article_count=count, sources=[s for s, _ in items])
+    else:
+        with store.engine.begin() as conn:
             conn.execute(update(schema.stories).where(schema.stories.c.story_id == story_id)
                          .values(last_seen_at=at, article_count=count, updated_at=at))
     return ids
@@ -221,13 +218,10 @@ def test_new_article_far_from_first_report_is_an_update(store, scorer, file_only
     t1 = T0 + timedelta(hours=3)
     near, far = add_articles(store, "s1", [("A", "Taiwan typhoon nears"),
                                            ("B", "Taiwan typhoon: chip plants shut")], t1)
-    with store.engine.begin() as conn:
-        for article_id, vector in ((first, [1.0, 0.0, 0.0]), (near, [0.9, 0.1, 0.0]),
-                                   (far, [0.2, 0.1, 0.97])):
-            conn.execute(schema.article_versions.insert().values(
-                article_id=article_id, version=1, content_hash=f"h-{article_id}", title="t",
-                text="x", seen_at=t1, embedding=pack_vector(__import__("numpy").array(
-                    vector, dtype="float32"))))
+    for article_id, vector in ((first, [1.0, 0.0, 0.0]), (near, [0.9, 0.1, 0.0]),
+                               (far, [0.2, 0.1, 0.97])):
+        add_version(store, article_id, title="t", text="x", seen_at=t1,
+                    embedding=pack_vector(__import__("numpy").array(vector, dtype="float32")))
     counts = run_alerts(store, settings, "r2", now=t1, scorer=scorer)
     assert counts["update"] == 1
     update_line = outbox(outbox_path)[-1]

@@ -12,6 +12,7 @@ from pipeline import schema
 from pipeline.cli import app
 from pipeline.records import open_store
 from pipeline.settings import FeedConfig
+from tests.support.factories import add_article, add_story
 
 runner = CliRunner()
 HOSTILE = ["Close [/] tag", "Open [bold tag", "[link=http://evil.example]x[/link]",
@@ -32,9 +33,8 @@ def config(tmp_path):
             conn.execute(schema.feeds.update().where(schema.feeds.c.url ==
                                                      f"https://feeds.example/{n}")
                          .values(title=title, last_outcome="ok", last_error=title))
-            conn.execute(schema.stories.insert().values(
-                story_id=f"s{n}", title=title, first_seen_at=now, last_seen_at=now,
-                article_count=1, sources=[title], updated_at=now))
+    for n, title in enumerate(HOSTILE):
+        add_story(store, f"s{n}", title=title, at=now, sources=[title])
     store.close()
     return path
 
@@ -122,11 +122,9 @@ def test_run_with_elasticsearch_unreachable_reports_one_line(tmp_path, http_serv
     db = tmp_path / "r.db"
     store = open_store(f"sqlite:///{db}")
     now = datetime.now(UTC)
-    with store.engine.begin() as conn:  # one article waiting for the index
-        conn.execute(schema.articles.insert().values(
-            article_id="a1", url="https://news.example/1", source="Gazette", title="Report",
-            text="A fictional report. " * 20, content_hash="h1", version=1,
-            extraction_status="ok", first_seen_at=now, updated_at=now, published_at=now))
+    # one article waiting for the index
+    add_article(store, "a1", url="https://news.example/1", source="Gazette", title="Report",
+                text="A fictional report. " * 20, content_hash="h1", published_at=now)
     store.close()
     config = tmp_path / "es.yaml"
     config.write_text(

@@ -17,6 +17,7 @@ from pipeline.settings import Settings
 from pipeline.stories import assign_stories
 from pipeline.urls import content_hash
 from tests.support.crosslingual import DRILL_EN, DRILL_ZH, UNRELATED
+from tests.support.factories import add_article
 
 DAY = 86_400.0
 
@@ -112,16 +113,10 @@ def test_english_only_input_is_grouped_exactly_as_without_it():
 def _add(store, record: dict, seen: datetime) -> None:
     published = datetime.fromisoformat(record["published_at"].replace("Z", "+00:00"))
     digest = content_hash(record["title"], record["text"])
-    with store.engine.begin() as conn:
-        conn.execute(schema.articles.insert().values(
-            article_id=record["id"], url=f"https://example.com/{record['id']}",
-            source=record["source"], title=record["title"], text=record["text"],
-            text_source="page", published_at=published, language=record["language"],
-            content_hash=digest, version=1, extraction_status="ok", first_seen_at=seen,
-            updated_at=seen))
-        conn.execute(schema.article_versions.insert().values(
-            article_id=record["id"], version=1, content_hash=digest, title=record["title"],
-            text=record["text"], seen_at=seen))
+    add_article(store, record["id"], url=f"https://example.com/{record['id']}",
+                source=record["source"], title=record["title"], text=record["text"],
+                text_source="page", published_at=published, language=record["language"],
+                content_hash=digest, seen_at=seen, with_version_row=True)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from pipeline.embeddings import BACKENDS, DEFAULT_CACHE_DIR, embedding_key, enco
 from pipeline.records import open_store, utcnow
 from pipeline.settings import load_settings
 from pipeline.stories import embed_pending
+from tests.support.factories import add_article
 
 TEXTS = [
     "Brindlemoor council approves the harbour bridge repairs after a storm",
@@ -123,15 +124,9 @@ def test_a_backend_switch_re_embeds_stored_articles(tmp_path):
     store = open_store(url)
     now = utcnow()
     try:
-        with store.engine.begin() as conn:
-            for n, text in enumerate(TEXTS[:3]):
-                conn.execute(schema.articles.insert().values(
-                    article_id=f"a{n}", title=text, text=text, version=1,
-                    content_hash=f"h{n}", extraction_status="ok", first_seen_at=now,
-                    updated_at=now))
-                conn.execute(schema.article_versions.insert().values(
-                    article_id=f"a{n}", version=1, content_hash=f"h{n}", title=text,
-                    text=text, seen_at=now))
+        for n, text in enumerate(TEXTS[:3]):
+            add_article(store, f"a{n}", url=None, title=text, text=text, content_hash=f"h{n}",
+                        seen_at=now, with_version_row=True)
         torch_settings = load_settings(data_dir=str(tmp_path),
                                        embedding={"backend": "torch"})
         assert embed_pending(store, torch_settings) == 3

@@ -22,6 +22,7 @@ from pipeline.cli import app
 from pipeline.match import UnknownWatchError, find_watch, match_records
 from pipeline.records import open_store
 from pipeline.settings import Settings
+from tests.support import factories
 from tests.test_relevance import PHONE_TEXT, PHONE_TITLE, PLA_TEXT, PLA_TITLE, RAIL_TEXT
 
 runner = CliRunner()
@@ -189,16 +190,12 @@ def test_input_mode_writes_one_line_per_article_in_order(tmp_path: Path) -> None
 def add_story(store: Any, story_id: str, articles: list[tuple[str, str, str]],
               at: datetime) -> None:
     """A story with articles (source, title, text), as the story stage leaves them."""
-    with store.engine.begin() as conn:
-        for n, (source, title, text) in enumerate(articles):
-            conn.execute(schema.articles.insert().values(
-                article_id=f"{story_id}-{n}", url=f"https://{source.lower()}.example/{n}",
-                source=source, title=title, text=text, content_hash=f"h-{story_id}-{n}",
-                version=1, extraction_status="ok", published_at=at, first_seen_at=at,
-                updated_at=at, story_id=story_id))
-        conn.execute(schema.stories.insert().values(
-            story_id=story_id, title=articles[0][1], first_seen_at=at, last_seen_at=at,
-            article_count=len(articles), sources=[s for s, _, _ in articles], updated_at=at))
+    for n, (source, title, text) in enumerate(articles):
+        factories.add_article(store, f"{story_id}-{n}",
+                              url=f"https://{source.lower()}.example/{n}", source=source,
+                              title=title, text=text, published_at=at, story_id=story_id)
+    factories.add_story(store, story_id, title=articles[0][1], at=at,
+                        article_count=len(articles), sources=[s for s, _, _ in articles])
 
 
 def _rows(store: Any) -> dict[str, int]:

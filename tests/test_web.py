@@ -10,12 +10,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from pipeline import schema
 from pipeline.records import open_store
 from pipeline.run import run_once
 from pipeline.sample_site import SampleSite
 from pipeline.settings import Settings, load_settings
 from pipeline.web.app import create_app, highlight, safe_url
+from tests.support.factories import add_alert, add_article, add_story
 
 SITE = Path("examples/sample_site")
 SEED_TITLES = (
@@ -31,17 +31,13 @@ def _insert_hostile_article(settings: Settings) -> None:
     store = open_store(settings.store.url)
     now = datetime(2023, 6, 20, 8, 0, tzinfo=UTC)
     try:
-        with store.engine.begin() as conn:
-            conn.execute(schema.articles.insert().values(
-                article_id=HOSTILE_ID, url="javascript:alert(2)", link="javascript:alert(2)",
-                source="<b>Evil</b> Source", title=HOSTILE_TITLE,
-                text="The zanzibarquux <img src=x onerror=alert(3)> payload was here. " * 5,
-                content_hash="hostile", version=1, extraction_status="ok",
-                first_seen_at=now, updated_at=now, published_at=now, story_id="hostilestory"))
-            conn.execute(schema.stories.insert().values(
-                story_id="hostilestory", title=HOSTILE_TITLE, first_seen_at=now,
-                last_seen_at=now, article_count=1, sources=["<b>Evil</b> Source"],
-                updated_at=now))
+        add_article(
+            store, HOSTILE_ID, url="javascript:alert(2)", link="javascript:alert(2)",
+            source="<b>Evil</b> Source", title=HOSTILE_TITLE,
+            text="The zanzibarquux <img src=x onerror=alert(3)> payload was here. " * 5,
+            content_hash="hostile", published_at=now, story_id="hostilestory")
+        add_story(store, "hostilestory", title=HOSTILE_TITLE, at=now,
+                  sources=["<b>Evil</b> Source"])
     finally:
         store.close()
 
@@ -290,11 +286,8 @@ def test_watch_filter_keeps_only_alerted_stories(client: TestClient, settings: S
     store = open_store(settings.store.url)
     now = datetime.now(UTC)
     try:
-        with store.engine.begin() as conn:
-            conn.execute(schema.alerts.insert().values(
-                watch="taiwan", story_id=story_id, kind="new", window_key="once",
-                status="sent", title=SEED_TITLES[0], score=0.9, created_at=now,
-                updated_at=now))
+        add_alert(store, watch="taiwan", story_id=story_id, kind="new", window_key="once",
+                  status="sent", title=SEED_TITLES[0], score=0.9, at=now)
     finally:
         store.close()
 

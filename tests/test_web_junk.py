@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import query as query_module
-from pipeline import schema
 from pipeline.index import index_pending
 from pipeline.records import open_store
 from pipeline.search import open_search
 from pipeline.settings import Settings
 from pipeline.web.app import create_app
+from tests.support.factories import add_article, add_story
 
 ENDPOINTS = {  # path -> its query parameters
     "/api/search": ("q", "since", "until", "source", "limit", "by_story", "mode"),
@@ -40,16 +40,13 @@ def web_settings(tmp_path_factory) -> Settings:
     settings = Settings(store={"url": f"sqlite:///{directory / 'r.db'}"})
     store = open_store(settings.store.url)
     now = datetime.now(UTC) - timedelta(hours=2)
-    with store.engine.begin() as conn:
-        for n in range(3):
-            conn.execute(schema.articles.insert().values(
-                article_id=f"a{n}", url=f"https://news.example/{n}", source="Gazette",
-                title=f"Harbour bridge report {n}", text="A fictional harbour bridge opened. "
-                * 10, content_hash=f"h{n}", version=1, extraction_status="ok",
-                first_seen_at=now, updated_at=now, published_at=now, story_id="s1"))
-        conn.execute(schema.stories.insert().values(
-            story_id="s1", title="Harbour bridge report", first_seen_at=now, last_seen_at=now,
-            article_count=3, sources=["Gazette"], updated_at=now))
+    for n in range(3):
+        add_article(store, f"a{n}", url=f"https://news.example/{n}", source="Gazette",
+                    title=f"Harbour bridge report {n}",
+                    text="A fictional harbour bridge opened. " * 10, content_hash=f"h{n}",
+                    published_at=now, story_id="s1")
+    add_story(store, "s1", title="Harbour bridge report", at=now, article_count=3,
+              sources=["Gazette"])
     backend = open_search(settings)
     index_pending(store, backend, None)
     backend.close()
