@@ -35,6 +35,7 @@ from pipeline.story_text import (
     text_shingles,
 )
 from pipeline.urls import content_hash
+from tests.support.factories import add_article, add_version
 from tests.support.seeds import fictional_seed_files
 
 T0 = datetime(2023, 6, 18, 9, 0, tzinfo=UTC)
@@ -416,19 +417,18 @@ def seed_records() -> list[tuple[str, str, str]]:
 def put(store, aid: str, title: str, text: str, at: datetime, source: str,
         version: int = 1) -> None:
     """Store one article version as the extraction stage would leave it."""
-    a, v = schema.articles, schema.article_versions
     digest = content_hash(title, text)
+    if version == 1:
+        add_article(store, aid, title=title, text=text, source=source, published_at=at,
+                    seen_at=at, content_hash=digest, url=f"https://example.test/{aid}",
+                    text_source="page", with_version_row=True)
+        return
+    a = schema.articles
     with store.engine.begin() as conn:
-        if version == 1:
-            conn.execute(a.insert().values(
-                article_id=aid, url=f"https://example.test/{aid}", source=source, title=title,
-                text=text, text_source="page", published_at=at, content_hash=digest,
-                version=1, extraction_status="ok", first_seen_at=at, updated_at=at))
-        else:
-            conn.execute(a.update().where(a.c.article_id == aid).values(
-                title=title, text=text, content_hash=digest, version=version, updated_at=at))
-        conn.execute(v.insert().values(article_id=aid, version=version, content_hash=digest,
-                                       title=title, text=text, seen_at=at))
+        conn.execute(a.update().where(a.c.article_id == aid).values(
+            title=title, text=text, content_hash=digest, version=version, updated_at=at))
+    add_version(store, aid, title=title, text=text, seen_at=at, version=version,
+                content_hash=digest)
 
 
 def corpus() -> list[tuple[str, str, str, datetime, str]]:
