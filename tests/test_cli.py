@@ -118,12 +118,12 @@ def test_run_json_prints_only_json_on_stdout(tmp_path, http_server):
 
 
 def test_run_exits_1_naming_the_stage_that_failed(tmp_path, http_server, monkeypatch):
-    from pipeline import search
+    from pipeline import index
 
     def broken_index(*args, **kwargs):
         raise RuntimeError("search backend on fire")
 
-    monkeypatch.setattr(search, "run", broken_index)
+    monkeypatch.setattr(index, "run", broken_index)
     http_server.route("/feed.xml", body=RSS_ONE_ITEM)
     cfg = _one_feed_config(tmp_path, http_server.url("/feed.xml"))
     result = runner.invoke(app, ["run", "-c", cfg])
