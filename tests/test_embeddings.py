@@ -63,6 +63,14 @@ def test_onnx_inference_never_imports_torch():
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
+def last_line_of_fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter (nothing imported yet) and return its last line."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
 def test_a_default_mode_search_embeds_the_query_without_torch(tmp_path):
     """`newswatch search` in the default (hybrid) mode on the default backend: a fresh process
     that imports neither torch, transformers, sentence-transformers nor SQLAlchemy (the
@@ -86,10 +94,7 @@ def test_a_default_mode_search_embeds_the_query_without_torch(tmp_path):
             "print(json.dumps({'vector': vectors[0], 'modules': sorted(m for m in ("
             "'torch', 'transformers', 'sentence_transformers', 'sqlalchemy') "
             "if m in sys.modules)}))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(last_line_of_fresh_python(code))
     assert out["modules"] == []
     vector = np.asarray(out["vector"], dtype=np.float32)
     assert float(vector @ encode([query], backend="torch")[0]) >= 0.9999
@@ -107,10 +112,7 @@ def test_commands_that_do_not_embed_do_not_load_torch(tmp_path):
             "    result = CliRunner().invoke(app, args)\n"
             "    assert result.exit_code == 0, (args, result.output)\n"
             "print('torch' in sys.modules)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "False"
+    assert last_line_of_fresh_python(code) == "False"
 
 
 def test_unknown_backend_is_a_clear_error():
