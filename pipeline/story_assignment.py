@@ -101,10 +101,8 @@ def text_size(terms: frozenset[str]) -> int:
     return sum(max(1, len(t) // 2) if has_cjk(t[:1]) else 1 for t in terms)
 
 
-def _cosine_to_sum(weights: dict[str, float], total: dict[str, float]) -> float:
-    """Cosine of a unit-length weight vector with the (unnormalised) sum of others."""
-    norm = math.sqrt(sum(v * v for v in total.values()))
-    return sum(w * total.get(t, 0.0) for t, w in weights.items()) / norm if norm else 0.0
+def _norm(weights: dict[str, float]) -> float:
+    return math.sqrt(sum(v * v for v in weights.values()))
 
 
 @dataclass(slots=True)
@@ -211,6 +209,8 @@ class _Profile:
     terms: dict[str, float]
     names: dict[str, float]
     median_size: float  # the members' median text_size(): headline or full text
+    terms_norm: float = 0.0  # lengths of the summed weights (a headline's cosine to them)
+    names_norm: float = 0.0
 
 
 @dataclass
@@ -444,7 +444,8 @@ class StoryAssigner:
                         total[token] = total.get(token, 0.0) + weight
         vectors = np.stack([m.vector for m in others])
         profile = _Profile(key, len(others), vectors, vectors.sum(axis=0), terms, names,
-                           float(np.median([m.size for m in others])))
+                           float(np.median([m.size for m in others])), _norm(terms),
+                           _norm(names))
         if not own:
             cluster.profile = profile
         return profile
@@ -468,14 +469,16 @@ class StoryAssigner:
                  * self.conf.embedding_scale) * cosine
         if lexical and (term_w or name_w):
             terms, names = self._weights_of(member)
-            # The mean of pairwise dot products is the dot product with the summed weights.
-            pair_terms = self._dot(terms, profile.terms) / profile.size
-            pair_names = self._dot(names, profile.names) / profile.size
+            # The mean of pairwise dot products is the dot product with the summed weights;
+            # a headline also takes the cosine to that sum (what the members share).
+            dot_terms = self._dot(terms, profile.terms)
+            dot_names = self._dot(names, profile.names)
+            pair_terms, pair_names = dot_terms / profile.size, dot_names / profile.size
             if lexical < 1.0:
-                pair_terms = lexical * pair_terms + (1.0 - lexical) * _cosine_to_sum(
-                    terms, profile.terms)
-                pair_names = lexical * pair_names + (1.0 - lexical) * _cosine_to_sum(
-                    names, profile.names)
+                pair_terms = lexical * pair_terms + (1.0 - lexical) * (
+                    dot_terms / profile.terms_norm if profile.terms_norm else 0.0)
+                pair_names = lexical * pair_names + (1.0 - lexical) * (
+                    dot_names / profile.names_norm if profile.names_norm else 0.0)
             score += lexical * (term_w * pair_terms + name_w * pair_names)
         return score
 
