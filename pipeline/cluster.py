@@ -4,6 +4,7 @@ of one's own (a throwaway SQLite store), for evaluation and ad-hoc grouping."""
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,20 @@ def cluster_records(records: list[dict[str, Any]], settings: Settings, *,
                     progress: Progress | None = None) -> list[dict[str, Any]]:
     """Run the shipped embedding + story assignment over JSONL-style records in a throwaway
     store; returns ``{"id", "story_id", "duplicate_of"}`` per record, in input order."""
+    from pipeline.embeddings import EmbeddingSpec
     from pipeline.urls import content_hash
 
-    with tempfile.TemporaryDirectory(prefix="newswatch-cluster-") as tmp:
+    ids = [str(r.get("id")) for r in records]
+    if len(set(ids)) != len(ids):
+        raise ValueError("input ids must be unique")
+    with (ThreadPoolExecutor(1, thread_name_prefix="model-load") as loader,
+          tempfile.TemporaryDirectory(prefix="newswatch-cluster-") as tmp):
+        # The model loads (imports, compiled graph) while languages are identified; a load
+        # that fails fails again, with its message, where the stage embeds.
+        loader.submit(EmbeddingSpec.of(settings).encoder)
         store = open_store(f"sqlite:///{Path(tmp) / 'cluster.db'}")
         try:
             base = utcnow()
-            ids = [str(r.get("id")) for r in records]
-            if len(set(ids)) != len(ids):
-                raise ValueError("input ids must be unique")
             internal = {rid: f"c{n:08d}" for n, rid in enumerate(ids)}
             articles = []
             for n, record in enumerate(records):

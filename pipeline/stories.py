@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,11 +49,35 @@ Progress = Callable[[int, int | None], None]
 
 # ---- the store-backed stage -----------------------------------------------------------------
 
+class TextFeatures:
+    """The assignment's text features of each (title, text): worked out on the stage's own
+    thread while the encoder embeds the same texts on another (the engines release the
+    GIL), so the two costs overlap instead of adding up. Frozensets: safe to share."""
+
+    def __init__(self) -> None:
+        self._of: dict[tuple[str, str], tuple[frozenset[str], frozenset[str], frozenset[int]]] = {}
+
+    def add(self, title: str | None, text: str | None) -> None:
+        title, text = title or derive_title(text), text or ""
+        if (title, text) not in self._of:
+            self._of[(title, text)] = (story_terms(title, text), story_names(title, text),
+                                       text_shingles(text))
+
+    def of(self, title: str, text: str | None
+           ) -> tuple[frozenset[str], frozenset[str], frozenset[int]]:
+        """(terms, names, shingles), from the memo when the text was seen while embedding."""
+        text = text or ""
+        return self._of.get((title, text)) or (
+            story_terms(title, text), story_names(title, text), text_shingles(text))
+
+
 def embed_pending(store: Store, settings: Settings, run_id: str | None = None,
-                  progress: Progress | None = None, batch: int = 256) -> int:
+                  progress: Progress | None = None, batch: int = 256, *,
+                  features: TextFeatures | None = None) -> int:
     """Embed every current article version without an embedding from the configured model
     and backend (never twice; a backend or model switch re-embeds, so spaces never mix).
-    Works in batches of ``batch`` rows, so memory does not grow with the backlog."""
+    Works in batches of ``batch`` rows, so memory does not grow with the backlog. The model
+    runs on a worker thread; meanwhile this one fills ``features`` for the same texts."""
     conf = settings.embedding
     key = embedding_key(conf.model, conf.backend)
     keys = [key, *legacy_keys(conf.model, conf.backend)]
@@ -62,21 +87,26 @@ def embed_pending(store: Store, settings: Settings, run_id: str | None = None,
         progress(0, total)
     done = 0
     after = ""
-    while done < total:
-        chunk = story_records.versions_to_embed(store, keys, english_only=english_only, after=after,
-                                          limit=batch)
-        if not chunk:
-            break
-        texts = [article_text_for_embedding(r.title or derive_title(r.text), r.text)
-                 for r in chunk]
-        vectors = encode_for(settings, texts)
-        story_records.save_embeddings(store, [(row.article_id, row.version, pack_vector(vector))
-                                        for row, vector in zip(chunk, vectors, strict=True)],
-                                key)
-        after = chunk[-1].article_id
-        done += len(chunk)
-        if progress:
-            progress(len(chunk), None)
+    with ThreadPoolExecutor(1, thread_name_prefix="embed") as encoder:
+        while done < total:
+            chunk = story_records.versions_to_embed(store, keys, english_only=english_only,
+                                                    after=after, limit=batch)
+            if not chunk:
+                break
+            texts = [article_text_for_embedding(r.title or derive_title(r.text), r.text)
+                     for r in chunk]
+            embedding = encoder.submit(encode_for, settings, texts)
+            if features is not None:
+                for row in chunk:
+                    features.add(row.title, row.text)
+            vectors = embedding.result()
+            story_records.save_embeddings(store, [
+                (row.article_id, row.version, pack_vector(vector))
+                for row, vector in zip(chunk, vectors, strict=True)], key)
+            after = chunk[-1].article_id
+            done += len(chunk)
+            if progress:
+                progress(len(chunk), None)
     if run_id:
         store.count(run_id, STAGE, "embedded", done)
     return done
@@ -125,7 +155,8 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
     cross = crosslingual.CrossLingualPass(store, settings) if settings.multilingual.enabled \
         else None
     counts = cross.before_english(progress) if cross else {}  # articles not in English
-    counts["embedded"] = embed_pending(store, settings, None, progress)
+    features = TextFeatures()
+    counts["embedded"] = embed_pending(store, settings, None, progress, features=features)
     rows = story_records.articles_to_place(store)
     if not rows:
         return _finish(store, run_id, counts)
@@ -141,8 +172,7 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
         try:
             title = row["title"] or derive_title(row["text"])
             item = StoryItem(row["article_id"], title, row["source"], time,
-                             _normalised(row["embedding"]), story_terms(title, row["text"]),
-                             story_names(title, row["text"]), text_shingles(row["text"]))
+                             _normalised(row["embedding"]), *features.of(title, row["text"]))
         except Exception:  # this article waits for the next run; the others get stories
             log.exception("stories: article %s skipped", row["article_id"])
             counts["item-error"] = counts.get("item-error", 0) + 1
