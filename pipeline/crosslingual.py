@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.embeddings import pack_vector, unpack_vector
+from pipeline.embeddings import pack_vector, release_encoders, unpack_vector
 from pipeline.multilingual import MODEL_NAME, encode_multilingual, release_model
 from pipeline.records import Store
 from pipeline.records import stories as story_records
@@ -195,6 +195,8 @@ def embed_pending(store: Store, settings: Settings, progress: Progress | None = 
         store, other_languages_only=other_languages_only, in_stories_active=in_stories_active)
     if progress and rows:
         progress(0, len(rows))
+    if rows:  # never both models at once: MiniLM reloads from its compiled cache in ~1 s
+        release_encoders()
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
         vectors = encode_multilingual(

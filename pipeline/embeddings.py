@@ -20,13 +20,14 @@ vector spaces.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -168,18 +169,24 @@ class GraphEncoder:
             for rows, feeds in self._batches(texts, batch_size):
                 out[rows] = np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
             return out
-        import openvino as ov
+        # Requests of this call only (concurrent callers never share one), filled in turn;
+        # each is waited for on this thread, so no engine thread ever calls back into Python.
+        requests = [self._compiled.create_infer_request() for _ in range(self._requests)]
+        in_flight: list[list[int]] = [[] for _ in requests]
 
-        # A queue per call (not per encoder): concurrent callers never share requests.
-        queue = ov.AsyncInferQueue(self._compiled, self._requests)
+        def collect(slot: int) -> None:
+            if in_flight[slot]:
+                requests[slot].wait()
+                out[in_flight[slot]] = requests[slot].get_output_tensor(0).data
+                in_flight[slot] = []
 
-        def store(request: Any, rows: list[int]) -> None:
-            out[rows] = request.get_output_tensor(0).data  # copied: the buffer is reused
-
-        queue.set_callback(store)
-        for rows, feeds in self._batches(texts, batch_size):
-            queue.start_async(feeds, rows)
-        queue.wait_all()
+        for n, (rows, feeds) in enumerate(self._batches(texts, batch_size)):
+            slot = n % len(requests)
+            collect(slot)
+            requests[slot].start_async(feeds)
+            in_flight[slot] = rows
+        for slot in range(len(requests)):
+            collect(slot)
         return out
 
 
@@ -205,6 +212,15 @@ def load_encoder(model: str = DEFAULT_MODEL, backend: str = DEFAULT_BACKEND,
         graph = exported_model(path, folder, variant)
         spec = export_spec(path, folder)
         return GraphEncoder(graph, spec.tokenizer, spec.max_length, spec.dim, backend, threads)
+
+
+def release_encoders() -> None:
+    """Drop every loaded model (~200 MB for MiniLM on OpenVINO): a backlog run that also needs
+    the multilingual model holds one model at a time, not both (peak memory). The next
+    :func:`encode` loads it again, ~1 s from the compiled cache."""
+    with _LOCK:
+        load_encoder.cache_clear()
+    gc.collect()  # now, not at the next automatic collection
 
 
 def load_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> SentenceTransformer:

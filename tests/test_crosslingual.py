@@ -166,3 +166,31 @@ def test_a_later_chinese_report_joins_the_stored_english_story(tmp_path):
     assert row["first_seen_at"] == datetime(2026, 3, 10, 1, tzinfo=UTC)  # the Chinese report's
     assert DRILL_ZH["source"] in row["sources"]
     store.close()
+
+
+@pytest.mark.slow
+def test_the_two_models_are_never_loaded_together(tmp_path, monkeypatch):
+    """A backlog chunk embeds with MiniLM, the next with USE: MiniLM is dropped before USE
+    loads, so a run's peak holds one model (docs/performance.md, Peak RSS)."""
+    from pipeline import crosslingual, embeddings
+
+    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
+    settings = Settings()
+    seen = datetime(2026, 3, 10, 6, tzinfo=UTC)
+    for n, record in enumerate(DRILL_EN):
+        _add(store, record, seen + timedelta(minutes=n))
+    assign_stories(store, settings)
+    assert embeddings.load_encoder.cache_info().currsize == 1  # MiniLM, from the English pass
+    english_models_loaded: list[int] = []
+    real = crosslingual.encode_multilingual
+
+    def spy(texts: list[str], batch_size: int = 64) -> np.ndarray:
+        english_models_loaded.append(embeddings.load_encoder.cache_info().currsize)
+        return real(texts, batch_size)
+
+    monkeypatch.setattr(crosslingual, "encode_multilingual", spy)
+    _add(store, DRILL_ZH, seen + timedelta(hours=2))
+    counts = assign_stories(store, settings)
+    assert counts["cross-language-join"] == 1  # the same decisions as with both resident
+    assert english_models_loaded and set(english_models_loaded) == {0}
+    store.close()
