@@ -190,28 +190,39 @@ class GraphEncoder:
         return out
 
 
-@lru_cache(maxsize=4)
 def load_encoder(model: str = DEFAULT_MODEL, backend: str = DEFAULT_BACKEND,
                  device: str = "cpu", cache_dir: str | None = None,
                  threads: int = 0) -> Encoder:
     """Load (once per process) the model on a backend; the ONNX backends export it first
-    when the cache under ``cache_dir`` does not hold it yet."""
+    when the cache under ``cache_dir`` does not hold it yet. Callers on two threads (a model
+    loaded ahead, then the stage) share one load: the lock is taken before the cache."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown embedding backend {backend!r} (use one of: "
                          f"{', '.join(BACKENDS)})")
     with _LOCK:
-        if backend == "torch":
-            return TorchEncoder(model, device)
-        if device != "cpu":
-            raise ValueError(f"embedding.backend {backend!r} runs on the CPU only; use "
-                             "backend 'torch' for device {device!r}")
-        from pipeline.onnx_export import export_spec, exported_model
+        return _loaded_encoder(model, backend, device, cache_dir, threads)
 
-        path, folder = resolve_model_path(model), Path(cache_dir or DEFAULT_CACHE_DIR)
-        variant = {"onnx": "optimised", "onnx-int8": "int8"}.get(backend, "fp32")
-        graph = exported_model(path, folder, variant)
-        spec = export_spec(path, folder)
-        return GraphEncoder(graph, spec.tokenizer, spec.max_length, spec.dim, backend, threads)
+
+@lru_cache(maxsize=4)
+def _loaded_encoder(model: str, backend: str, device: str, cache_dir: str | None,
+                    threads: int) -> Encoder:
+    if backend == "torch":
+        return TorchEncoder(model, device)
+    if device != "cpu":
+        raise ValueError(f"embedding.backend {backend!r} runs on the CPU only; use "
+                         "backend 'torch' for device {device!r}")
+    from pipeline.onnx_export import export_spec, exported_model
+
+    path, folder = resolve_model_path(model), Path(cache_dir or DEFAULT_CACHE_DIR)
+    variant = {"onnx": "optimised", "onnx-int8": "int8"}.get(backend, "fp32")
+    graph = exported_model(path, folder, variant)
+    spec = export_spec(path, folder)
+    return GraphEncoder(graph, spec.tokenizer, spec.max_length, spec.dim, backend, threads)
+
+
+def loaded_encoders() -> int:
+    """How many models this process holds (the memory tests read it)."""
+    return _loaded_encoder.cache_info().currsize
 
 
 def release_encoders() -> None:
@@ -219,7 +230,7 @@ def release_encoders() -> None:
     the multilingual model holds one model at a time, not both (peak memory). The next
     :func:`encode` loads it again, ~1 s from the compiled cache."""
     with _LOCK:
-        load_encoder.cache_clear()
+        _loaded_encoder.cache_clear()
     gc.collect()  # now, not at the next automatic collection
 
 

@@ -180,12 +180,12 @@ def test_the_two_models_are_never_loaded_together(tmp_path, monkeypatch):
     for n, record in enumerate(DRILL_EN):
         _add(store, record, seen + timedelta(minutes=n))
     assign_stories(store, settings)
-    assert embeddings.load_encoder.cache_info().currsize == 1  # MiniLM, from the English pass
+    assert embeddings.loaded_encoders() == 1  # MiniLM, from the English pass
     english_models_loaded: list[int] = []
     real = crosslingual.encode_multilingual
 
     def spy(texts: list[str], batch_size: int = 64) -> np.ndarray:
-        english_models_loaded.append(embeddings.load_encoder.cache_info().currsize)
+        english_models_loaded.append(embeddings.loaded_encoders())
         return real(texts, batch_size)
 
     monkeypatch.setattr(crosslingual, "encode_multilingual", spy)
