@@ -124,6 +124,14 @@ def _identifier() -> Any:
         return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+def release_identifier() -> None:
+    """Drop py3langid's model (~75 MB resident): only extraction identifies languages, so a
+    backlog run holds it during each chunk's extraction and not beside the embedding models
+    (peak memory); loading it again costs ~1 s per chunk."""
+    with _LOCK:
+        _identifier.cache_clear()
+
+
 def identify(text: str) -> str | None:
     """py3langid's verdict on a Latin/Cyrillic/... text, or None when it is not sure."""
     if len(text) < MIN_IDENTIFY_CHARS:

@@ -75,3 +75,22 @@ def test_a_chinese_page_in_a_legacy_encoding_is_read_and_detected(encoding):
     page = extract_html(html.encode(encoding), "https://example.com/a")
     assert TRADITIONAL_TEXT in page.text
     assert detect_language(page.title, page.text, page.language) == TRADITIONAL
+
+
+def test_the_identifier_is_released_after_each_extraction_chunk(tmp_path):
+    """py3langid's model is only needed while a chunk is extracted: it is not held beside the
+    embedding models (a backlog run's peak memory), and it loads again when next needed."""
+    from pipeline import extract, language
+    from pipeline.records import open_store
+    from pipeline.settings import Settings
+    from pipeline.stages import StageContext
+
+    assert detect_language(None, ENGLISH_TEXT) == "en"
+    assert language._identifier.cache_info().currsize == 1
+    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
+    try:
+        extract.run(StageContext(store, Settings(data_dir=str(tmp_path)), "run-1"))
+    finally:
+        store.close()
+    assert language._identifier.cache_info().currsize == 0
+    assert detect_language(None, ENGLISH_TEXT) == "en"  # loaded again, same verdict
