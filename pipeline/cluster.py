@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.language import detect_language
+from pipeline.language import detect_language, release_identifier
 from pipeline.records import open_store, utcnow
 from pipeline.records import stories as story_records
 from pipeline.settings import Settings
@@ -62,6 +62,7 @@ def cluster_records(records: list[dict[str, Any]], settings: Settings, *,
                     "language": language, "content_hash": content_hash(title, text),
                     "version": 1, "extraction_status": "ok",
                     "first_seen_at": base + timedelta(seconds=n), "updated_at": base})
+            release_identifier()  # ~75 MB not held beside the embedding model
             story_records.insert_extracted(store, articles)
             assign_stories(store, settings, None, progress=progress)
             rows = story_records.story_of_each_article(store)
