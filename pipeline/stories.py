@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,12 +57,17 @@ class TextFeatures:
 
     def __init__(self) -> None:
         self._of: dict[tuple[str, str], tuple[frozenset[str], frozenset[str], frozenset[int]]] = {}
+        self.embedded: set[str] = set()  # the articles whose vectors were made meanwhile
 
-    def add(self, title: str | None, text: str | None) -> None:
-        title, text = title or derive_title(text), text or ""
-        if (title, text) not in self._of:
-            self._of[(title, text)] = (story_terms(title, text), story_names(title, text),
-                                       text_shingles(text))
+    def add(self, article_id: str, title: str | None, text: str | None) -> None:
+        self.embedded.add(article_id)
+        try:
+            title, text = title or derive_title(text), text or ""
+            if (title, text) not in self._of:
+                self._of[(title, text)] = (story_terms(title, text), story_names(title, text),
+                                           text_shingles(text))
+        except Exception:  # computed again in of(), where the item's error is handled
+            return
 
     def of(self, title: str, text: str | None
            ) -> tuple[frozenset[str], frozenset[str], frozenset[int]]:
@@ -98,7 +104,7 @@ def embed_pending(store: Store, settings: Settings, run_id: str | None = None,
             embedding = encoder.submit(encode_for, settings, texts)
             if features is not None:
                 for row in chunk:
-                    features.add(row.title, row.text)
+                    features.add(row.article_id, row.title, row.text)
             vectors = embedding.result()
             story_records.save_embeddings(store, [
                 (row.article_id, row.version, pack_vector(vector))
@@ -144,6 +150,29 @@ def _load_active(store: Store, since: datetime, until: datetime,
     return list(stories.values())
 
 
+@dataclass(frozen=True)
+class _Span:
+    """What the stories window of a pass depends on."""
+
+    since: datetime
+    until: datetime
+    story_ids: frozenset[str]
+
+
+def _window_ahead(store: Store, settings: Settings, window: timedelta
+                  ) -> tuple[_Span, list[ActiveStory]] | None:
+    """The window of the articles the English pass will place, read before their vectors
+    exist (so it loads while the model embeds); None when there is nothing to place."""
+    rows = story_records.articles_to_place_soon(
+        store, english_only=crosslingual.english_pass_only(settings))
+    if not rows:
+        return None
+    times = [plausible_date(r.published_at) or r.first_seen_at for r in rows]
+    span = _Span(min(times) - window, max(times) + window,
+                 frozenset(r.story_id for r in rows if r.story_id))
+    return span, _load_active(store, span.since, span.until, span.story_ids)
+
+
 def assign_stories(store: Store, settings: Settings, run_id: str | None = None, *,
                    progress: Progress | None = None) -> dict[str, int]:
     """Embed new versions, then give every unassigned article a story (publication order).
@@ -156,16 +185,28 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
         else None
     counts = cross.before_english(progress) if cross else {}  # articles not in English
     features = TextFeatures()
-    counts["embedded"] = embed_pending(store, settings, None, progress, features=features)
+    window = timedelta(days=settings.stories.window_days)
+    with ThreadPoolExecutor(1, thread_name_prefix="english-pass") as worker:
+        embedding = worker.submit(embed_pending, store, settings, None, progress,
+                                  features=features)
+        # Meanwhile, here: the stories around the articles the pass will place.
+        ahead = _window_ahead(store, settings, window)
+        counts["embedded"] = embedding.result()
     rows = story_records.articles_to_place(store)
     if not rows:
         return _finish(store, run_id, counts)
     # A stored date no news item can have (year 1, 9999) would overflow the window maths.
     times = [plausible_date(r["published_at"]) or r["first_seen_at"] for r in rows]
-    window = timedelta(days=settings.stories.window_days)
     kept_ids = [r["story_id"] for r in rows if r["story_id"]]
-    assigner = StoryAssigner(settings.stories, _load_active(
-        store, min(times) - window, max(times) + window, kept_ids))
+    span = _Span(min(times) - window, max(times) + window, frozenset(kept_ids))
+    # The window loaded ahead is used only if it is exactly the one these rows need and no
+    # story member got a vector while it loaded (every vector made is a new article's: no
+    # edited version, no re-embedded placed article); otherwise it loads again, as before.
+    placing = {r["article_id"] for r in rows if not r["story_id"]}
+    active = ahead[1] if ahead and ahead[0] == span and not kept_ids \
+        and features.embedded <= placing else \
+        _load_active(store, span.since, span.until, span.story_ids)
+    assigner = StoryAssigner(settings.stories, active)
     decisions: list[tuple[dict[str, Any], Assignment | None]] = []
     pending: list[tuple[dict[str, Any], StoryItem]] = []
     for row, time in zip(rows, times, strict=True):

@@ -113,6 +113,20 @@ def embedded_members(store: Records, story_ids: Sequence[str], lead_chars: int) 
     return rows
 
 
+def articles_to_place_soon(store: Records, *, english_only: bool) -> list[Row]:
+    """published_at, first_seen_at and story_id of the current versions that
+    :func:`articles_to_place` will return once the English pass has embedded them (read
+    before, so the stories window can load while the model embeds; the caller checks)."""
+    a, v = schema.articles, schema.article_versions
+    query = (select(a.c.published_at, a.c.first_seen_at, a.c.story_id)
+             .join(v, and_(a.c.article_id == v.c.article_id, a.c.version == v.c.version))
+             .where(a.c.version > 0).where(_not_placed()))
+    if english_only:  # the others are placed by crosslingual.py and get no MiniLM vector
+        query = query.where(english_condition(a.c.language))
+    with store.engine.connect() as conn:
+        return list(conn.execute(query).all())
+
+
 def articles_to_place(store: Records) -> list[dict[str, Any]]:
     """Embedded current versions not yet placed in a story at that version, in publication
     order."""
