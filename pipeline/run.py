@@ -20,6 +20,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from pipeline.embeddings import release_encoders
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET
 from pipeline.records import Store, open_store, utcnow
 from pipeline.records.feeds import FEED_SUCCESS
@@ -229,6 +230,9 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
             healthy = _guarded(report, store, stage, work) and healthy
         heartbeat(store, run_id, chunk)
         store.count(run_id, "run", "chunks")
+        # The next chunk's extraction loads the language identifier: not beside MiniLM, which
+        # the stories stage loads again (~1 s from its compiled cache) when it needs it.
+        release_encoders()
         return_free_memory()
         if progress:
             progress("chunk", 1, max(planned, chunk))
