@@ -251,8 +251,10 @@ def test_cached_story_profiles_score_as_the_member_by_member_mean():
     label = next(k for k, c in assigner._clusters.items() if c is mover)
     assigner._leave(leaving, label)  # invalidates that story's profile
     for cluster in clusters:
+        # float32 vectors: the cosine to the summed vectors and the mean of the cosines
+        # agree to float32 precision, not bit for bit
         assert assigner._score(probe, cluster) == pytest.approx(by_hand(probe, cluster),
-                                                                abs=1e-9)
+                                                                abs=1e-6)
 
 
 def test_cached_story_profiles_score_headlines_as_a_fresh_profile_does():
