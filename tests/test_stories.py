@@ -663,6 +663,16 @@ def test_consolidation_merges_two_halves_of_one_event_into_the_older_story():
     assert merged.stories["s-a0"].count == 8
 
 
+def test_full_text_stories_are_left_to_refinement_not_consolidated():
+    """Refinement already compares each full text with every story of the run; consolidation
+    is for headline stories, whose articles keep their online decision."""
+    conf = StoriesSettings(threshold=0.7, term_weight=0.0, name_weight=0.0, merge_ratio=0.8,
+                           short_text_terms=0, refine_passes=0, split_ratio=0.0)
+    assigner = StoryAssigner(conf)
+    results = assigner.assign_batch(_two_halves("a", "b", 0))
+    assert len({r.story_id for r in results}) == 2 and assigner.merges == 0
+
+
 def test_consolidation_keeps_two_events_of_one_topic_apart():
     """Two tight events 60 degrees apart (the other event's first report at 70, so the online
     pass starts it apart): their articles reach the join threshold against the other story,
