@@ -39,6 +39,9 @@ MEMBER_SAMPLE = 32
 # The cohesion check splits a story only into halves of at least this many of the run's articles
 # (a pair or a single odd article is the online pass's call, not a second story).
 MIN_SPLIT = 3
+# Consolidation looks at a run's stories of at least this many articles (a single article's
+# story was already compared with every candidate, article by article, by the online pass).
+MIN_MERGE = 2
 
 
 # ---- cohesion: is one story really two? ------------------------------------------------------
@@ -277,7 +280,11 @@ class StoryAssigner:
        differ by less than their noise, and moving them cut large headline stories apart;
     3. *cohesion check*: a story whose run articles form two clearly separate groups is split
        in two (``split_ratio``; see ``_split_incoherent``); headline stories are not checked;
-    4. new stories take their id from their earliest article (stable) and every touched
+    4. *consolidation*: a headline story started in the run whose articles would join a
+       larger (or a stored) story nearly as readily as the two hold together goes into it
+       (``merge_ratio``; see ``_consolidate``): halves of one event the online pass started
+       apart;
+    5. new stories take their id from their earliest article (stable) and every touched
        story its title from its most representative member (``rename_after_representative``);
        ``duplicate_of`` points at the closest member when it is a near-copy on the embedding
        *and* on the text (``duplicate_text_overlap``).
@@ -323,6 +330,7 @@ class StoryAssigner:
         self._new = 0
         self.scanned = 0  # centroids looked at to find candidates (over this assigner's life)
         self.splits = 0  # stories split in two by the cohesion check (over this assigner's life)
+        self.merges = 0  # run stories merged into another by consolidation (same)
         for story in stories:
             self._adopt(story)
 
@@ -638,6 +646,67 @@ class StoryAssigner:
             self.splits += 1
             queue += [(label, staying), (new, leaving)]
 
+    def _consolidate(self, labels: dict[str, str], scores: dict[str, float]) -> None:
+        """4. consolidation: merge a story started in this run into a larger story (or a
+        stored one) when its articles, scored against that story with the join score, reach
+        the join threshold *and* at least ``merge_ratio`` of the looser of the two stories'
+        own cohesion (each story's articles against it, themselves left out).
+
+        The online pass compares stories only through single articles, in time order: an
+        event's first reports can start two stories (two feeds' wordings of it) that then
+        grow side by side, each new headline joining the half it is nearer. Full texts are
+        re-compared with every story of the run by refinement, but headlines keep their
+        online decision, so at least one side must be a headline story. The test is the
+        cohesion check's, reversed (that one splits when the link is below ``split_ratio``
+        of the looser half's cohesion), so a split is never merged back. Smallest stories
+        go first; the survivor keeps the older id (a stored story always survives).
+        """
+        ratio = self.conf.merge_ratio
+        if ratio <= 0:
+            return
+        run_stories = {label for label in labels.values()
+                       if self._clusters[label].stored is None}
+        for label in sorted(run_stories, key=lambda k: (len(self._clusters[k].members),
+                                                        self._clusters[k].first, k)):
+            cluster = self._clusters[label]
+            if len(cluster.members) < MIN_MERGE:
+                continue
+            sample = cluster.sample(None)
+            short = self._mostly_short(sample)
+            probe = _Member("\0probe", (cluster.first + cluster.last) / 2, cluster.centroid(),
+                            frozenset(), frozenset())
+            best, best_link, own = None, -math.inf, None
+            for other in self._candidates(probe):
+                target = self._clusters[other]
+                if other == label or not target.members or (
+                        target.stored is None and len(target.members) < len(cluster.members)):
+                    continue  # the smaller story goes into the larger one, not the reverse
+                if not short and not self._mostly_short(target.sample(None)):
+                    continue  # full texts: refinement already compared each with every story
+                link = float(np.mean([self._score(m, target) for m in sample]))
+                if link < max(self.conf.threshold, best_link):
+                    continue
+                if own is None:  # only when some story is close enough to be worth it
+                    own = self._cohesion(cluster)
+                if link >= ratio * min(own, self._cohesion(target)):
+                    best, best_link = other, link
+            if best is None:
+                continue
+            for member in list(cluster.members.values()):
+                self._leave(member, label)
+                self._join(member, best)
+                labels[member.article_id] = best
+                scores[member.article_id] = best_link
+            self.merges += 1
+
+    def _cohesion(self, cluster: _Cluster) -> float:
+        """How well a story's latest articles fit it: the mean of each one's join score
+        against the story, itself left out."""
+        sample = cluster.sample(None)
+        if len(sample) < 2:
+            return math.inf
+        return float(np.mean([self._score(m, cluster, exclude=m.article_id) for m in sample]))
+
     def _is_short(self, member: _Member) -> bool:
         """A headline-length text (fewer than ``short_text_terms`` terms)."""
         return member.size < self.conf.short_text_terms
@@ -723,6 +792,7 @@ class StoryAssigner:
             if not moved:
                 break
         self._split_incoherent(members, labels)  # 3. cohesion check
+        self._consolidate(labels, scores)  # 4. consolidation
         return self._materialise(items, labels, scores)
 
     def _materialise(self, items: list[StoryItem], labels: dict[str, str],
