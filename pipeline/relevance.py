@@ -55,6 +55,8 @@ from pipeline.settings import Settings, WatchConfig
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from pipeline.watch_model import WatchModel
+
 # Bump when the features or coefficients change: it is part of the watch fingerprint the alert
 # stage keys its score cache on (pipeline/alerts/engine.py), so stories are re-scored.
 SCORER_VERSION = "4"
@@ -439,28 +441,43 @@ def _terms(counts: dict[str, int]) -> str:
 @dataclass(frozen=True, slots=True)
 class Semantics:
     """Cosines to the watch description: of the lead, and of the passage (with the
-    description sentence each is closest to; None = the description as a whole)."""
+    description sentence each is closest to; None = the description as a whole); and the
+    watch model's learned term on the two vectors, when the watch has one."""
 
     lead: float
     passage: float
     lead_sentence: str | None = None
+    learned: float | None = None
 
 
-def logit_parts(evidence: KeywordEvidence, semantics: Semantics | None
-                ) -> tuple[float, float, float]:
+SHIPPED_WEIGHTS = {"title": W_TITLE, "share": W_SHARE, "early": W_EARLY, "section": W_SECTION,
+                   "evidence": W_EVIDENCE, "semantic": W_SEMANTIC,
+                   "passage_semantic": W_PASSAGE_SEMANTIC}
+
+
+def logit_parts(evidence: KeywordEvidence, semantics: Semantics | None,
+                model: WatchModel | None = None) -> tuple[float, float, float]:
     """(intercept, keyword part, semantic part) of the logit; the keyword part is 0 without
-    a keyword hit."""
+    a keyword hit. ``model``: the watch's own coefficients and learned term (else the shipped
+    constants)."""
+    learned = model is not None and semantics is not None and semantics.learned is not None
+    weights = model.weights if learned and model is not None else SHIPPED_WEIGHTS
+    intercept = model.intercept if learned and model is not None else INTERCEPT
     title, share, early, section, groups = evidence.features()
-    keyword = (W_TITLE * title + W_SHARE * share + W_EARLY * early + W_SECTION * section
-               + W_EVIDENCE * groups)
-    semantic = 0.0 if semantics is None else (W_SEMANTIC * semantics.lead
-                                              + W_PASSAGE_SEMANTIC * semantics.passage)
-    return INTERCEPT, keyword, semantic
+    keyword = (weights["title"] * title + weights["share"] * share + weights["early"] * early
+               + weights["section"] * section + weights["evidence"] * groups)
+    semantic = 0.0
+    if semantics is not None:
+        semantic = (weights["semantic"] * semantics.lead
+                    + weights["passage_semantic"] * semantics.passage)
+        if learned and semantics.learned is not None:
+            semantic += weights["learned"] * semantics.learned
+    return intercept, keyword, semantic
 
 
 def _combine(watch: WatchConfig, evidence: KeywordEvidence,
-             semantics: Semantics | None) -> RelevanceScore:
-    intercept, keyword, sem = logit_parts(evidence, semantics)
+             semantics: Semantics | None, model: WatchModel | None = None) -> RelevanceScore:
+    intercept, keyword, sem = logit_parts(evidence, semantics, model)
     score = _sigmoid(intercept + keyword + sem)
     reasons: list[str] = []
     if evidence.title_terms:
@@ -488,6 +505,9 @@ def _combine(watch: WatchConfig, evidence: KeywordEvidence,
                  else "")
         reasons.append(f"similarity to description {semantics.lead:.2f}{about}, "
                        f"passage {semantics.passage:.2f}")
+        if semantics.learned is not None and model is not None:
+            reasons.append(f"learned ({model.fitted_on.get('rows', '?')} labelled articles) "
+                           f"{semantics.learned:+.2f}")
     if evidence.excluded:
         reasons.append("excluded: " + ", ".join(evidence.excluded))
         score = 0.0
@@ -513,12 +533,14 @@ def passage_text(evidence: KeywordEvidence, title: str, text: str) -> str:
 
 
 def _semantics(watch: WatchConfig, lead: np.ndarray, passage: np.ndarray,
-               spec: EmbeddingSpec) -> Semantics:
+               spec: EmbeddingSpec, model: WatchModel | None = None) -> Semantics:
     sentences = description_sentences(watch)
     vectors = _description_vectors(tuple(sentences), spec)
     lead_sim, best = _semantic(vectors, lead)
     passage_sim, _ = _semantic(vectors, passage)
-    return Semantics(lead_sim, passage_sim, sentences[best] if best else None)
+    learned = (model.term(lead, passage)  # a model of another width never applies
+               if model is not None and model.lead_weights.size == lead.size else None)
+    return Semantics(lead_sim, passage_sim, sentences[best] if best else None, learned)
 
 
 def _encode_unique(texts: list[str], spec: EmbeddingSpec) -> np.ndarray:
@@ -534,11 +556,13 @@ def score_text(watch: WatchConfig, title: str, text: str, *,
                embedding: Sequence[float] | np.ndarray | None = None,
                passage_embedding: Sequence[float] | np.ndarray | None = None,
                model: str = DEFAULT_MODEL, device: str = "cpu",
-               spec: EmbeddingSpec | None = None) -> RelevanceScore:
+               spec: EmbeddingSpec | None = None,
+               watch_model: WatchModel | None = None) -> RelevanceScore:
     """Score one text. ``embedding`` / ``passage_embedding``: precomputed, L2-normalised
     embeddings of ``semantic_text(title, text)`` and of ``passage_text(...)`` (then the model
     is only needed for the description). ``spec`` (the configured backend) beats
-    ``model``/``device``."""
+    ``model``/``device``. ``watch_model``: the watch's own fitted model (``scorer_for``
+    finds it; pipeline/watch_model.py), else the shipped coefficients."""
     spec = spec or EmbeddingSpec(model, device)
     evidence = keyword_evidence(watch, title, text)
     if embedding is None and not _needs_semantic(evidence):
@@ -551,7 +575,8 @@ def score_text(watch: WatchConfig, title: str, text: str, *,
         for row, i in enumerate(todo):
             given[i] = encoded[row]
     lead, passage = (np.asarray(v, dtype=np.float32) for v in given)
-    return _combine(watch, evidence, _semantics(watch, lead, passage, spec))
+    return _combine(watch, evidence, _semantics(watch, lead, passage, spec, watch_model),
+                    watch_model)
 
 
 def _record_text(record: dict[str, Any]) -> tuple[str, str]:
@@ -560,41 +585,72 @@ def _record_text(record: dict[str, Any]) -> tuple[str, str]:
     return str(title), str(text)
 
 
-def score_records(watch: WatchConfig, records: list[dict[str, Any]], *,
-                  batch_size: int = DEFAULT_BATCH_SIZE,
-                  model: str = DEFAULT_MODEL, device: str = "cpu",
-                  spec: EmbeddingSpec | None = None) -> list[RelevanceScore]:
-    """Score many records (``title`` and ``text`` keys) with one encode call for all the
-    texts that have keyword evidence; same results as ``score_text`` one by one."""
-    spec = spec or EmbeddingSpec(model, device, batch_size=batch_size)
+@dataclass(slots=True)
+class Embedded:
+    """Keyword evidence for every record, and the lead and passage vectors of those with a
+    keyword (``rows``: their indices, in order)."""
+
+    evidence: list[KeywordEvidence]
+    rows: list[int]
+    leads: np.ndarray
+    passages: np.ndarray
+
+
+def embed_records(watch: WatchConfig, records: list[dict[str, Any]],
+                  spec: EmbeddingSpec) -> Embedded:
+    """What scoring ``records`` needs: one encode call for all the texts that have keyword
+    evidence (lead and passage; a text that is both is encoded once)."""
     texts = [_record_text(record) for record in records]
     evidence = [keyword_evidence(watch, title, text) for title, text in texts]
     todo = [i for i, ev in enumerate(evidence) if _needs_semantic(ev)]
+    wanted = [semantic_text(*texts[i]) for i in todo]
+    wanted += [passage_text(evidence[i], *texts[i]) for i in todo]
+    embedded = _encode_unique(wanted, spec) if todo else np.zeros((0, 0), dtype=np.float32)
+    return Embedded(evidence, todo, embedded[:len(todo)], embedded[len(todo):])
+
+
+def score_records(watch: WatchConfig, records: list[dict[str, Any]], *,
+                  batch_size: int = DEFAULT_BATCH_SIZE,
+                  model: str = DEFAULT_MODEL, device: str = "cpu",
+                  spec: EmbeddingSpec | None = None,
+                  watch_model: WatchModel | None = None) -> list[RelevanceScore]:
+    """Score many records (``title`` and ``text`` keys) with one encode call for all the
+    texts that have keyword evidence; same results as ``score_text`` one by one."""
+    spec = spec or EmbeddingSpec(model, device, batch_size=batch_size)
+    embedded = embed_records(watch, records, spec)
     results: list[RelevanceScore | None] = [None] * len(records)
-    if todo:
-        wanted = [semantic_text(*texts[i]) for i in todo]
-        wanted += [passage_text(evidence[i], *texts[i]) for i in todo]
-        embedded = _encode_unique(wanted, spec)
-        for row, i in enumerate(todo):
-            results[i] = _combine(watch, evidence[i], _semantics(
-                watch, embedded[row], embedded[len(todo) + row], spec))
+    for row, i in enumerate(embedded.rows):
+        semantics = _semantics(watch, embedded.leads[row], embedded.passages[row], spec,
+                               watch_model)
+        results[i] = _combine(watch, embedded.evidence[i], semantics, watch_model)
     return [result if result is not None else _combine(watch, ev, None)
-            for result, ev in zip(results, evidence, strict=True)]
+            for result, ev in zip(results, embedded.evidence, strict=True)]
 
 
-def scorer_id(model: str = DEFAULT_MODEL) -> str:
-    """What the scores depend on besides the watch: the scorer version and the embedding
-    model (part of the alert stage's watch fingerprint, so a change re-scores stories)."""
-    return f"relevance/{SCORER_VERSION}/{model or DEFAULT_MODEL}"
+def scorer_id(model: str = DEFAULT_MODEL, watch_model: str = "") -> str:
+    """What the scores depend on besides the watch: the scorer version, the embedding model
+    and the watch's own fitted model if it has one (its digest), part of the alert stage's
+    watch fingerprint, so a change re-scores stories."""
+    learned = f"/{watch_model}" if watch_model else ""
+    return f"relevance/{SCORER_VERSION}/{model or DEFAULT_MODEL}{learned}"
+
+
+def watch_model_for(watch: WatchConfig, settings: Settings) -> WatchModel | None:
+    """The watch's own fitted model under these settings (pipeline/watch_model.py), if one
+    applies."""
+    from pipeline.watch_model import find_watch_model
+
+    return find_watch_model(watch, EmbeddingSpec.of(settings), settings.data_dir)
 
 
 def scorer_for(settings: Settings) -> Callable[[WatchConfig, list[dict[str, Any]]],
                                                 list[RelevanceScore]]:
     """``score_records`` bound to the configured embedding model, backend, device and batch
-    size."""
+    size, with each watch's own fitted model where one applies."""
     spec = EmbeddingSpec.of(settings)
 
     def scorer(watch: WatchConfig, records: list[dict[str, Any]]) -> list[RelevanceScore]:
-        return score_records(watch, records, spec=spec)
+        return score_records(watch, records, spec=spec,
+                             watch_model=watch_model_for(watch, settings))
 
     return scorer
