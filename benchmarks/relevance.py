@@ -47,13 +47,7 @@ from pipeline.embeddings import DEFAULT_MODEL, EmbeddingSpec, encode
 from pipeline.relevance import (
     FEATURES,
     INTERCEPT,
-    W_EARLY,
-    W_EVIDENCE,
-    W_PASSAGE_SEMANTIC,
-    W_SECTION,
-    W_SEMANTIC,
-    W_SHARE,
-    W_TITLE,
+    SHIPPED_WEIGHTS,
     RelevanceScore,
     default_taiwan_watch,
     embed_records,
@@ -65,7 +59,6 @@ from pipeline.relevance import (
 from pipeline.settings import WatchConfig
 from pipeline.watch_model import (
     SCORER_C,
-    TERM_C,
     WatchModel,
     find_watch_model,
     fit_watch_model,
@@ -199,11 +192,16 @@ def rescore(watch: WatchConfig, rows: list[dict[str, Any]], vectors: np.ndarray,
 
 Params = tuple[float, np.ndarray]  # (intercept, weights)
 C = SCORER_C  # L2 strength, as for scorer version 2 (picked then by CV among 0.3 … 100)
-V2_COLUMNS = [0, 1, 2, 5]  # scorer version 2's features: title, share, early, semantic
-# (the ablation without the section and passage features)
-V3_COLUMNS = [0, 1, 2, 3, 5, 6]  # scorer version 3's: all but evidence
-V4_COLUMNS = list(range(len(FEATURES)))
-SEMANTIC_COLUMNS = [5, 6]
+def _columns(*names: str) -> list[int]:
+    return [FEATURES.index(name) for name in names]
+
+
+# Ablations: the features of earlier scorer versions
+V2_COLUMNS = _columns("title", "share", "early", "semantic")  # no section, passage
+V3_COLUMNS = _columns("title", "share", "early", "section", "semantic", "passage_semantic")
+V4_COLUMNS = _columns("title", "share", "early", "section", "evidence", "semantic",
+                      "passage_semantic")  # no title_evidence
+SEMANTIC_COLUMNS = _columns("semantic", "passage_semantic")
 Rule = Callable[[np.ndarray], np.ndarray]  # rows -> predicted relevant
 
 
@@ -399,13 +397,11 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
                  "second_view_positives": int(other.sum())},
         "watch": {"name": watch.name, "min_score": threshold, "keywords": watch.keywords,
                   "exclude": watch.exclude},
-        "coefficients": {"intercept": INTERCEPT, "title": W_TITLE, "share": W_SHARE,
-                         "early": W_EARLY, "section": W_SECTION, "evidence": W_EVIDENCE,
-                         "semantic": W_SEMANTIC,
-                         "passage_semantic": W_PASSAGE_SEMANTIC, "C": C,
+        "coefficients": {"intercept": INTERCEPT, **SHIPPED_WEIGHTS, "C": C,
                          "threshold_rule": "F1"},
         "watch_model": None if scored.learned is None else {
-            "digest": scored.learned.digest, "term_C": TERM_C, "intercept":
+            "digest": scored.learned.digest, "term_C": scored.learned.fitted_on.get("term_C"),
+            "intercept":
             scored.learned.intercept, "weights": scored.learned.weights,
             "threshold": scored.learned.threshold},
         "shipped": prf(s >= threshold, y),
@@ -418,6 +414,9 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
         "cv_keywords_only": cross_validate(keywords_only, mask, y),
         "cv_scorer_v2_features": cross_validate(x[:, V2_COLUMNS], mask, y),
         "cv_scorer_v3_features": cross_validate(x[:, V3_COLUMNS], mask, y),
+        "cv_scorer_v4_features": cross_validate(x[:, V4_COLUMNS], mask, y),
+        "cv_scorer_v4_features_learned_term": cross_validate(x[:, V4_COLUMNS], mask, y,
+                                                             vectors=vectors),
         "time_split": time_split(x, mask, y, years, vectors),
         "per_year": {str(yr): {"rows": int((years == yr).sum()),
                                "positives": int(y[years == yr].sum()),
@@ -482,6 +481,10 @@ def print_report(out: dict[str, Any]) -> None:
     if learned:
         print(_cv_row("  same, without the learned term", out["cv_without_learned_term"]))
     print(_cv_row("  same, keywords only", out["cv_keywords_only"]))
+    print(_cv_row("  scorer v4 features (no title_evidence)", out["cv_scorer_v4_features"]))
+    if learned:
+        print(_cv_row("  scorer v4 features + learned term",
+                      out["cv_scorer_v4_features_learned_term"]))
     print(_cv_row("  scorer v3 features (no evidence)", out["cv_scorer_v3_features"]))
     print(_cv_row("  scorer v2 features (no section, passage)", out["cv_scorer_v2_features"]))
     for name, m in out["time_split"].items():

@@ -1,6 +1,6 @@
 """Is an article (or story) a development on a watched topic, not merely mentioning it?
 
-One score in [0, 1] per (article, watch) from seven interpretable features:
+One score in [0, 1] per (article, watch) from eight interpretable features:
 
 * ``title``    – 1 if a watch keyword is in the title (the strongest single signal);
 * ``share``    – the share of the text's sentences that name a keyword (a text counts as at
@@ -14,6 +14,9 @@ One score in [0, 1] per (article, watch) from seven interpretable features:
   its parties and politicians, institutions, companies, places…) have a term in a sentence
   that names a keyword: "HTC" or "the KMT" next to "Taiwanese" says what kind of Taiwan
   story it is, where a bare "Taiwan" in a list does not;
+* ``title_evidence`` – how many of those groups have a term in the title: a headline about
+  one of the topic's own entities ("Acer hit by success of Apple's iPad") is about the topic
+  even when the text names Taiwan once;
 * ``semantic`` – cosine between the embedding of title + lead (the first ``LEAD_WORDS``
   words) and the watch description (the max over the description as a whole and each of its
   sentences, so one sentence per sub-topic works well);
@@ -21,10 +24,13 @@ One score in [0, 1] per (article, watch) from seven interpretable features:
   consecutive sentences that name the keywords most (the first such run). It is what the
   article says where it talks about Taiwan, and what alerts and `newswatch match` quote.
 
-``score = sigmoid(INTERCEPT + Σ weight·feature)``. Share, position and section are fractions
-of the text, so a feed summary and a 2,000-word feature are on one scale. The coefficients
-are constants, fitted once (see the comment at their definition); nothing is tuned at run
-time. A text with no words (a headline-only item) is scored on its title as its text.
+``score = sigmoid(INTERCEPT + Σ weight·feature)``. A watch fitted on its own labelled
+articles (pipeline/watch_model.py, `newswatch fit-watch`) has its own coefficients and one
+more term, a learned function of the lead and passage embeddings. Share, position and
+section are fractions of the text, so a feed summary and a 2,000-word feature are on one
+scale. The coefficients are constants, fitted once (see the comment at their definition);
+nothing is tuned at run time. A text with no words (a headline-only item) is scored on its
+title as its text.
 
 A keyword hit is required evidence: an article with none is scored without embedding it,
 which keeps the model off the great majority of articles; one with a hit costs two
@@ -80,9 +86,11 @@ W_SHARE = 3.22
 W_EARLY = 1.93
 W_SECTION = 4.37
 W_EVIDENCE = 0.83
+W_TITLE_EVIDENCE = 0.0
 W_SEMANTIC = 5.15
 W_PASSAGE_SEMANTIC = 4.04
-FEATURES = ("title", "share", "early", "section", "evidence", "semantic", "passage_semantic")
+KEYWORD_FEATURES = ("title", "share", "early", "section", "evidence", "title_evidence")
+FEATURES = (*KEYWORD_FEATURES, "semantic", "passage_semantic")
 
 _SEPARATORS = re.compile(r"[\s\-\u2010\u2011\u2013]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")  # description sentences (sub-topics)
@@ -112,22 +120,23 @@ class KeywordEvidence:
     excluded: list[str] = field(default_factory=list)  # "'term' in title|lead"
     # evidence group -> its terms found in sentences that name a keyword
     evidence_terms: dict[str, dict[str, int]] = field(default_factory=dict)
+    title_evidence_terms: dict[str, dict[str, int]] = field(default_factory=dict)  # in the title
 
     @property
     def total(self) -> int:
         return self.title_hits + self.lead_hits + self.body_hits
 
-    def features(self) -> tuple[float, float, float, float, float]:
-        """(title, share, early, section, evidence): the keyword features as the model sees
-        them. A
-        text shorter than a section is its own section (counted as at least
+    def features(self) -> tuple[float, ...]:
+        """The keyword features (``KEYWORD_FEATURES``) as the model sees them. A text
+        shorter than a section is its own section (counted as at least
         ``MIN_SENTENCES``, like ``share``), so a feed summary or a headline-only item about
         Taiwan is not held to a paragraph it does not have."""
         share = self.keyword_sentences / max(self.sentences, MIN_SENTENCES)
         early = 1.0 - self.first_hit if self.first_hit is not None else 0.0
         window = min(SECTION_SENTENCES, max(self.sentences, MIN_SENTENCES))
         section = self.section_sentences / window
-        return float(self.title_hits > 0), share, early, section, float(len(self.evidence_terms))
+        return (float(self.title_hits > 0), share, early, section,
+                float(len(self.evidence_terms)), float(len(self.title_evidence_terms)))
 
 
 @dataclass(slots=True)
@@ -386,6 +395,10 @@ def keyword_evidence(watch: WatchConfig, title: str, text: str) -> KeywordEviden
     evidence.lead_hits = sum(evidence.lead_terms.values())
     evidence.body_hits = sum(evidence.body_terms.values())
     groups = {group: _matcher(tuple(terms)) for group, terms in watch.evidence.items()}
+    for group, group_matcher in groups.items():
+        found = _find(group_matcher, title)
+        if found:
+            evidence.title_evidence_terms[group] = found
     _add_text_shape(evidence, pattern, f"{lead} {body}".strip() or title,
                     len(lead.split()) if lead else 1, groups)
     exclude = _matcher(tuple(watch.exclude))
@@ -451,8 +464,8 @@ class Semantics:
 
 
 SHIPPED_WEIGHTS = {"title": W_TITLE, "share": W_SHARE, "early": W_EARLY, "section": W_SECTION,
-                   "evidence": W_EVIDENCE, "semantic": W_SEMANTIC,
-                   "passage_semantic": W_PASSAGE_SEMANTIC}
+                   "evidence": W_EVIDENCE, "title_evidence": W_TITLE_EVIDENCE,
+                   "semantic": W_SEMANTIC, "passage_semantic": W_PASSAGE_SEMANTIC}
 
 
 def logit_parts(evidence: KeywordEvidence, semantics: Semantics | None,
@@ -463,9 +476,8 @@ def logit_parts(evidence: KeywordEvidence, semantics: Semantics | None,
     learned = model is not None and semantics is not None and semantics.learned is not None
     weights = model.weights if learned and model is not None else SHIPPED_WEIGHTS
     intercept = model.intercept if learned and model is not None else INTERCEPT
-    title, share, early, section, groups = evidence.features()
-    keyword = (weights["title"] * title + weights["share"] * share + weights["early"] * early
-               + weights["section"] * section + weights["evidence"] * groups)
+    keyword = sum(weights[name] * value
+                  for name, value in zip(KEYWORD_FEATURES, evidence.features(), strict=True))
     semantic = 0.0
     if semantics is not None:
         semantic = (weights["semantic"] * semantics.lead
@@ -498,6 +510,10 @@ def _combine(watch: WatchConfig, evidence: KeywordEvidence,
     if evidence.evidence_terms:
         reasons.append("beside it: " + "; ".join(
             f"{group} ({_terms(terms)})" for group, terms in evidence.evidence_terms.items()))
+    if evidence.title_evidence_terms and evidence.total:
+        reasons.append("title names: " + "; ".join(
+            f"{group} ({_terms(terms)})"
+            for group, terms in evidence.title_evidence_terms.items()))
     if not evidence.total:
         reasons.append("no keyword match")
     if semantics is not None:

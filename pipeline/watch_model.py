@@ -3,7 +3,8 @@
 The shipped coefficients (pipeline/relevance.py) serve any watch: the description cosine is
 its only notion of meaning. A watch with labelled articles can do better: `newswatch
 fit-watch` (and `benchmarks/relevance.py --fit`) fit a *learned semantic term*, a logistic
-regression on the lead and passage embeddings themselves (2 × the model's width, strong L2),
+regression on the lead and passage embeddings themselves (2 × the model's width, strong L2
+picked among ``TERM_CS`` on the labelled rows),
 and refit the scorer's coefficients with that term beside the other features. The result is
 a small JSON file of numbers (no text), ``<name>.json``, looked up in
 ``<data_dir>/watch_models/`` and then among the built-in ones (``pipeline/watch_models/``).
@@ -45,7 +46,9 @@ BUILT_IN_DIR = Path(__file__).resolve().parent / "watch_models"
 # Backends whose vectors agree at cosine >= 0.999 (benchmarks/throughput.py): a term fitted on
 # one reads the others' vectors the same; the int8 backend is only itself.
 _FP32_BACKENDS = frozenset({"torch", "onnx", "openvino"})
-TERM_C = 0.3  # L2 strength of the learned term (docs/decisions.md, Watch relevance)
+# L2 strengths tried for the learned term; each fit picks one by the cross-fitted log-loss
+# on its own rows (so no strength is chosen on anything it is then judged on).
+TERM_CS = (0.3, 1.0, 3.0)
 SCORER_C = 10.0  # L2 strength of the coefficients, as for every scorer version since 2
 TERM_FOLDS = 5  # cross-fitting folds for the term's values on the training rows
 SWEEP = [round(0.05 * i, 2) for i in range(1, 20)]
@@ -221,7 +224,7 @@ def pick_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return max(SWEEP, key=lambda t: (round(f1_at(scores, labels, t), 6), -t))
 
 
-def fit_term(vectors: np.ndarray, labels: np.ndarray, c: float = TERM_C
+def fit_term(vectors: np.ndarray, labels: np.ndarray, c: float
              ) -> tuple[np.ndarray, float]:
     """(weights, bias) of the learned term on ``[lead | passage]`` rows."""
     from sklearn.linear_model import LogisticRegression  # pinned in requirements.txt
@@ -230,7 +233,7 @@ def fit_term(vectors: np.ndarray, labels: np.ndarray, c: float = TERM_C
     return fitted.coef_[0].astype(np.float32), float(fitted.intercept_[0])
 
 
-def cross_fitted_term(vectors: np.ndarray, labels: np.ndarray, c: float = TERM_C,
+def cross_fitted_term(vectors: np.ndarray, labels: np.ndarray, c: float,
                       folds: int = TERM_FOLDS, seed: int = 0) -> np.ndarray:
     """The term's value for each row from a term fitted without that row's fold."""
     values = np.zeros(len(labels))
@@ -263,24 +266,38 @@ class Fitted:
     term_weights: np.ndarray
     term_bias: float
     threshold: float
+    term_c: float  # the L2 strength picked for the term
+
+
+def log_loss(values: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of logits ``values``."""
+    return float(np.mean(np.logaddexp(0.0, values) - labels * values))
+
+
+def cross_fitted_choice(vectors: np.ndarray, labels: np.ndarray, seed: int = 0
+                        ) -> tuple[float, np.ndarray]:
+    """(strength, cross-fitted values) of the ``TERM_CS`` strength whose cross-fitted values
+    have the lowest log-loss on these rows."""
+    tried = [(c, cross_fitted_term(vectors, labels, c, seed=seed)) for c in TERM_CS]
+    return min(tried, key=lambda cv: log_loss(cv[1], labels))
 
 
 def fit_with_term(x: np.ndarray, vectors: np.ndarray, labels: np.ndarray,
-                  mask: np.ndarray | None = None, term_c: float = TERM_C,
-                  seed: int = 0) -> Fitted:
-    """Fit the term on the rows with keyword evidence (``mask``; default all), the
-    coefficients on the features beside its cross-fitted values, and the threshold on all
-    rows (best F1; a row without evidence scores 0, as in the pipeline)."""
+                  mask: np.ndarray | None = None, seed: int = 0) -> Fitted:
+    """Fit the term on the rows with keyword evidence (``mask``; default all; its strength
+    picked on them), the coefficients on the features beside its cross-fitted values, and
+    the threshold on all rows (best F1; a row without evidence scores 0, as in the
+    pipeline)."""
     mask = np.ones(len(labels), dtype=bool) if mask is None else mask
+    term_c, values = cross_fitted_choice(vectors[mask], labels[mask], seed)
     term_weights, term_bias = fit_term(vectors[mask], labels[mask], term_c)
-    values = cross_fitted_term(vectors[mask], labels[mask], term_c, seed=seed)
     design = np.column_stack([x[mask], values])
     intercept, weights = fit_coefficients(design, labels[mask])
     scores = np.zeros(len(labels))
     scores[mask] = sigmoid(intercept + design @ weights)
     threshold = pick_threshold(scores, labels)
     shift = float(np.log(threshold / (1 - threshold)))
-    return Fitted(intercept - shift, weights, term_weights, term_bias, threshold)
+    return Fitted(intercept - shift, weights, term_weights, term_bias, threshold, term_c)
 
 
 def build_model(watch: WatchConfig, spec: EmbeddingSpec, fitted: Fitted,
@@ -390,5 +407,5 @@ def fit_watch_model(watch: WatchConfig, spec: EmbeddingSpec, x: np.ndarray, mask
     """The watch model fitted on all the given rows (``about``: more to record)."""
     fitted = fit_with_term(x, vectors, labels, mask)
     return build_model(watch, spec, fitted, {
-        "rows": len(labels), "positives": int(labels.sum()), "term_C": TERM_C, "C": SCORER_C,
-        "threshold_rule": "F1", **about})
+        "rows": len(labels), "positives": int(labels.sum()), "term_C": fitted.term_c,
+        "term_C_tried": list(TERM_CS), "C": SCORER_C, "threshold_rule": "F1", **about})

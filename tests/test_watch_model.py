@@ -189,6 +189,7 @@ def test_the_learned_term_enters_the_logit_and_the_reasons(fake_model: None) -> 
     assert with_model.score == pytest.approx(1 / (1 + np.exp(-expected)), abs=1e-5)
     assert any(r.startswith("learned (24 labelled articles) +") for r in with_model.reasons)
     intercept, keyword, semantic = logit_parts(ev, None, model)  # no vectors: no term
+    assert semantic == 0.0
     assert intercept == relevance.INTERCEPT
     assert keyword == pytest.approx(SHIPPED_WEIGHTS["share"] * ev.features()[1]
                                     + SHIPPED_WEIGHTS["early"] * ev.features()[2]
