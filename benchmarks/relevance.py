@@ -17,9 +17,14 @@ Reported: precision/recall/F1 at the watch's ``min_score``, a threshold sweep, b
 cross-validated figures in which the logistic coefficients *and* the threshold are refitted
 on the training part only: repeated stratified 5-fold (10 × 5) and a time split (fit
 2007–2009, test 2010–2011, and the reverse). The threshold picked on each training part
-maximises F1. ``--fit`` refits the coefficients on the whole set, picks the threshold on it
-by the same rule and prints the constants to ship (the intercept shifted so that 0.5 is that
-threshold). The CV also refits the features of scorer versions 2 and 3 for comparison. A
+maximises F1. When the watch has a fitted model (pipeline/watch_model.py; the built-in
+taiwan one), the shipped scores use it and the headline CV refits it whole on each training
+part: the learned term on the lead and passage embeddings (cross-fitted, its strength picked
+on the training part), the coefficients beside it and the threshold. ``--fit`` refits the
+shipped (generic) coefficients on the whole set, picks the threshold on it by the same rule
+and prints the constants to ship (the intercept shifted so that 0.5 is that threshold);
+``--write-model PATH`` fits the watch model on the whole set and writes it. The CV also
+refits the features of scorer versions 2–4, with and without the term, for comparison. A
 summary-only view scores title + the first 50 words of each article, as the pipeline sees an
 article whose page could not be read (feed summary only).
 
