@@ -291,7 +291,8 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
                   max_items: int | None = None) -> dict[str, Any]:
     """Replay a feed-item stream (gzip JSONL) as one stories run per day through the shipped
     stage (``assign_stories`` over a throwaway store, feed text only: description, else the
-    headline), then draw ``sample`` random multi-article stories (seeded) for reading.
+    headline; each item's language as ingestion would store it), then draw ``sample`` random
+    multi-article stories (seeded) for reading.
 
     Only figures go into the results; the drawn stories' ids and member headlines go to
     ``audit_out`` (outside the repository: the text belongs to its publishers), to be read and
@@ -303,6 +304,7 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
     from story_scaling import read_stream, stream_vectors
 
     from pipeline import schema
+    from pipeline.language import detect_language
     from pipeline.records import open_store
     from pipeline.stories import assign_stories
     from pipeline.story_text import article_text_for_embedding
@@ -338,6 +340,9 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
                         conn.execute(schema.articles.insert().values(
                             article_id=item["id"], source=item["source"], title=item["title"],
                             text=item["text"], text_source=source, published_at=item["time"],
+                            # as ingestion stores it: other languages take the cross-lingual path
+                            language=detect_language(item["title"], item["text"],
+                                                     item["language"]),
                             content_hash=digest, version=1, extraction_status="fallback",
                             first_seen_at=seen, updated_at=seen))
                         conn.execute(schema.article_versions.insert().values(
@@ -456,6 +461,9 @@ def main() -> int:
     parser.add_argument("--audit-out", type=Path, help="where the drawn stories' headlines "
                         "go (outside the repository)")
     parser.add_argument("--audit-sample", type=int, default=30)
+    parser.add_argument("--audit-seed", type=int, default=12,
+                        help="seed of the random draw of stories to read (a new audit: a new "
+                        "seed)")
     parser.add_argument("--max-items", type=int, help="only the stream's first N items")
     parser.add_argument("--only-stream", action="store_true",
                         help="skip ECB+/UCI/SemEval (keep their figures in --json)")
@@ -480,7 +488,8 @@ def main() -> int:
     if args.stream:
         print(f"Replaying {args.stream.name} as daily runs:", flush=True)
         result["stream_replay"] = replay_stream(args.stream, settings, args.cache,
-                                                args.audit_sample, 12, args.audit_out,
+                                                args.audit_sample, args.audit_seed,
+                                                args.audit_out,
                                                 args.max_items)
         print(f"Stream replay: {json.dumps(result['stream_replay'])}")
     if args.only_stream:

@@ -100,10 +100,12 @@ def embedding_rate(n: int = 256, data: Path | None = None) -> dict[str, Any]:
 # ---- real-stream runs: assignment cost by run size ---------------------------------------------
 
 def read_stream(path: Path) -> list[dict[str, Any]]:
-    """The stream's items (gzip JSONL) as title / text / source / time, in time order.
+    """The stream's items (gzip JSONL) as title / text / source / time / language, in time
+    order.
 
     Feed text only, as the pipeline stores it without pages: the description, else the
-    headline (a headline-only item's text is its title).
+    headline (a headline-only item's text is its title). ``language`` is what the feed
+    declares (a hint: the pipeline stores ``language.detect_language`` of it and the text).
     """
     import gzip
 
@@ -119,7 +121,8 @@ def read_stream(path: Path) -> list[dict[str, Any]]:
             if when is None or not text:
                 continue
             items.append({"id": f"i{n:06d}", "title": title, "text": text, "time": when,
-                          "source": str(row.get("source_title") or row.get("source") or "")})
+                          "source": str(row.get("source_title") or row.get("source") or ""),
+                          "language": row.get("language")})
     items.sort(key=lambda i: (i["time"], i["id"]))
     return items
 

@@ -161,6 +161,8 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
         counts[outcome] = counts.get(outcome, 0) + 1
     if assigner.splits:  # why a run made more stories than its online pass would have
         counts["split-by-cohesion"] = assigner.splits
+    if assigner.merges:  # ... or fewer
+        counts["merged-stories"] = assigner.merges
     _write(store, assigner, decisions)
     if cross:  # the run's new English stories meet the other languages' stories
         for outcome, n in cross.after_english().items():
@@ -195,8 +197,8 @@ def _finish(store: Store, run_id: str | None, counts: dict[str, int]) -> dict[st
 
 # What the stories stage counts under "stories".
 OUTCOMES = ("embedded", "new-story", "joined-story", "duplicate", "kept-story",
-            "split-by-cohesion", "item-error", "embedded-multilingual", "cross-language-join",
-            "cross-language-merge")
+            "split-by-cohesion", "merged-stories", "item-error", "embedded-multilingual",
+            "cross-language-join", "cross-language-merge")
 
 
 def run(context: StageContext) -> dict[str, int]:

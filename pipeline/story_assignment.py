@@ -17,8 +17,9 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -33,10 +34,14 @@ from pipeline.story_text import shingle_overlap
 # Only the best few stories by centroid cosine are scored in full (keeps a 1M-story window
 # cheap), each against its latest few members (average linkage over a bounded sample).
 TOP_K = 8
+BLOCK = 64  # articles whose centroid cosines are taken in one matrix product
 MEMBER_SAMPLE = 32
 # The cohesion check splits a story only into halves of at least this many of the run's articles
 # (a pair or a single odd article is the online pass's call, not a second story).
 MIN_SPLIT = 3
+# Consolidation looks at a run's stories of at least this many articles (a single article's
+# story was already compared with every candidate, article by article, by the online pass).
+MIN_MERGE = 2
 
 
 # ---- cohesion: is one story really two? ------------------------------------------------------
@@ -198,14 +203,14 @@ class _Member:
 
 @dataclass(slots=True)
 class _Profile:
-    """What scoring needs of a story's member sample: their stacked vectors and the sums of
-    their idf-weighted words and names (a sum of dot products is the dot product with the
-    sum, so one dict pass replaces one per member)."""
+    """What scoring needs of a story's member sample: the sums of their vectors and of their
+    idf-weighted words and names (a sum of dot products is the dot product with the sum, so
+    one product replaces one per member)."""
 
     key: tuple[int, int]  # (cluster version, idf generation) it was built at
     size: int
-    vectors: np.ndarray
     total: np.ndarray  # the vectors' sum (its direction is the sample's centroid)
+    total_norm: float
     terms: dict[str, float]
     names: dict[str, float]
     median_size: float  # the members' median text_size(): headline or full text
@@ -275,7 +280,11 @@ class StoryAssigner:
        differ by less than their noise, and moving them cut large headline stories apart;
     3. *cohesion check*: a story whose run articles form two clearly separate groups is split
        in two (``split_ratio``; see ``_split_incoherent``); headline stories are not checked;
-    4. new stories take their id from their earliest article (stable) and every touched
+    4. *consolidation*: a headline story started in the run whose articles would join a
+       larger (or a stored) story nearly as readily as the two hold together goes into it
+       (``merge_ratio``; see ``_consolidate``): halves of one event the online pass started
+       apart;
+    5. new stories take their id from their earliest article (stable) and every touched
        story its title from its most representative member (``rename_after_representative``);
        ``duplicate_of`` points at the closest member when it is a near-copy on the embedding
        *and* on the text (``duplicate_text_overlap``).
@@ -304,6 +313,14 @@ class StoryAssigner:
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._first = np.zeros(0)
         self._last = np.zeros(0)
+        # Block cosines: the centroids' cosines to the next ``BLOCK`` articles of a pass, taken
+        # in one matrix product (which reads the window's centroids once, not once per article);
+        # rows placed since then are marked changed and recomputed per article.
+        self._changed = np.zeros(0, dtype=bool)
+        self._block: dict[str, int] = {}  # article id -> its column of _block_cosines
+        self._block_rows = np.zeros(0, np.int64)
+        self._block_at = np.zeros(0, np.int64)  # row -> its line of _block_cosines, or -1
+        self._block_cosines = np.zeros((0, 0), np.float32)
         # Time index: bucket number -> rows whose span touches that stretch of time, so an
         # article's candidates are found without looking at stories outside its window.
         self._bucket_s = self.window_s / 2
@@ -313,6 +330,7 @@ class StoryAssigner:
         self._new = 0
         self.scanned = 0  # centroids looked at to find candidates (over this assigner's life)
         self.splits = 0  # stories split in two by the cohesion check (over this assigner's life)
+        self.merges = 0  # run stories merged into another by consolidation (same)
         for story in stories:
             self._adopt(story)
 
@@ -352,9 +370,12 @@ class StoryAssigner:
                 self._matrix = np.vstack([self._matrix, np.zeros((grow, dim), np.float32)])
                 self._first = np.concatenate([self._first, np.full(grow, math.inf)])
                 self._last = np.concatenate([self._last, np.full(grow, -math.inf)])
+                self._changed = np.concatenate([self._changed, np.zeros(grow, dtype=bool)])
+                self._block_at = np.concatenate([self._block_at, np.full(grow, -1, np.int64)])
             self._rows[label] = row
             self._ids.append(label)
         self._matrix[row] = centroid
+        self._changed[row] = True
         if cluster.members:
             self._first[row], self._last[row] = cluster.first, cluster.last
             self._index(row, cluster.first, cluster.last)
@@ -379,10 +400,11 @@ class StoryAssigner:
         self._indexed[row] = (low, high) if known is None else (min(low, known[0]),
                                                                 max(high, known[1]))
 
-    def _rows_near(self, when: float) -> np.ndarray:
-        """Rows of the stories whose span may overlap [when - window, when + window]
-        (sorted, each once)."""
-        low, high = self._bucket(when - self.window_s), self._bucket(when + self.window_s)
+    def _rows_near(self, when: float, until: float | None = None) -> np.ndarray:
+        """Rows of the stories whose span may overlap [when - window, until + window]
+        (``until`` defaults to ``when``; sorted, each once)."""
+        until = when if until is None else until
+        low, high = self._bucket(when - self.window_s), self._bucket(until + self.window_s)
         parts = []
         for bucket in range(low, high + 1):
             rows = self._bucket_rows.get(bucket)
@@ -442,10 +464,10 @@ class StoryAssigner:
                 for total, weights in ((terms, other_terms), (names, other_names)):
                     for token, weight in weights.items():
                         total[token] = total.get(token, 0.0) + weight
-        vectors = np.stack([m.vector for m in others])
-        profile = _Profile(key, len(others), vectors, vectors.sum(axis=0), terms, names,
-                           float(np.median([m.size for m in others])), _norm(terms),
-                           _norm(names))
+        total = np.stack([m.vector for m in others]).sum(axis=0)
+        profile = _Profile(key, len(others), total, float(np.linalg.norm(total)) or 1.0,
+                           terms, names, float(statistics.median(m.size for m in others)),
+                           _norm(terms), _norm(names))
         if not own:
             cluster.profile = profile
         return profile
@@ -459,10 +481,10 @@ class StoryAssigner:
         if profile is None:
             return -math.inf
         lexical = self._lexical_share(member.size, profile.median_size)
-        cosine = float(np.mean(profile.vectors @ member.vector))
+        dot = float(profile.total @ member.vector)
+        cosine = dot / profile.size  # the mean of the members' cosines
         if lexical < 1.0:
-            centroid = (float(profile.total @ member.vector)
-                        / (float(np.linalg.norm(profile.total)) or 1.0))
+            centroid = dot / profile.total_norm
             cosine = lexical * cosine + (1.0 - lexical) * centroid
         term_w, name_w = self.conf.term_weight, self.conf.name_weight
         score = (1.0 - term_w - name_w + (1.0 - lexical) * (term_w + name_w)
@@ -502,11 +524,7 @@ class StoryAssigner:
         rows = rows[active]
         labels: list[str] = []
         if rows.size:
-            low, high = int(rows[0]), int(rows[-1]) + 1
-            if high - low <= 2 * rows.size:  # mostly one stretch of rows: no copy of them
-                cosines = (self._matrix[low:high] @ member.vector)[rows - low]
-            else:
-                cosines = self._matrix[rows] @ member.vector
+            cosines = self._cosines(member, rows)
             k = min(TOP_K, rows.size)
             top = np.argpartition(-cosines, k - 1)[:k] if k < rows.size else np.arange(rows.size)
             labels = [self._ids[rows[i]]
@@ -514,6 +532,44 @@ class StoryAssigner:
         if current is not None and current not in labels:
             labels.append(current)
         return labels
+
+    def _cosines(self, member: _Member, rows: np.ndarray) -> np.ndarray:
+        """The centroid cosines of ``rows`` (sorted) to the article: from its block where the
+        row is unchanged since the block was taken, else computed now."""
+        column = self._block.get(member.article_id)
+        if column is None or not self._block_rows.size:
+            return self._matrix[rows] @ member.vector
+        at = self._block_at[rows]
+        known = (at >= 0) & ~self._changed[rows]
+        cosines = np.empty(rows.size, np.float32)
+        cosines[known] = self._block_cosines[at[known], column]
+        fresh = ~known
+        if fresh.any():
+            cosines[fresh] = self._matrix[rows[fresh]] @ member.vector
+        return cosines
+
+    def _take_block(self, members: list[_Member]) -> None:
+        """Cosines of a block of articles (consecutive in time) against every centroid their
+        windows may reach, as one matrix product; ``_cosines`` reads them back."""
+        self._block = {m.article_id: n for n, m in enumerate(members)}
+        self._changed[:] = False
+        self._block_at[self._block_rows] = -1
+        if not members or not self._ids:
+            self._block_rows = np.zeros(0, np.int64)
+            return
+        self._block_rows = self._rows_near(min(m.time for m in members),
+                                           max(m.time for m in members))
+        self._block_at[self._block_rows] = np.arange(self._block_rows.size)
+        vectors = np.stack([m.vector for m in members]).astype(np.float32, copy=False)
+        self._block_cosines = self._matrix[self._block_rows] @ vectors.T
+
+    def _blocks(self, members: list[_Member]) -> Iterator[_Member]:
+        """The members in order, taking each next block's cosines before its first member."""
+        for start in range(0, len(members), BLOCK):
+            block = members[start:start + BLOCK]
+            self._take_block(block)
+            yield from block
+        self._block = {}
 
     def _best(self, member: _Member, current: str | None = None) -> tuple[str | None, float]:
         best, best_score = None, -math.inf
@@ -590,6 +646,67 @@ class StoryAssigner:
             self.splits += 1
             queue += [(label, staying), (new, leaving)]
 
+    def _consolidate(self, labels: dict[str, str], scores: dict[str, float]) -> None:
+        """4. consolidation: merge a story started in this run into a larger story (or a
+        stored one) when its articles, scored against that story with the join score, reach
+        the join threshold *and* at least ``merge_ratio`` of the looser of the two stories'
+        own cohesion (each story's articles against it, themselves left out).
+
+        The online pass compares stories only through single articles, in time order: an
+        event's first reports can start two stories (two feeds' wordings of it) that then
+        grow side by side, each new headline joining the half it is nearer. Full texts are
+        re-compared with every story of the run by refinement, but headlines keep their
+        online decision, so at least one side must be a headline story. The test is the
+        cohesion check's, reversed (that one splits when the link is below ``split_ratio``
+        of the looser half's cohesion), so a split is never merged back. Smallest stories
+        go first; the survivor keeps the older id (a stored story always survives).
+        """
+        ratio = self.conf.merge_ratio
+        if ratio <= 0:
+            return
+        run_stories = {label for label in labels.values()
+                       if self._clusters[label].stored is None}
+        for label in sorted(run_stories, key=lambda k: (len(self._clusters[k].members),
+                                                        self._clusters[k].first, k)):
+            cluster = self._clusters[label]
+            if len(cluster.members) < MIN_MERGE:
+                continue
+            sample = cluster.sample(None)
+            short = self._mostly_short(sample)
+            probe = _Member("\0probe", (cluster.first + cluster.last) / 2, cluster.centroid(),
+                            frozenset(), frozenset())
+            best, best_link, own = None, -math.inf, None
+            for other in self._candidates(probe):
+                target = self._clusters[other]
+                if other == label or not target.members or (
+                        target.stored is None and len(target.members) < len(cluster.members)):
+                    continue  # the smaller story goes into the larger one, not the reverse
+                if not short and not self._mostly_short(target.sample(None)):
+                    continue  # full texts: refinement already compared each with every story
+                link = float(np.mean([self._score(m, target) for m in sample]))
+                if link < max(self.conf.threshold, best_link):
+                    continue
+                if own is None:  # only when some story is close enough to be worth it
+                    own = self._cohesion(cluster)
+                if link >= ratio * min(own, self._cohesion(target)):
+                    best, best_link = other, link
+            if best is None:
+                continue
+            for member in list(cluster.members.values()):
+                self._leave(member, label)
+                self._join(member, best)
+                labels[member.article_id] = best
+                scores[member.article_id] = best_link
+            self.merges += 1
+
+    def _cohesion(self, cluster: _Cluster) -> float:
+        """How well a story's latest articles fit it: the mean of each one's join score
+        against the story, itself left out."""
+        sample = cluster.sample(None)
+        if len(sample) < 2:
+            return math.inf
+        return float(np.mean([self._score(m, cluster, exclude=m.article_id) for m in sample]))
+
     def _is_short(self, member: _Member) -> bool:
         """A headline-length text (fewer than ``short_text_terms`` terms)."""
         return member.size < self.conf.short_text_terms
@@ -645,7 +762,7 @@ class StoryAssigner:
             self._count(member.terms, member.names)
         labels: dict[str, str] = {}
         scores: dict[str, float] = {}  # the score each article joined its story with
-        for member in members:  # 1. online pass
+        for member in self._blocks(members):  # 1. online pass
             best, best_score = self._best(member)
             if best is None or best_score < self.conf.threshold:
                 labels[member.article_id] = self._start(member)
@@ -655,9 +772,8 @@ class StoryAssigner:
                 scores[member.article_id] = best_score
         for _ in range(self.conf.refine_passes if len(members) > 1 else 0):  # 2. refinement
             moved = 0
-            for member in members:
-                if self._is_short(member):
-                    continue  # a headline's scores are too noisy to second-guess (see above)
+            # Headlines are not moved: their scores are too noisy to second-guess (see above).
+            for member in self._blocks([m for m in members if not self._is_short(m)]):
                 current = labels[member.article_id]
                 best, best_score = self._best(member, current)
                 if best_score < self.conf.threshold:
@@ -676,6 +792,7 @@ class StoryAssigner:
             if not moved:
                 break
         self._split_incoherent(members, labels)  # 3. cohesion check
+        self._consolidate(labels, scores)  # 4. consolidation
         return self._materialise(items, labels, scores)
 
     def _materialise(self, items: list[StoryItem], labels: dict[str, str],
