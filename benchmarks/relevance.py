@@ -17,9 +17,14 @@ Reported: precision/recall/F1 at the watch's ``min_score``, a threshold sweep, b
 cross-validated figures in which the logistic coefficients *and* the threshold are refitted
 on the training part only: repeated stratified 5-fold (10 × 5) and a time split (fit
 2007–2009, test 2010–2011, and the reverse). The threshold picked on each training part
-maximises F1. ``--fit`` refits the coefficients on the whole set, picks the threshold on it
-by the same rule and prints the constants to ship (the intercept shifted so that 0.5 is that
-threshold). The CV also refits the features of scorer versions 2 and 3 for comparison. A
+maximises F1. When the watch has a fitted model (pipeline/watch_model.py; the built-in
+taiwan one), the shipped scores use it and the headline CV refits it whole on each training
+part: the learned term on the lead and passage embeddings (cross-fitted, its strength picked
+on the training part), the coefficients beside it and the threshold. ``--fit`` refits the
+shipped (generic) coefficients on the whole set, picks the threshold on it by the same rule
+and prints the constants to ship (the intercept shifted so that 0.5 is that threshold);
+``--write-model PATH`` fits the watch model on the whole set and writes it. The CV also
+refits the features of scorer versions 2–4, with and without the term, for comparison. A
 summary-only view scores title + the first 50 words of each article, as the pipeline sees an
 article whose page could not be read (feed summary only).
 
@@ -37,37 +42,42 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.embeddings import DEFAULT_MODEL, encode
+from pipeline.embeddings import DEFAULT_MODEL, EmbeddingSpec, encode
 from pipeline.relevance import (
     FEATURES,
     INTERCEPT,
-    W_EARLY,
-    W_EVIDENCE,
-    W_PASSAGE_SEMANTIC,
-    W_SECTION,
-    W_SEMANTIC,
-    W_SHARE,
-    W_TITLE,
+    SHIPPED_WEIGHTS,
     RelevanceScore,
     default_taiwan_watch,
+    embed_records,
     keyword_evidence,
     passage_text,
-    score_records,
     score_text,
     semantic_text,
 )
 from pipeline.settings import WatchConfig
+from pipeline.watch_model import (
+    SCORER_C,
+    WatchModel,
+    find_watch_model,
+    fit_watch_model,
+    fit_with_term,
+    load_watch_model,
+    pick_threshold,
+    save_watch_model,
+    stratified_folds,
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "relevance.json"
 SWEEP = [round(0.05 * i, 2) for i in range(1, 20)]
 FOLDS, REPEATS = 5, 10
 SUMMARY_WORDS = 50  # the summary-only view: title + this many words
-BETA = 1.0  # threshold choice: F1 (the target asks for precision 0.90 and recall 0.85 alike)
 _MENTION = re.compile(r"(?<!\w)taiwan", re.IGNORECASE)  # "Taiwan", "Taiwan's", "Taiwanese"
 _GUARDIAN = "https://www.theguardian.com/"
 
@@ -138,30 +148,22 @@ def prf(predicted: Sequence[bool], labels: Sequence[int]) -> dict[str, float]:
             "tp": tp, "fp": fp, "fn": fn}
 
 
-def f_beta(predicted: Sequence[bool], labels: Sequence[int], beta: float = BETA) -> float:
-    m = prf(predicted, labels)
-    p, r = m["precision"], m["recall"]
-    return (1 + beta**2) * p * r / (beta**2 * p + r) if p + r else 0.0
-
-
-def pick_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The sweep threshold with the best F-beta (``BETA``; ties: the lower one)."""
-    best = max(SWEEP, key=lambda t: (round(f_beta(scores >= t, labels), 6), -t))
-    return best
-
-
-def score_all(watch: WatchConfig, rows: list[dict[str, Any]], model: str, device: str,
-              cache: Path | None) -> tuple[list[RelevanceScore], float | None]:
-    """Shipped scores and the seconds they took; with ``cache``, article embeddings (lead and
-    passage) are reused between runs, and a run that reused them reports no time."""
-    start = time.perf_counter()
+def _vectors(watch: WatchConfig, rows: list[dict[str, Any]], spec: EmbeddingSpec,
+             cache: Path | None) -> tuple[np.ndarray, bool]:
+    """``[lead | passage]`` per row (zeros without keyword evidence: never embedded) and
+    whether they came from ``cache``; encoded as the pipeline encodes them
+    (``embed_records``) when there is no cache."""
     if cache is None:
-        scores = score_records(watch, rows, model=model, device=device)
-        return scores, time.perf_counter() - start
+        embedded = embed_records(watch, rows, spec)
+        vectors = np.zeros((len(rows), 2 * embedded.leads.shape[1]), dtype=np.float32)
+        vectors[embedded.rows] = np.hstack([embedded.leads, embedded.passages])
+        return vectors, False
+    evidence = [keyword_evidence(watch, row["title"], row["text"]) for row in rows]
     leads = [semantic_text(row["title"], row["text"]) for row in rows]
-    passages = [passage_text(keyword_evidence(watch, row["title"], row["text"]), row["title"],
-                             row["text"]) for row in rows]
-    key = hashlib.sha256("\x1f".join([model, *leads, *passages]).encode("utf-8")).hexdigest()
+    passages = [passage_text(ev, row["title"], row["text"])
+                for ev, row in zip(evidence, rows, strict=True)]
+    key = hashlib.sha256("\x1f".join([spec.model, *leads, *passages]).encode("utf-8")
+                         ).hexdigest()
     vectors = None
     if cache.exists():
         with np.load(cache) as stored:
@@ -169,22 +171,43 @@ def score_all(watch: WatchConfig, rows: list[dict[str, Any]], model: str, device
                 vectors = stored["vectors"]
     cached = vectors is not None
     if vectors is None:
-        vectors = encode(leads + passages, model, device)
+        vectors = encode(leads + passages, spec.model, spec.device, backend=spec.backend)
         with cache.open("wb") as handle:
             np.savez(handle, key=np.array(key), vectors=vectors)
     n = len(rows)
-    scores = [score_text(watch, row["title"], row["text"], embedding=vectors[i],
-                         passage_embedding=vectors[n + i], model=model, device=device)
-              for i, row in enumerate(rows)]
-    return scores, None if cached else time.perf_counter() - start
+    both = np.hstack([vectors[:n], vectors[n:]])
+    both[[not (ev.total and not ev.excluded) for ev in evidence]] = 0.0  # never embedded
+    return both, cached
+
+
+def rescore(watch: WatchConfig, rows: list[dict[str, Any]], vectors: np.ndarray,
+            spec: EmbeddingSpec, watch_model: WatchModel | None) -> list[RelevanceScore]:
+    """``score_text`` per row on the given vectors (the same scores as ``score_records``);
+    a row without keyword evidence is scored without them, as in the pipeline."""
+    dim = vectors.shape[1] // 2
+    out = []
+    for row, vector in zip(rows, vectors, strict=True):
+        embedded = bool(np.any(vector))
+        out.append(score_text(watch, row["title"], row["text"],
+                              embedding=vector[:dim] if embedded else None,
+                              passage_embedding=vector[dim:] if embedded else None,
+                              spec=spec, watch_model=watch_model))
+    return out
 
 
 Params = tuple[float, np.ndarray]  # (intercept, weights)
-C = 10.0  # L2 strength, as for scorer version 2 (picked then by CV among 0.3 … 100)
-V2_COLUMNS = [0, 1, 2, 5]  # scorer version 2's features: title, share, early, semantic
-# (the ablation without the section and passage features)
-V3_COLUMNS = [0, 1, 2, 3, 5, 6]  # scorer version 3's: all but evidence
-SEMANTIC_COLUMNS = [5, 6]
+C = SCORER_C  # L2 strength, as for scorer version 2 (picked then by CV among 0.3 … 100)
+def _columns(*names: str) -> list[int]:
+    return [FEATURES.index(name) for name in names]
+
+
+# Ablations: the features of earlier scorer versions
+V2_COLUMNS = _columns("title", "share", "early", "semantic")  # no section, passage
+V3_COLUMNS = _columns("title", "share", "early", "section", "semantic", "passage_semantic")
+V4_COLUMNS = _columns("title", "share", "early", "section", "evidence", "semantic",
+                      "passage_semantic")  # no title_evidence
+SEMANTIC_COLUMNS = _columns("semantic", "passage_semantic")
+Rule = Callable[[np.ndarray], np.ndarray]  # rows -> predicted relevant
 
 
 def features(scores: list[RelevanceScore]) -> tuple[np.ndarray, np.ndarray]:
@@ -213,31 +236,40 @@ def predict(params: Params, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, 1.0 / (1.0 + np.exp(-(intercept + x @ weights))), 0.0)
 
 
-def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    folds: list[list[int]] = [[] for _ in range(k)]
-    for label in (0, 1):
-        idx = np.flatnonzero(y == label)
-        rng.shuffle(idx)
-        for j, i in enumerate(idx):
-            folds[j % k].append(int(i))
-    return [np.array(sorted(f)) for f in folds]
+def fit_rule(x: np.ndarray, mask: np.ndarray, y: np.ndarray, train: np.ndarray,
+             vectors: np.ndarray | None = None) -> tuple[Rule, float]:
+    """(rule, threshold) fitted on the rows ``train`` only: the coefficients and the
+    threshold, and with ``vectors`` the learned term too (``fit_with_term``, as a watch
+    model is fitted)."""
+    if vectors is None:
+        params = fit(x[train][mask[train]], y[train][mask[train]])
+        threshold = pick_threshold(predict(params, x[train], mask[train]), y[train])
+        return (lambda rows: predict(params, x[rows], mask[rows]) >= threshold), threshold
+    fitted = fit_with_term(x[train], vectors[train], y[train], mask[train])
+
+    def rule(rows: np.ndarray) -> np.ndarray:
+        term = vectors[rows] @ fitted.term_weights + fitted.term_bias
+        logit = fitted.intercept + np.column_stack([x[rows], term]) @ fitted.weights
+        return mask[rows] & (logit >= 0)
+
+    return rule, fitted.threshold
 
 
 def cross_validate(x: np.ndarray, mask: np.ndarray, y: np.ndarray,
-                   judged: np.ndarray | None = None) -> dict[str, Any]:
-    """Repeated stratified k-fold; coefficients and threshold refitted on each training part
-    (always on the labels ``y``); predictions judged against ``judged`` (default: ``y``)."""
+                   judged: np.ndarray | None = None,
+                   vectors: np.ndarray | None = None) -> dict[str, Any]:
+    """Repeated stratified k-fold; coefficients and threshold (and with ``vectors`` the
+    learned term) refitted on each training part (always on the labels ``y``); predictions
+    judged against ``judged`` (default: ``y``)."""
     judged = y if judged is None else judged
     runs, thresholds = [], []
     for repeat in range(REPEATS):
         predicted = np.zeros(len(y), dtype=bool)
         for test in stratified_folds(y, FOLDS, seed=repeat):
             train = np.setdiff1d(np.arange(len(y)), test)
-            params = fit(x[train][mask[train]], y[train][mask[train]])
-            threshold = pick_threshold(predict(params, x[train], mask[train]), y[train])
+            rule, threshold = fit_rule(x, mask, y, train, vectors)
             thresholds.append(threshold)
-            predicted[test] = predict(params, x[test], mask[test]) >= threshold
+            predicted[test] = rule(test)
         runs.append(prf(predicted, judged))
     summary = {key: {"mean": round(statistics.mean(r[key] for r in runs), 3),
                      "sd": round(statistics.stdev(r[key] for r in runs), 3)}
@@ -247,17 +279,15 @@ def cross_validate(x: np.ndarray, mask: np.ndarray, y: np.ndarray,
                            "max": max(thresholds)}}
 
 
-def time_split(x: np.ndarray, mask: np.ndarray, y: np.ndarray,
-               years: np.ndarray) -> dict[str, Any]:
+def time_split(x: np.ndarray, mask: np.ndarray, y: np.ndarray, years: np.ndarray,
+               vectors: np.ndarray | None = None) -> dict[str, Any]:
     out = {}
     early = years <= 2009
     for name, train in (("fit 2007-2009, test 2010-2011", early),
                         ("fit 2010-2011, test 2007-2009", ~early)):
-        params = fit(x[train & mask], y[train & mask])
-        threshold = pick_threshold(predict(params, x[train], mask[train]), y[train])
-        test = ~train
-        out[name] = {"threshold": threshold,
-                     **prf(predict(params, x[test], mask[test]) >= threshold, y[test])}
+        rule, threshold = fit_rule(x, mask, y, np.flatnonzero(train), vectors)
+        test = np.flatnonzero(~train)
+        out[name] = {"threshold": threshold, **prf(rule(test), y[test])}
     return out
 
 
@@ -327,6 +357,18 @@ def per_kind(rows: list[dict[str, Any]], predicted: np.ndarray) -> dict[str, Any
     return dict(sorted(out.items()))
 
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """The run's scores: as shipped (with the watch's model when one applies), with the
+    shipped coefficients only, and on the summary-only view; and the article vectors."""
+
+    scores: list[RelevanceScore]
+    generic: list[RelevanceScore]
+    summary: list[RelevanceScore]
+    vectors: np.ndarray
+    learned: WatchModel | None
+
+
 def shipped_constants(x: np.ndarray, mask: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Coefficients fitted on the whole set, the threshold picked on it by the CV's rule, and
     the intercept shifted by that threshold's logit (the form shipped, with min_score 0.5)."""
@@ -339,13 +381,17 @@ def shipped_constants(x: np.ndarray, mask: np.ndarray, y: np.ndarray) -> dict[st
 
 
 def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: WatchConfig,
-           scores: list[RelevanceScore], summary_scores: list[RelevanceScore],
-           seconds: float | None, refit: bool) -> dict[str, Any]:
+           scored: Scored, seconds: float | None, refit: bool) -> dict[str, Any]:
+    """Every figure of the run. With ``scored.learned`` the shipped scorer is the watch's
+    model (coefficients and learned term), and the headline CV refits both per training
+    part; the ablations refit the shipped coefficients' features without the term."""
     y = np.array([int(r["label"]) for r in rows])
     years = np.array([int(str(r.get("published_at", "0000"))[:4] or 0) for r in rows])
-    s = np.array([sc.score for sc in scores])
-    summary = np.array([sc.score for sc in summary_scores])
-    x, mask = features(scores)
+    s = np.array([sc.score for sc in scored.scores])
+    generic = np.array([sc.score for sc in scored.generic])
+    summary = np.array([sc.score for sc in scored.summary])
+    x, mask = features(scored.scores)
+    vectors = scored.vectors if scored.learned is not None else None
     keywords_only = x.copy()
     keywords_only[:, SEMANTIC_COLUMNS] = 0.0  # ablation: the model without the semantic terms
     threshold = watch.min_score
@@ -356,20 +402,27 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
                  "second_view_positives": int(other.sum())},
         "watch": {"name": watch.name, "min_score": threshold, "keywords": watch.keywords,
                   "exclude": watch.exclude},
-        "coefficients": {"intercept": INTERCEPT, "title": W_TITLE, "share": W_SHARE,
-                         "early": W_EARLY, "section": W_SECTION, "evidence": W_EVIDENCE,
-                         "semantic": W_SEMANTIC,
-                         "passage_semantic": W_PASSAGE_SEMANTIC, "C": C,
-                         "threshold_rule": f"F{BETA:g}"},
+        "coefficients": {"intercept": INTERCEPT, **SHIPPED_WEIGHTS, "C": C,
+                         "threshold_rule": "F1"},
+        "watch_model": None if scored.learned is None else {
+            "digest": scored.learned.digest, "term_C": scored.learned.fitted_on.get("term_C"),
+            "intercept":
+            scored.learned.intercept, "weights": scored.learned.weights,
+            "threshold": scored.learned.threshold},
         "shipped": prf(s >= threshold, y),
         "shipped_per_kind": per_kind(rows, s >= threshold),
+        "shipped_coefficients_only": prf(generic >= threshold, y),
         "sweep": {f"{t:.2f}": prf(s >= t, y) for t in SWEEP},
         "baselines": mention_baselines(rows, y, other),
-        "cv": cross_validate(x, mask, y),
+        "cv": cross_validate(x, mask, y, vectors=vectors),
+        "cv_without_learned_term": cross_validate(x, mask, y),
         "cv_keywords_only": cross_validate(keywords_only, mask, y),
         "cv_scorer_v2_features": cross_validate(x[:, V2_COLUMNS], mask, y),
         "cv_scorer_v3_features": cross_validate(x[:, V3_COLUMNS], mask, y),
-        "time_split": time_split(x, mask, y, years),
+        "cv_scorer_v4_features": cross_validate(x[:, V4_COLUMNS], mask, y),
+        "cv_scorer_v4_features_learned_term": cross_validate(x[:, V4_COLUMNS], mask, y,
+                                                             vectors=vectors),
+        "time_split": time_split(x, mask, y, years, vectors),
         "per_year": {str(yr): {"rows": int((years == yr).sum()),
                                "positives": int(y[years == yr].sum()),
                                **prf(s[years == yr] >= threshold, y[years == yr])}
@@ -377,7 +430,7 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
         "summary_only": {"words": SUMMARY_WORDS, "shipped": prf(summary >= threshold, y),
                          view: prf(summary >= threshold, other)},  # rules added below
         view: {"shipped": prf(s >= threshold, other),
-               "cv": cross_validate(x, mask, y, judged=other),
+               "cv": cross_validate(x, mask, y, judged=other, vectors=vectors),
                "cv_scorer_v2_features": cross_validate(x[:, V2_COLUMNS], mask, y,
                                                        judged=other)},
         "errors_at_default": {
@@ -424,9 +477,19 @@ def print_report(out: dict[str, Any]) -> None:
         m = b[name]
         print(_row(label.format(k=m["k"]), m) + f"   CV F1 {m['cv']['f1']:.3f}")
     print("relevance score:")
-    print(_row(f"shipped, min_score {w['min_score']:.2f}", out["shipped"]))
+    learned = out["watch_model"] is not None
+    print(_row(f"shipped, min_score {w['min_score']:.2f}"
+               + (" (watch model)" if learned else ""), out["shipped"]))
+    if learned:
+        print(_row("  shipped coefficients only", out["shipped_coefficients_only"]))
     print(_cv_row(f"CV {FOLDS}-fold × {REPEATS}, refitted", out["cv"]))
+    if learned:
+        print(_cv_row("  same, without the learned term", out["cv_without_learned_term"]))
     print(_cv_row("  same, keywords only", out["cv_keywords_only"]))
+    print(_cv_row("  scorer v4 features (no title_evidence)", out["cv_scorer_v4_features"]))
+    if learned:
+        print(_cv_row("  scorer v4 features + learned term",
+                      out["cv_scorer_v4_features_learned_term"]))
     print(_cv_row("  scorer v3 features (no evidence)", out["cv_scorer_v3_features"]))
     print(_cv_row("  scorer v2 features (no section, passage)", out["cv_scorer_v2_features"]))
     for name, m in out["time_split"].items():
@@ -456,12 +519,24 @@ def print_report(out: dict[str, Any]) -> None:
     if "refit_whole_set" in out:
         print("coefficients shipped:", out["coefficients"])
         print("refitted, whole set: ", out["refit_whole_set"])
+    if learned:
+        print("watch model:", out["watch_model"])
     sp = out["speed"]
     if sp["seconds"] is None:
         print(f"scoring: {sp['articles']} articles, embeddings from --cache (no speed figure)")
         return
     print(f"scoring: {sp['articles']} articles ({sp['embedded']} with keyword evidence, "
           f"embedded) in {sp['seconds']} s ({sp['articles_per_s']}/s, includes model load)")
+
+
+def write_watch_model(watch: WatchConfig, rows: list[dict[str, Any]], spec: EmbeddingSpec,
+                      x: np.ndarray, mask: np.ndarray, vectors: np.ndarray,
+                      path: Path) -> WatchModel:
+    """Fit the watch's model on every row (as `newswatch fit-watch` does), write it to
+    ``path`` and read it back (the digest is of the file)."""
+    y = np.array([int(r["label"]) for r in rows])
+    save_watch_model(fit_watch_model(watch, spec, x, mask, vectors, y), path)
+    return load_watch_model(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -473,17 +548,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fit", action="store_true",
                         help="also refit the coefficients on the whole set and print them")
+    parser.add_argument("--write-model", type=Path, default=None, metavar="PATH",
+                        help="fit the watch's model (coefficients and learned term) on the "
+                        "whole set, write it to PATH and score with it (the built-in one: "
+                        "pipeline/watch_models/taiwan.json)")
+    parser.add_argument("--no-watch-model", action="store_true",
+                        help="score with the shipped coefficients only (no learned term)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="reuse article embeddings from this .npz between runs")
     args = parser.parse_args(argv)
 
     rows = load(args.data)
     watch = WATCHES[args.watch]()
-    scores, seconds = score_all(watch, rows, args.model, args.device, args.cache)
+    spec = EmbeddingSpec(args.model, args.device)
+    learned = None if args.no_watch_model else find_watch_model(watch, spec, None)
+    start = time.perf_counter()
+    vectors, cached = _vectors(watch, rows, spec, args.cache)
+    generic = rescore(watch, rows, vectors, spec, None)
+    scores = generic if learned is None else rescore(watch, rows, vectors, spec, learned)
+    seconds = None if cached else time.perf_counter() - start
+    if args.write_model is not None:
+        x, mask = features(generic)
+        learned = write_watch_model(watch, rows, spec, x, mask, vectors, args.write_model)
+        scores = rescore(watch, rows, vectors, spec, learned)
+        print(f"wrote the watch model to {args.write_model}")
     summaries = [{**row, "text": " ".join(row["text"].split()[:SUMMARY_WORDS])} for row in rows]
     summary_cache = args.cache and args.cache.with_name(args.cache.stem + "-summary.npz")
-    summary_scores, _ = score_all(watch, summaries, args.model, args.device, summary_cache)
-    out = report(rows, summaries, watch, scores, summary_scores, seconds, refit=args.fit)
+    summary_vectors, _ = _vectors(watch, summaries, spec, summary_cache)
+    summary = rescore(watch, summaries, summary_vectors, spec, learned)
+    out = report(rows, summaries, watch, Scored(scores, generic, summary, vectors, learned),
+                 seconds, refit=args.fit)
     print_report(out)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,6 +1,6 @@
 """Is an article (or story) a development on a watched topic, not merely mentioning it?
 
-One score in [0, 1] per (article, watch) from seven interpretable features:
+One score in [0, 1] per (article, watch) from eight interpretable features:
 
 * ``title``    – 1 if a watch keyword is in the title (the strongest single signal);
 * ``share``    – the share of the text's sentences that name a keyword (a text counts as at
@@ -14,6 +14,9 @@ One score in [0, 1] per (article, watch) from seven interpretable features:
   its parties and politicians, institutions, companies, places…) have a term in a sentence
   that names a keyword: "HTC" or "the KMT" next to "Taiwanese" says what kind of Taiwan
   story it is, where a bare "Taiwan" in a list does not;
+* ``title_evidence`` – how many of those groups have a term in the title: a headline about
+  one of the topic's own entities ("Acer hit by success of Apple's iPad") is about the topic
+  even when the text names Taiwan once;
 * ``semantic`` – cosine between the embedding of title + lead (the first ``LEAD_WORDS``
   words) and the watch description (the max over the description as a whole and each of its
   sentences, so one sentence per sub-topic works well);
@@ -21,10 +24,13 @@ One score in [0, 1] per (article, watch) from seven interpretable features:
   consecutive sentences that name the keywords most (the first such run). It is what the
   article says where it talks about Taiwan, and what alerts and `newswatch match` quote.
 
-``score = sigmoid(INTERCEPT + Σ weight·feature)``. Share, position and section are fractions
-of the text, so a feed summary and a 2,000-word feature are on one scale. The coefficients
-are constants, fitted once (see the comment at their definition); nothing is tuned at run
-time. A text with no words (a headline-only item) is scored on its title as its text.
+``score = sigmoid(INTERCEPT + Σ weight·feature)``. A watch fitted on its own labelled
+articles (pipeline/watch_model.py, `newswatch fit-watch`) has its own coefficients and one
+more term, a learned function of the lead and passage embeddings. Share, position and
+section are fractions of the text, so a feed summary and a 2,000-word feature are on one
+scale. The coefficients are constants, fitted once (see the comment at their definition);
+nothing is tuned at run time. A text with no words (a headline-only item) is scored on its
+title as its text.
 
 A keyword hit is required evidence: an article with none is scored without embedding it,
 which keeps the model off the great majority of articles; one with a hit costs two
@@ -55,9 +61,11 @@ from pipeline.settings import Settings, WatchConfig
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from pipeline.watch_model import WatchModel
+
 # Bump when the features or coefficients change: it is part of the watch fingerprint the alert
 # stage keys its score cache on (pipeline/alerts/engine.py), so stories are re-scored.
-SCORER_VERSION = "4"
+SCORER_VERSION = "5"
 LEAD_WORDS = 100  # the lead: first 100 words (≈ the first two news paragraphs)
 # ``share`` counts a text as at least this many sentences, so a two-sentence feed summary
 # with one mention is not "half about Taiwan". Picked among 1, 3, 5 and 10 on the benchmark's
@@ -72,15 +80,19 @@ PASSAGE_SENTENCES = 3  # the passage embedded and quoted: the keyword sentence a
 # The intercept is shifted so that 0.5 is the threshold picked on the same rows by the
 # benchmark's rule (best F1), so ``min_score`` keeps its default; reproduce with
 # `benchmarks/relevance.py --data FILE --fit`. Cross-validated figures: docs/decisions.md.
-INTERCEPT = -9.07
-W_TITLE = 0.21
-W_SHARE = 3.22
-W_EARLY = 1.93
+# They serve every watch without a fitted model of its own; the built-in taiwan watch has
+# one (pipeline/watch_models/taiwan.json, pipeline/watch_model.py), which scorer_for applies.
+INTERCEPT = -9.43
+W_TITLE = 0.25
+W_SHARE = 3.35
+W_EARLY = 1.78
 W_SECTION = 4.37
-W_EVIDENCE = 0.83
-W_SEMANTIC = 5.15
-W_PASSAGE_SEMANTIC = 4.04
-FEATURES = ("title", "share", "early", "section", "evidence", "semantic", "passage_semantic")
+W_EVIDENCE = 0.77
+W_TITLE_EVIDENCE = 0.69
+W_SEMANTIC = 5.10
+W_PASSAGE_SEMANTIC = 3.99
+KEYWORD_FEATURES = ("title", "share", "early", "section", "evidence", "title_evidence")
+FEATURES = (*KEYWORD_FEATURES, "semantic", "passage_semantic")
 
 _SEPARATORS = re.compile(r"[\s\-\u2010\u2011\u2013]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")  # description sentences (sub-topics)
@@ -110,22 +122,23 @@ class KeywordEvidence:
     excluded: list[str] = field(default_factory=list)  # "'term' in title|lead"
     # evidence group -> its terms found in sentences that name a keyword
     evidence_terms: dict[str, dict[str, int]] = field(default_factory=dict)
+    title_evidence_terms: dict[str, dict[str, int]] = field(default_factory=dict)  # in the title
 
     @property
     def total(self) -> int:
         return self.title_hits + self.lead_hits + self.body_hits
 
-    def features(self) -> tuple[float, float, float, float, float]:
-        """(title, share, early, section, evidence): the keyword features as the model sees
-        them. A
-        text shorter than a section is its own section (counted as at least
+    def features(self) -> tuple[float, ...]:
+        """The keyword features (``KEYWORD_FEATURES``) as the model sees them. A text
+        shorter than a section is its own section (counted as at least
         ``MIN_SENTENCES``, like ``share``), so a feed summary or a headline-only item about
         Taiwan is not held to a paragraph it does not have."""
         share = self.keyword_sentences / max(self.sentences, MIN_SENTENCES)
         early = 1.0 - self.first_hit if self.first_hit is not None else 0.0
         window = min(SECTION_SENTENCES, max(self.sentences, MIN_SENTENCES))
         section = self.section_sentences / window
-        return float(self.title_hits > 0), share, early, section, float(len(self.evidence_terms))
+        return (float(self.title_hits > 0), share, early, section,
+                float(len(self.evidence_terms)), float(len(self.title_evidence_terms)))
 
 
 @dataclass(slots=True)
@@ -384,6 +397,10 @@ def keyword_evidence(watch: WatchConfig, title: str, text: str) -> KeywordEviden
     evidence.lead_hits = sum(evidence.lead_terms.values())
     evidence.body_hits = sum(evidence.body_terms.values())
     groups = {group: _matcher(tuple(terms)) for group, terms in watch.evidence.items()}
+    for group, group_matcher in groups.items():
+        found = _find(group_matcher, title)
+        if found:
+            evidence.title_evidence_terms[group] = found
     _add_text_shape(evidence, pattern, f"{lead} {body}".strip() or title,
                     len(lead.split()) if lead else 1, groups)
     exclude = _matcher(tuple(watch.exclude))
@@ -439,28 +456,42 @@ def _terms(counts: dict[str, int]) -> str:
 @dataclass(frozen=True, slots=True)
 class Semantics:
     """Cosines to the watch description: of the lead, and of the passage (with the
-    description sentence each is closest to; None = the description as a whole)."""
+    description sentence each is closest to; None = the description as a whole); and the
+    watch model's learned term on the two vectors, when the watch has one."""
 
     lead: float
     passage: float
     lead_sentence: str | None = None
+    learned: float | None = None
 
 
-def logit_parts(evidence: KeywordEvidence, semantics: Semantics | None
-                ) -> tuple[float, float, float]:
+SHIPPED_WEIGHTS = {"title": W_TITLE, "share": W_SHARE, "early": W_EARLY, "section": W_SECTION,
+                   "evidence": W_EVIDENCE, "title_evidence": W_TITLE_EVIDENCE,
+                   "semantic": W_SEMANTIC, "passage_semantic": W_PASSAGE_SEMANTIC}
+
+
+def logit_parts(evidence: KeywordEvidence, semantics: Semantics | None,
+                model: WatchModel | None = None) -> tuple[float, float, float]:
     """(intercept, keyword part, semantic part) of the logit; the keyword part is 0 without
-    a keyword hit."""
-    title, share, early, section, groups = evidence.features()
-    keyword = (W_TITLE * title + W_SHARE * share + W_EARLY * early + W_SECTION * section
-               + W_EVIDENCE * groups)
-    semantic = 0.0 if semantics is None else (W_SEMANTIC * semantics.lead
-                                              + W_PASSAGE_SEMANTIC * semantics.passage)
-    return INTERCEPT, keyword, semantic
+    a keyword hit. ``model``: the watch's own coefficients and learned term (else the shipped
+    constants)."""
+    learned = model is not None and semantics is not None and semantics.learned is not None
+    weights = model.weights if learned and model is not None else SHIPPED_WEIGHTS
+    intercept = model.intercept if learned and model is not None else INTERCEPT
+    keyword = sum(weights[name] * value
+                  for name, value in zip(KEYWORD_FEATURES, evidence.features(), strict=True))
+    semantic = 0.0
+    if semantics is not None:
+        semantic = (weights["semantic"] * semantics.lead
+                    + weights["passage_semantic"] * semantics.passage)
+        if learned and semantics.learned is not None:
+            semantic += weights["learned"] * semantics.learned
+    return intercept, keyword, semantic
 
 
 def _combine(watch: WatchConfig, evidence: KeywordEvidence,
-             semantics: Semantics | None) -> RelevanceScore:
-    intercept, keyword, sem = logit_parts(evidence, semantics)
+             semantics: Semantics | None, model: WatchModel | None = None) -> RelevanceScore:
+    intercept, keyword, sem = logit_parts(evidence, semantics, model)
     score = _sigmoid(intercept + keyword + sem)
     reasons: list[str] = []
     if evidence.title_terms:
@@ -481,6 +512,10 @@ def _combine(watch: WatchConfig, evidence: KeywordEvidence,
     if evidence.evidence_terms:
         reasons.append("beside it: " + "; ".join(
             f"{group} ({_terms(terms)})" for group, terms in evidence.evidence_terms.items()))
+    if evidence.title_evidence_terms and evidence.total:
+        reasons.append("title names: " + "; ".join(
+            f"{group} ({_terms(terms)})"
+            for group, terms in evidence.title_evidence_terms.items()))
     if not evidence.total:
         reasons.append("no keyword match")
     if semantics is not None:
@@ -488,6 +523,9 @@ def _combine(watch: WatchConfig, evidence: KeywordEvidence,
                  else "")
         reasons.append(f"similarity to description {semantics.lead:.2f}{about}, "
                        f"passage {semantics.passage:.2f}")
+        if semantics.learned is not None and model is not None:
+            reasons.append(f"learned ({model.fitted_on.get('rows', '?')} labelled articles) "
+                           f"{semantics.learned:+.2f}")
     if evidence.excluded:
         reasons.append("excluded: " + ", ".join(evidence.excluded))
         score = 0.0
@@ -513,12 +551,14 @@ def passage_text(evidence: KeywordEvidence, title: str, text: str) -> str:
 
 
 def _semantics(watch: WatchConfig, lead: np.ndarray, passage: np.ndarray,
-               spec: EmbeddingSpec) -> Semantics:
+               spec: EmbeddingSpec, model: WatchModel | None = None) -> Semantics:
     sentences = description_sentences(watch)
     vectors = _description_vectors(tuple(sentences), spec)
     lead_sim, best = _semantic(vectors, lead)
     passage_sim, _ = _semantic(vectors, passage)
-    return Semantics(lead_sim, passage_sim, sentences[best] if best else None)
+    learned = (model.term(lead, passage)  # a model of another width never applies
+               if model is not None and model.lead_weights.size == lead.size else None)
+    return Semantics(lead_sim, passage_sim, sentences[best] if best else None, learned)
 
 
 def _encode_unique(texts: list[str], spec: EmbeddingSpec) -> np.ndarray:
@@ -534,11 +574,13 @@ def score_text(watch: WatchConfig, title: str, text: str, *,
                embedding: Sequence[float] | np.ndarray | None = None,
                passage_embedding: Sequence[float] | np.ndarray | None = None,
                model: str = DEFAULT_MODEL, device: str = "cpu",
-               spec: EmbeddingSpec | None = None) -> RelevanceScore:
+               spec: EmbeddingSpec | None = None,
+               watch_model: WatchModel | None = None) -> RelevanceScore:
     """Score one text. ``embedding`` / ``passage_embedding``: precomputed, L2-normalised
     embeddings of ``semantic_text(title, text)`` and of ``passage_text(...)`` (then the model
     is only needed for the description). ``spec`` (the configured backend) beats
-    ``model``/``device``."""
+    ``model``/``device``. ``watch_model``: the watch's own fitted model (``scorer_for``
+    finds it; pipeline/watch_model.py), else the shipped coefficients."""
     spec = spec or EmbeddingSpec(model, device)
     evidence = keyword_evidence(watch, title, text)
     if embedding is None and not _needs_semantic(evidence):
@@ -551,7 +593,8 @@ def score_text(watch: WatchConfig, title: str, text: str, *,
         for row, i in enumerate(todo):
             given[i] = encoded[row]
     lead, passage = (np.asarray(v, dtype=np.float32) for v in given)
-    return _combine(watch, evidence, _semantics(watch, lead, passage, spec))
+    return _combine(watch, evidence, _semantics(watch, lead, passage, spec, watch_model),
+                    watch_model)
 
 
 def _record_text(record: dict[str, Any]) -> tuple[str, str]:
@@ -560,41 +603,72 @@ def _record_text(record: dict[str, Any]) -> tuple[str, str]:
     return str(title), str(text)
 
 
-def score_records(watch: WatchConfig, records: list[dict[str, Any]], *,
-                  batch_size: int = DEFAULT_BATCH_SIZE,
-                  model: str = DEFAULT_MODEL, device: str = "cpu",
-                  spec: EmbeddingSpec | None = None) -> list[RelevanceScore]:
-    """Score many records (``title`` and ``text`` keys) with one encode call for all the
-    texts that have keyword evidence; same results as ``score_text`` one by one."""
-    spec = spec or EmbeddingSpec(model, device, batch_size=batch_size)
+@dataclass(slots=True)
+class Embedded:
+    """Keyword evidence for every record, and the lead and passage vectors of those with a
+    keyword (``rows``: their indices, in order)."""
+
+    evidence: list[KeywordEvidence]
+    rows: list[int]
+    leads: np.ndarray
+    passages: np.ndarray
+
+
+def embed_records(watch: WatchConfig, records: list[dict[str, Any]],
+                  spec: EmbeddingSpec) -> Embedded:
+    """What scoring ``records`` needs: one encode call for all the texts that have keyword
+    evidence (lead and passage; a text that is both is encoded once)."""
     texts = [_record_text(record) for record in records]
     evidence = [keyword_evidence(watch, title, text) for title, text in texts]
     todo = [i for i, ev in enumerate(evidence) if _needs_semantic(ev)]
+    wanted = [semantic_text(*texts[i]) for i in todo]
+    wanted += [passage_text(evidence[i], *texts[i]) for i in todo]
+    embedded = _encode_unique(wanted, spec) if todo else np.zeros((0, 0), dtype=np.float32)
+    return Embedded(evidence, todo, embedded[:len(todo)], embedded[len(todo):])
+
+
+def score_records(watch: WatchConfig, records: list[dict[str, Any]], *,
+                  batch_size: int = DEFAULT_BATCH_SIZE,
+                  model: str = DEFAULT_MODEL, device: str = "cpu",
+                  spec: EmbeddingSpec | None = None,
+                  watch_model: WatchModel | None = None) -> list[RelevanceScore]:
+    """Score many records (``title`` and ``text`` keys) with one encode call for all the
+    texts that have keyword evidence; same results as ``score_text`` one by one."""
+    spec = spec or EmbeddingSpec(model, device, batch_size=batch_size)
+    embedded = embed_records(watch, records, spec)
     results: list[RelevanceScore | None] = [None] * len(records)
-    if todo:
-        wanted = [semantic_text(*texts[i]) for i in todo]
-        wanted += [passage_text(evidence[i], *texts[i]) for i in todo]
-        embedded = _encode_unique(wanted, spec)
-        for row, i in enumerate(todo):
-            results[i] = _combine(watch, evidence[i], _semantics(
-                watch, embedded[row], embedded[len(todo) + row], spec))
+    for row, i in enumerate(embedded.rows):
+        semantics = _semantics(watch, embedded.leads[row], embedded.passages[row], spec,
+                               watch_model)
+        results[i] = _combine(watch, embedded.evidence[i], semantics, watch_model)
     return [result if result is not None else _combine(watch, ev, None)
-            for result, ev in zip(results, evidence, strict=True)]
+            for result, ev in zip(results, embedded.evidence, strict=True)]
 
 
-def scorer_id(model: str = DEFAULT_MODEL) -> str:
-    """What the scores depend on besides the watch: the scorer version and the embedding
-    model (part of the alert stage's watch fingerprint, so a change re-scores stories)."""
-    return f"relevance/{SCORER_VERSION}/{model or DEFAULT_MODEL}"
+def scorer_id(model: str = DEFAULT_MODEL, watch_model: str = "") -> str:
+    """What the scores depend on besides the watch: the scorer version, the embedding model
+    and the watch's own fitted model if it has one (its digest), part of the alert stage's
+    watch fingerprint, so a change re-scores stories."""
+    learned = f"/{watch_model}" if watch_model else ""
+    return f"relevance/{SCORER_VERSION}/{model or DEFAULT_MODEL}{learned}"
+
+
+def watch_model_for(watch: WatchConfig, settings: Settings) -> WatchModel | None:
+    """The watch's own fitted model under these settings (pipeline/watch_model.py), if one
+    applies."""
+    from pipeline.watch_model import find_watch_model
+
+    return find_watch_model(watch, EmbeddingSpec.of(settings), settings.data_dir)
 
 
 def scorer_for(settings: Settings) -> Callable[[WatchConfig, list[dict[str, Any]]],
                                                 list[RelevanceScore]]:
     """``score_records`` bound to the configured embedding model, backend, device and batch
-    size."""
+    size, with each watch's own fitted model where one applies."""
     spec = EmbeddingSpec.of(settings)
 
     def scorer(watch: WatchConfig, records: list[dict[str, Any]]) -> list[RelevanceScore]:
-        return score_records(watch, records, spec=spec)
+        return score_records(watch, records, spec=spec,
+                             watch_model=watch_model_for(watch, settings))
 
     return scorer

@@ -214,8 +214,13 @@ class _Profile:
     terms: dict[str, float]
     names: dict[str, float]
     median_size: float  # the members' median text_size(): headline or full text
-    terms_norm: float = 0.0  # lengths of the summed weights (a headline's cosine to them)
-    names_norm: float = 0.0
+    # Lengths of the summed weights (a headline's cosine to them), taken when first needed.
+    norms: tuple[float, float] | None = None
+
+    def weight_norms(self) -> tuple[float, float]:
+        if self.norms is None:
+            self.norms = (_norm(self.terms), _norm(self.names))
+        return self.norms
 
 
 @dataclass
@@ -232,6 +237,7 @@ class _Cluster:
     total: np.ndarray | None = None
     version: int = 0  # bumped on every join and leave (invalidates ``profile``)
     profile: _Profile | None = None
+    cohesion: tuple[tuple[int, int], float] | None = None  # (profile key, value)
 
     def __post_init__(self) -> None:
         members, self.members = self.members, {}
@@ -466,8 +472,7 @@ class StoryAssigner:
                         total[token] = total.get(token, 0.0) + weight
         total = np.stack([m.vector for m in others]).sum(axis=0)
         profile = _Profile(key, len(others), total, float(np.linalg.norm(total)) or 1.0,
-                           terms, names, float(statistics.median(m.size for m in others)),
-                           _norm(terms), _norm(names))
+                           terms, names, float(statistics.median(m.size for m in others)))
         if not own:
             cluster.profile = profile
         return profile
@@ -497,10 +502,11 @@ class StoryAssigner:
             dot_names = self._dot(names, profile.names)
             pair_terms, pair_names = dot_terms / profile.size, dot_names / profile.size
             if lexical < 1.0:
+                terms_norm, names_norm = profile.weight_norms()
                 pair_terms = lexical * pair_terms + (1.0 - lexical) * (
-                    dot_terms / profile.terms_norm if profile.terms_norm else 0.0)
+                    dot_terms / terms_norm if terms_norm else 0.0)
                 pair_names = lexical * pair_names + (1.0 - lexical) * (
-                    dot_names / profile.names_norm if profile.names_norm else 0.0)
+                    dot_names / names_norm if names_norm else 0.0)
             score += lexical * (term_w * pair_terms + name_w * pair_names)
         return score
 
@@ -702,10 +708,14 @@ class StoryAssigner:
     def _cohesion(self, cluster: _Cluster) -> float:
         """How well a story's latest articles fit it: the mean of each one's join score
         against the story, itself left out."""
+        key = (cluster.version, self._generation)
+        if cluster.cohesion is not None and cluster.cohesion[0] == key:
+            return cluster.cohesion[1]  # a large story is the target of many small ones
         sample = cluster.sample(None)
-        if len(sample) < 2:
-            return math.inf
-        return float(np.mean([self._score(m, cluster, exclude=m.article_id) for m in sample]))
+        value = math.inf if len(sample) < 2 else float(
+            np.mean([self._score(m, cluster, exclude=m.article_id) for m in sample]))
+        cluster.cohesion = (key, value)
+        return value
 
     def _is_short(self, member: _Member) -> bool:
         """A headline-length text (fewer than ``short_text_terms`` terms)."""

@@ -129,9 +129,9 @@ def test_share_of_sentences_and_position_of_the_first_mention() -> None:
     ev = keyword_evidence(watch, "Storm", text)
     assert (ev.sentences, ev.keyword_sentences) == (4, 2)
     assert ev.first_hit == pytest.approx(2 / 9)  # the third of nine words
-    assert ev.features() == (0.0, 0.5, pytest.approx(7 / 9), 2 / 4, 0.0)  # one section
+    assert ev.features() == (0.0, 0.5, pytest.approx(7 / 9), 2 / 4, 0.0, 0.0)  # one section
     none = keyword_evidence(watch, "Storm", "Rain fell. Trains stopped.")
-    assert none.features() == (0.0, 0.0, 0.0, 0.0, 0.0) and logit_parts(none, None)[1] == 0.0
+    assert none.features() == (0.0,) * 6 and logit_parts(none, None)[1] == 0.0
     assert none.passage == "" and none.passage_quote == ""
 
 
@@ -198,6 +198,21 @@ def test_evidence_groups_count_once_each_and_only_beside_a_keyword() -> None:
     assert plain.features()[4] == 0.0
     assert logit_parts(ev, None)[1] > logit_parts(plain, None)[1]
     assert "beside it: companies (HTC ×2, Acer)" in relevance._combine(watch, ev, None).reasons
+
+
+def test_evidence_groups_in_the_title_count_once_each() -> None:
+    """A headline about one of the topic's own entities ("Acer …") counts, however rarely
+    the text names Taiwan; it is reported, and without a keyword it adds nothing."""
+    watch = WatchConfig(name="t", keywords=["Taiwanese"],
+                        evidence={"companies": ["HTC", "Acer"], "places": ["Hsinchu"]})
+    text = "The Taiwanese computer maker reported a loss. Sales of tablets were weak."
+    ev = keyword_evidence(watch, "Acer and HTC hit by weak tablet sales", text)
+    assert ev.title_evidence_terms == {"companies": {"Acer": 1, "HTC": 1}}
+    assert ev.features()[5] == 1.0 and ev.features()[4] == 0.0  # not beside the keyword
+    reasons = relevance._combine(watch, ev, None).reasons
+    assert "title names: companies (Acer, HTC)" in reasons
+    bare = keyword_evidence(watch, "Acer hit by weak tablet sales", "Sales were weak.")
+    assert bare.total == 0 and relevance._combine(watch, bare, None).score < 0.01
 
 
 def test_evidence_terms_alone_never_make_an_article_score(monkeypatch: Any) -> None:
@@ -281,6 +296,8 @@ def test_watch_fingerprint_follows_scorer_version_and_model(monkeypatch: Any) ->
     assert watch_fingerprint(watch, "default") == base
     assert watch_fingerprint(watch, "/models/other") != base
     assert watch_fingerprint(watch.model_copy(update={"min_score": 0.6})) != base
+    assert watch_fingerprint(watch.model_copy(update={"evidence": {}})) != base
+    assert watch_fingerprint(watch, "default", "0123abcd") != base  # a fitted watch model
     monkeypatch.setattr(relevance, "SCORER_VERSION", relevance.SCORER_VERSION + "-next")
     assert watch_fingerprint(watch) != base
 

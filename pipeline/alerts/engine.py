@@ -211,13 +211,16 @@ def update_window(watch: WatchConfig, now: datetime) -> str:
 
 # ---- deciding --------------------------------------------------------------------------------
 
-def watch_fingerprint(watch: WatchConfig, model: str = "default") -> str:
-    """Changes when what decides relevance changes: the watch's matching settings, the
-    scorer version or the embedding model (then cached scores are recomputed)."""
+def watch_fingerprint(watch: WatchConfig, model: str = "default", watch_model: str = "") -> str:
+    """Changes when what decides relevance changes: the watch's matching settings (evidence
+    groups included), the scorer version, the embedding model or the watch's own fitted
+    model (its digest) (then cached scores are recomputed)."""
     from pipeline.relevance import scorer_id
 
+    evidence = {group: sorted(terms) for group, terms in sorted(watch.evidence.items())}
     basis = json.dumps([watch.description, sorted(watch.keywords), sorted(watch.exclude),
-                        watch.min_score, scorer_id(model)], ensure_ascii=False)
+                        evidence, watch.min_score, scorer_id(model, watch_model)],
+                       ensure_ascii=False)
     return hashlib.sha256(basis.encode("utf-8")).hexdigest()[:32]
 
 
@@ -246,8 +249,12 @@ def _field(result: Any, name: str, default: Any = None) -> Any:
 def _scores(ctx: _Context, watch: WatchConfig, articles: list[dict[str, Any]],
             scorer: Scorer) -> dict[str, _Score]:
     """Relevance per article, from the cache unless the text or the watch changed."""
+    from pipeline.relevance import watch_model_for
+
     conf = ctx.settings.embedding
-    fingerprint = watch_fingerprint(watch, embedding_key(conf.model, conf.backend))
+    fitted = watch_model_for(watch, ctx.settings)
+    fingerprint = watch_fingerprint(watch, embedding_key(conf.model, conf.backend),
+                                    fitted.digest if fitted is not None else "")
     version = {a["article_id"]: (a["content_hash"] or f"e:{a['entry_fingerprint'] or ''}")[:40]
                for a in articles}
     scores: dict[str, _Score] = {}
