@@ -475,17 +475,19 @@ def logit_parts(evidence: KeywordEvidence, semantics: Semantics | None,
     """(intercept, keyword part, semantic part) of the logit; the keyword part is 0 without
     a keyword hit. ``model``: the watch's own coefficients and learned term (else the shipped
     constants)."""
-    learned = model is not None and semantics is not None and semantics.learned is not None
-    weights = model.weights if learned and model is not None else SHIPPED_WEIGHTS
-    intercept = model.intercept if learned and model is not None else INTERCEPT
+    learned = semantics.learned if semantics is not None else None
+    if model is None or learned is None:  # no model, or no vectors for its learned term
+        model, learned = None, None
+    weights = model.weights if model is not None else SHIPPED_WEIGHTS
+    intercept = model.intercept if model is not None else INTERCEPT
     keyword = sum(weights[name] * value
                   for name, value in zip(KEYWORD_FEATURES, evidence.features(), strict=True))
     semantic = 0.0
     if semantics is not None:
         semantic = (weights["semantic"] * semantics.lead
                     + weights["passage_semantic"] * semantics.passage)
-        if learned and semantics.learned is not None:
-            semantic += weights["learned"] * semantics.learned
+        if learned is not None:
+            semantic += weights["learned"] * learned
     return intercept, keyword, semantic
 
 
