@@ -174,17 +174,20 @@ def _window_ahead(store: Store, settings: Settings, window: timedelta
 
 
 def assign_stories(store: Store, settings: Settings, run_id: str | None = None, *,
-                   progress: Progress | None = None) -> dict[str, int]:
+                   progress: Progress | None = None,
+                   features: TextFeatures | None = None) -> dict[str, int]:
     """Embed new versions, then give every unassigned article a story (publication order).
 
     An article seen before with a new version keeps its story (``kept-story``); its new
     embedding moves the story's centroid. Already assigned versions are never touched, so a
-    rerun changes nothing.
+    rerun changes nothing. ``features``: the memo of a caller that embedded some of the
+    articles already (``embed_pending`` with ``features``), so their features are not
+    computed again on this thread.
     """
     cross = crosslingual.CrossLingualPass(store, settings) if settings.multilingual.enabled \
         else None
     counts = cross.before_english(progress) if cross else {}  # articles not in English
-    features = TextFeatures()
+    features = features if features is not None else TextFeatures()
     window = timedelta(days=settings.stories.window_days)
     with ThreadPoolExecutor(1, thread_name_prefix="english-pass") as worker:
         embedding = worker.submit(embed_pending, store, settings, None, progress,

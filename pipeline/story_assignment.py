@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-from scipy import sparse
 from threadpoolctl import ThreadpoolController
 
 from pipeline.cjk import has_cjk
@@ -589,6 +588,8 @@ class StoryAssigner:
     def _pair_scores(self, members: list[_Member]) -> np.ndarray:
         """The join score between every two members (the same length-aware mix as
         ``_score``)."""
+        from scipy import sparse  # only the cohesion check needs it (~0.3 s to import)
+
         vectors = np.stack([m.vector for m in members])
         term_w, name_w = self.conf.term_weight, self.conf.name_weight
         sizes = np.array([m.size for m in members], dtype=np.float64)

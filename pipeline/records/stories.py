@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Row
 
 from pipeline import schema
@@ -71,13 +71,16 @@ def versions_to_embed(store: Records, model_keys: Sequence[str], *, english_only
 
 def save_embeddings(store: Records, rows: Iterable[tuple[str, int, bytes]],
                     model_key: str) -> None:
-    """Store (article id, version, packed vector) embeddings made with ``model_key``."""
+    """Store (article id, version, packed vector) embeddings made with ``model_key``: one
+    transaction, one executemany statement."""
     v = schema.article_versions
+    params = [{"b_article_id": article_id, "b_version": version, "embedding": blob,
+               "embedding_model": model_key} for article_id, version, blob in rows]
+    if not params:
+        return
     with store.engine.begin() as conn:
-        for article_id, version, blob in rows:
-            conn.execute(update(v).where(and_(v.c.article_id == article_id,
-                                              v.c.version == version))
-                         .values(embedding=blob, embedding_model=model_key))
+        conn.execute(update(v).where(and_(v.c.article_id == bindparam("b_article_id"),
+                                          v.c.version == bindparam("b_version"))), params)
 
 
 # ---- the English pass: assignment --------------------------------------------------------------
@@ -148,15 +151,22 @@ STORY_FIELDS = ("title", "first_seen_at", "last_seen_at", "article_count", "sour
 def save_assignments(store: Records, placements: Iterable[tuple[str, dict[str, Any]]],
                      stories: Iterable[dict[str, Any]]) -> None:
     """One transaction: each article's new values (story, duplicate, assigned version) and
-    each changed story's row (``story_id`` plus :data:`STORY_FIELDS`), upserted."""
+    each changed story's row (``story_id`` plus :data:`STORY_FIELDS`), upserted; one
+    executemany statement per shape of row rather than one round-trip per row."""
     a, s = schema.articles, schema.stories
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for article_id, values in placements:
+        by_columns.setdefault(tuple(sorted(values)), []).append(
+            {"b_article_id": article_id, **values})
+    story_rows = list(stories)
     with store.engine.begin() as conn:
-        for article_id, values in placements:
-            conn.execute(update(a).where(a.c.article_id == article_id).values(**values))
-        for story in stories:
-            stmt = store._insert(s).values(**story)
+        for params in by_columns.values():
+            conn.execute(update(a).where(a.c.article_id == bindparam("b_article_id")), params)
+        if story_rows:
+            stmt = store._insert(s)
             conn.execute(stmt.on_conflict_do_update(
-                index_elements=["story_id"], set_={c: stmt.excluded[c] for c in STORY_FIELDS}))
+                index_elements=["story_id"], set_={c: stmt.excluded[c] for c in STORY_FIELDS}),
+                story_rows)
 
 
 # ---- other languages: multilingual embeddings (pipeline/crosslingual.py) ----------------------
@@ -323,14 +333,21 @@ def merge_stories(store: Records, drop: str, keep: str) -> None:
 # ---- `newswatch cluster`: a throwaway store -----------------------------------------------------
 
 def insert_extracted(store: Records, articles: Iterable[dict[str, Any]]) -> None:
-    """Record already-extracted articles as version 1 (each dict: the article's columns)."""
+    """Record already-extracted articles as version 1 (each dict: the article's columns), in
+    one transaction of executemany statements (one per shape of dict)."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    versions = []
+    for article in articles:
+        by_columns.setdefault(tuple(sorted(article)), []).append(article)
+        versions.append({"article_id": article["article_id"], "version": 1,
+                         "content_hash": article["content_hash"], "title": article["title"],
+                         "text": article["text"], "seen_at": article["updated_at"]})
+    if not versions:
+        return
     with store.engine.begin() as conn:
-        for article in articles:
-            conn.execute(schema.articles.insert().values(**article))
-            conn.execute(schema.article_versions.insert().values(
-                article_id=article["article_id"], version=1,
-                content_hash=article["content_hash"], title=article["title"],
-                text=article["text"], seen_at=article["updated_at"]))
+        for rows in by_columns.values():
+            conn.execute(schema.articles.insert(), rows)
+        conn.execute(schema.article_versions.insert(), versions)
 
 
 def story_of_each_article(store: Records) -> dict[str, Row]:
