@@ -37,9 +37,7 @@ from pipeline.story_text import (
     NAME_CHARS,
     article_text_for_embedding,
     derive_title,
-    story_names,
-    story_terms,
-    text_shingles,
+    story_features,
 )
 
 log = logging.getLogger(__name__)
@@ -64,8 +62,7 @@ class TextFeatures:
         try:
             title, text = title or derive_title(text), text or ""
             if (title, text) not in self._of:
-                self._of[(title, text)] = (story_terms(title, text), story_names(title, text),
-                                           text_shingles(text))
+                self._of[(title, text)] = story_features(title, text)
         except Exception:  # computed again in of(), where the item's error is handled
             return
 
@@ -73,8 +70,7 @@ class TextFeatures:
            ) -> tuple[frozenset[str], frozenset[str], frozenset[int]]:
         """(terms, names, shingles), from the memo when the text was seen while embedding."""
         text = text or ""
-        return self._of.get((title, text)) or (
-            story_terms(title, text), story_names(title, text), text_shingles(text))
+        return self._of.get((title, text)) or story_features(title, text)
 
 
 def embed_pending(store: Store, settings: Settings, run_id: str | None = None,
@@ -141,9 +137,8 @@ def _load_active(store: Store, since: datetime, until: datetime,
             story = stories[m.story_id]
             title = m.title or derive_title(m.lead)
             story.members[m.article_id] = _normalised(m.embedding)
-            story.member_terms[m.article_id] = story_terms(title, m.lead)
-            story.member_names[m.article_id] = story_names(title, m.lead)
-            story.member_shingles[m.article_id] = text_shingles(m.lead)
+            (story.member_terms[m.article_id], story.member_names[m.article_id],
+             story.member_shingles[m.article_id]) = story_features(title, m.lead)
             story.member_titles[m.article_id] = title
         for story in stories.values():
             story.recompute_centroid()

@@ -8,7 +8,9 @@ with them, the ``stories`` stage computes them for stored and new articles).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from itertools import chain
 
 # MiniLM reads 256 word pieces. Title + ~600 characters of lead (~130 pieces) scored as well as
 # title + everything it can read, and a chunked mean over the whole body scored worse (the
@@ -67,12 +69,18 @@ def article_text_for_embedding(title: str | None, text: str | None) -> str:
     return f"{title}. {lead}" if title and lead else (title or lead)
 
 
+@lru_cache(maxsize=1 << 16)
+def _normalised(raw: str) -> str:
+    """A word or number as compared: lower case, no possessive 's (memoised: news reuses its
+    words, and every article's features tokenise ~4,000 characters)."""
+    token = raw.lower().replace("’", "'").rstrip(".")
+    return token[:-2] if token.endswith("'s") else token
+
+
 def _tokens(text: str) -> Iterator[tuple[str, str]]:
-    """(as written, normalised) for each word or number: lower case, no possessive 's."""
-    for match in _TOKEN.finditer(text):
-        raw = match.group(0)
-        token = raw.lower().replace("’", "'").rstrip(".")
-        yield raw, token[:-2] if token.endswith("'s") else token
+    """(as written, normalised) for each word or number."""
+    for raw in _TOKEN.findall(text):
+        yield raw, _normalised(raw)
 
 
 def _keep(token: str) -> bool:
@@ -82,6 +90,21 @@ def _keep(token: str) -> bool:
     return len(token) >= 3 and token not in _STOPWORDS
 
 
+def _terms(tokens: Iterable[tuple[str, str]]) -> frozenset[str]:
+    return frozenset(token for _, token in tokens if token and _keep(token))
+
+
+def _names(tokens: Iterable[tuple[str, str]]) -> frozenset[str]:
+    return frozenset(token for raw, token in tokens
+                     if token and _keep(token) and (raw[0].isdigit() or raw[0].isupper()))
+
+
+def _shingles(words: list[str]) -> frozenset[int]:
+    if len(words) < 3:
+        return frozenset({hash(tuple(words))}) if words else frozenset()
+    return frozenset(hash(gram) for gram in zip(words, words[1:], words[2:], strict=False))
+
+
 def story_terms(title: str | None, text: str | None) -> frozenset[str]:
     """Words, names and numbers of title + lead (lower case, stop words dropped).
 
@@ -89,8 +112,7 @@ def story_terms(title: str | None, text: str | None) -> frozenset[str]:
     "Reid"); weighting by how few articles in play use a term (see ``StoryAssigner``) makes
     them count more than the shared vocabulary of the event type.
     """
-    source = f"{title or ''}\n{(text or '')[:TERM_CHARS]}"
-    return frozenset(token for _, token in _tokens(source) if token and _keep(token))
+    return _terms(_tokens(f"{title or ''}\n{(text or '')[:TERM_CHARS]}"))
 
 
 def story_names(title: str | None, text: str | None) -> frozenset[str]:
@@ -100,19 +122,26 @@ def story_names(title: str | None, text: str | None) -> frozenset[str]:
     "Klitschko stops Thompson" from "Klitschko beats Rahman", or Banstead's Waitrose fire from
     Wellington's, is who, where and how many.
     """
-    source = f"{title or ''}\n{(text or '')[:NAME_CHARS]}"
-    return frozenset(token for raw, token in _tokens(source)
-                     if token and _keep(token) and (raw[0].isdigit() or raw[0].isupper()))
+    return _names(_tokens(f"{title or ''}\n{(text or '')[:NAME_CHARS]}"))
 
 
 def text_shingles(text: str | None) -> frozenset[int]:
     """Hashes of the word 3-grams of the first ``NAME_CHARS`` characters of the body: two
     texts sharing most of them are the same text (a wire copy, a re-headlined re-save), which
     an embedding of title + lead cannot tell from two reports of one event."""
-    words = [token for _, token in _tokens((text or "")[:NAME_CHARS])]
-    if len(words) < 3:
-        return frozenset({hash(tuple(words))}) if words else frozenset()
-    return frozenset(hash(gram) for gram in zip(words, words[1:], words[2:], strict=False))
+    return _shingles([token for _, token in _tokens((text or "")[:NAME_CHARS])])
+
+
+def story_features(title: str | None, text: str | None
+                   ) -> tuple[frozenset[str], frozenset[str], frozenset[int]]:
+    """``story_terms``, ``story_names`` and ``text_shingles`` of one article, with the title
+    and the body's first ``NAME_CHARS`` characters tokenised once for all three (no token
+    spans the newline that joins title and body, so each part tokenises alone)."""
+    text = text or ""
+    heading = list(_tokens(title or ""))
+    body = list(_tokens(text[:NAME_CHARS]))
+    return (_terms(chain(heading, _tokens(text[:TERM_CHARS]))), _names(chain(heading, body)),
+            _shingles([token for _, token in body]))
 
 
 def shingle_overlap(a: frozenset[int], b: frozenset[int]) -> float:
