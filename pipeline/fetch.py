@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -104,19 +105,67 @@ def _wants_validators(feed: FeedRow, fetch: FetchSettings) -> bool:
 # ---- one feed ------------------------------------------------------------------------------
 
 
+class UnchangedFeeds:
+    """The bookkeeping of feeds that answered 304, written in batches of :attr:`size`.
+
+    A 304 changes only the feed's check time, validators and health counters (no entries):
+    one transaction per feed made the fetch stage of a mostly-unchanged run wait on the
+    store, not the network. A run stopped before a batch is written loses only that: those
+    feeds are asked again next time (another 304). Thread-safe; :meth:`flush` writes the rest.
+    """
+
+    size = 100
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self._pending: list[tuple[int, str, datetime, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    def add(self, feed_id: int, outcome: str, at: datetime, values: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending.append((feed_id, outcome, at, values))
+            batch = self._take() if len(self._pending) >= self.size else []
+        self._write(batch)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch = self._take()
+        self._write(batch)
+
+    def _take(self) -> list[tuple[int, str, datetime, dict[str, Any]]]:
+        batch, self._pending = self._pending, []
+        return batch
+
+    def _write(self, batch: list[tuple[int, str, datetime, dict[str, Any]]]) -> None:
+        if not batch:
+            return
+        try:
+            self.store.record_fetches(self.run_id, batch)
+        except Exception:  # one feed's bad row must not lose the others'
+            logger.exception("fetch: cannot record %d unchanged feeds at once; one by one",
+                             len(batch))
+            for feed_id, outcome, at, values in batch:
+                try:
+                    self.store.record_fetch(feed_id, self.run_id, outcome, at, **values)
+                except Exception:
+                    logger.exception("feed %s: cannot record its fetch", feed_id)
+
+
 def fetch_feed(store: Store, fetcher: Fetcher, feed: FeedRow, settings: Settings, run_id: str,
-               now: datetime, force: bool = False, *, rng: random.Random | None = None
-               ) -> FeedReport:
-    """Fetch one feed if due, store its entries and record the outcome. Never raises."""
+               now: datetime, force: bool = False, *, rng: random.Random | None = None,
+               unchanged: UnchangedFeeds | None = None) -> FeedReport:
+    """Fetch one feed if due, store its entries and record the outcome (a 304's into
+    ``unchanged`` when given, else at once). Never raises."""
     try:
-        return _fetch_feed(store, fetcher, feed, settings, run_id, now, force, rng)
+        return _fetch_feed(store, fetcher, feed, settings, run_id, now, force, rng, unchanged)
     except Exception as exc:
         logger.exception("feed %s (%s) failed unexpectedly", feed.feed_id, feed.url)
         return _record_unexpected(store, feed, settings, run_id, now, exc, rng)
 
 
 def _fetch_feed(store: Store, fetcher: Fetcher, feed: FeedRow, settings: Settings, run_id: str,
-                now: datetime, force: bool, rng: random.Random | None) -> FeedReport:
+                now: datetime, force: bool, rng: random.Random | None,
+                unchanged: UnchangedFeeds | None) -> FeedReport:
     report = FeedReport(feed_id=feed.feed_id, url=feed.url, name=feed.display_name,
                         outcome="", next_fetch_at=feed.next_fetch_at)
     configured = next((f for f in settings.feeds if f.url == feed.url), None)
@@ -184,7 +233,10 @@ def _fetch_feed(store: Store, fetcher: Fetcher, feed: FeedRow, settings: Setting
                            feed.feed_id, feed.url, failures, error)
 
     values.update(last_outcome=outcome, last_error=_truncate(error))
-    store.record_fetch(feed.feed_id, run_id, outcome, now, **values)
+    if outcome == "not-modified" and unchanged is not None:
+        unchanged.add(feed.feed_id, outcome, now, values)
+    else:
+        store.record_fetch(feed.feed_id, run_id, outcome, now, **values)
     report.outcome = outcome
     report.error = error
     report.next_fetch_at = values["next_fetch_at"]
@@ -275,10 +327,12 @@ def fetch_feeds(
     reports: list[FeedReport | None] = [None] * len(feeds)
     deferred: Deferred[FeedRow] = Deferred()
     fetch = settings.fetch
+    unchanged = UnchangedFeeds(store, run_id)
     try:
         done = run_per_host(
             feeds, lambda feed: host_key(feed.url),
-            lambda feed: fetch_feed(store, active, feed, settings, run_id, now, force),
+            lambda feed: fetch_feed(store, active, feed, settings, run_id, now, force,
+                                    unchanged=unchanged),
             concurrency=min(fetch.concurrency, len(feeds)), per_host=fetch.per_host_concurrency,
             stage_budget_s=fetch.stage_budget_s, host_budget_s=fetch.host_budget_s,
             deferred=deferred, thread_name_prefix="feed")
@@ -286,6 +340,7 @@ def fetch_feeds(
             reports[order[feed.feed_id]] = report
             _notify(on_feed_done, report)
     finally:
+        unchanged.flush()
         if own_fetcher:
             active.close()
     for reason, left in deferred.items.items():
@@ -357,6 +412,7 @@ __all__ = [
     "OUTCOMES",
     "STAGE",
     "FeedReport",
+    "UnchangedFeeds",
     "backoff_delay_s",
     "cache_max_age_s",
     "fetch_feed",

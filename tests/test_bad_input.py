@@ -113,14 +113,14 @@ def test_stories_stage_survives_a_stored_year_one_date(store, monkeypatch):
 def test_stories_stage_isolates_an_article_that_raises(store, monkeypatch):
     monkeypatch.setattr(stories_module, "encode_for",
                         lambda _settings, texts: fake_encode(texts))
-    original = stories_module.story_terms
+    original = stories_module.story_features
 
     def exploding(title, text):
         if title == "Report bad":
             raise RuntimeError("boom")
         return original(title, text)
 
-    monkeypatch.setattr(stories_module, "story_terms", exploding)
+    monkeypatch.setattr(stories_module, "story_features", exploding)
     store.sync_feeds([FeedConfig(url="https://news.example/feed")])
     feed_id = store.list_feeds()[0].feed_id
     for slug in ("good", "bad"):

@@ -103,6 +103,53 @@ def test_conditional_get_304_stores_nothing_new(http_server, store):
     assert (row.etag, row.fetch_count, row.last_outcome) == ('"v1"', 2, "not-modified")
 
 
+def _many_304_feeds(http_server, n: int) -> Settings:
+    """``n`` feeds read once; afterwards each answers 304, odd ones with a new ETag."""
+    for k in range(n):
+        def handler(request: RecordedRequest, k: int = k) -> Response:
+            if request.headers.get("if-none-match"):
+                return Response(status=304, headers={"ETag": f'"w{k}"'} if k % 2 else {})
+            return Response(body=rss((f"Item {k}", f"https://example.com/{k}")),
+                            headers={"ETag": f'"v{k}"'})
+
+        http_server.route(f"/feed{k}", handler)
+    return make_settings(http_server, *(f"/feed{k}" for k in range(n)))
+
+
+def test_many_304s_are_recorded_in_batches_like_one_by_one(http_server, store, monkeypatch):
+    monkeypatch.setattr(feeds_module.UnchangedFeeds, "size", 4)  # several batches + a rest
+    settings = _many_304_feeds(http_server, 10)
+    run(store, settings)
+    later = NOW + timedelta(minutes=10)
+    reports = run(store, settings, now=later, run_id="run-2")
+    assert {r.outcome for r in reports} == {"not-modified"} and len(reports) == 10
+    assert store.run_counts("run-2") == {"fetch": {"not-modified": 10}}
+    counts = store.feed_outcome_counts()
+    for k in range(10):
+        row = feed_row(store, http_server.url(f"/feed{k}"))
+        assert row.etag == (f'"w{k}"' if k % 2 else f'"v{k}"')  # refreshed validators kept
+        assert (row.fetch_count, row.last_outcome, row.consecutive_failures) == (
+            2, "not-modified", 0)
+        assert row.last_fetched_at == later and row.last_success_at == later
+        assert row.next_fetch_at == later
+        assert counts[row.feed_id] == {"ok": 1, "not-modified": 1}
+
+
+def test_a_batch_that_cannot_be_written_falls_back_to_one_by_one(http_server, store,
+                                                                 monkeypatch):
+    settings = _many_304_feeds(http_server, 3)
+    run(store, settings)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("disk full for a moment")
+
+    monkeypatch.setattr(store, "record_fetches", broken)
+    reports = run(store, settings, now=NOW + timedelta(minutes=10), run_id="run-2")
+    assert [r.outcome for r in reports] == ["not-modified"] * 3
+    assert store.run_counts("run-2") == {"fetch": {"not-modified": 3}}
+    assert all(feed_row(store, http_server.url(f"/feed{k}")).fetch_count == 2 for k in range(3))
+
+
 def test_second_identical_fetch_stores_nothing_new(http_server, store):
     http_server.route("/feed", body=TWO_ITEMS)  # no validators: always a full 200
     settings = make_settings(http_server, "/feed")

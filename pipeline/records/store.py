@@ -7,10 +7,12 @@ the same records. Alembic (pipeline/migrations) is the only way the schema is ma
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, bindparam, update
 
 from pipeline import schema
 from pipeline.records.articles import ArticleRecords
@@ -45,6 +47,35 @@ class Store(FeedRecords, RunRecords, ArticleRecords):
                          .values(**values))
             self._count_feed_outcome(conn, feed_id, outcome, at, 1)
             self._count(conn, run_id, "fetch", outcome, 1)
+
+    def record_fetches(self, run_id: str, fetches: Sequence[tuple[int, str, datetime,
+                                                                  dict[str, Any]]]) -> None:
+        """:meth:`record_fetch` for many feeds (feed id, outcome, time, new state) in one
+        transaction of executemany statements: the bookkeeping of a run's 304s."""
+        if not fetches:
+            return
+        f, o = schema.feeds, schema.feed_outcomes
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        outcomes: dict[tuple[int, str], list[Any]] = {}
+        for feed_id, outcome, at, values in fetches:
+            by_columns.setdefault(tuple(sorted(values)), []).append(
+                {"b_feed_id": feed_id, **values})
+            seen = outcomes.setdefault((feed_id, outcome), [0, at])
+            seen[0] += 1
+            seen[1] = max(seen[1], at)
+        counted = Counter(outcome for _, outcome, _, _ in fetches)
+        with self.engine.begin() as conn:
+            for params in by_columns.values():
+                conn.execute(update(f).where(f.c.feed_id == bindparam("b_feed_id")), params)
+            stmt = self._insert(o)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=["feed_id", "outcome"],
+                set_={"count": o.c.count + stmt.excluded["count"],
+                      "last_at": stmt.excluded.last_at}),
+                [{"feed_id": feed_id, "outcome": outcome, "count": n, "last_at": at}
+                 for (feed_id, outcome), (n, at) in outcomes.items()])
+            for outcome, n in counted.items():
+                self._count(conn, run_id, "fetch", outcome, n)
 
 
 def open_store(url: str, *, create: bool = True) -> Store:
