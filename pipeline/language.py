@@ -176,6 +176,7 @@ def _unpack(folder: Path) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
+        staging.chmod(0o755)  # as readable as the exported models (mkdtemp makes it private)
         np.save(staging / "ptc.npy", ptc)
         np.save(staging / "pc.npy", pc)
         np.save(staging / "nextmove.npy", np.frombuffer(nextmove, dtype=f"u{nextmove.itemsize}"))
