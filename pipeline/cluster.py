@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.language import detect_language, release_identifier
+from pipeline.language import detect_language, identifier_held
 from pipeline.records import open_store, utcnow
 from pipeline.records import stories as story_records
 from pipeline.settings import Settings
@@ -79,23 +79,26 @@ def cluster_records(records: list[dict[str, Any]], settings: Settings, *,
           tempfile.TemporaryDirectory(prefix="newswatch-cluster-") as tmp):
         # The model loads (imports, compiled graph) while the first chunk's languages are
         # identified; a load that fails fails again, with its message, where it embeds.
-        loader.submit(EmbeddingSpec.of(settings).encoder)
+        spec = EmbeddingSpec.of(settings)
+        loader.submit(spec.encoder)
         store = open_store(f"sqlite:///{Path(tmp) / 'cluster.db'}")
         try:
             base = utcnow()
             internal = {rid: f"c{n:08d}" for n, rid in enumerate(ids)}
             features = TextFeatures()
             embedding: Future[int] | None = None
-            for start in range(0, len(records), CHUNK):
-                articles = [_article(records[n], internal[ids[n]],
-                                     base + timedelta(seconds=n), base, settings)
-                            for n in range(start, min(start + CHUNK, len(records)))]
-                if embedding is not None:
-                    embedding.result()  # one writer at a time on the store
-                story_records.insert_extracted(store, articles)
-                embedding = embedder.submit(embed_pending, store, settings, None, advance,
-                                            features=features)
-            release_identifier()  # ~75 MB not held beside the model for the last chunks
+            # The identifier is memory-mapped from its unpacked copy beside the models, and
+            # dropped once the last chunk is identified (not held beside the model after).
+            with identifier_held(spec.cache_dir):
+                for start in range(0, len(records), CHUNK):
+                    articles = [_article(records[n], internal[ids[n]],
+                                         base + timedelta(seconds=n), base, settings)
+                                for n in range(start, min(start + CHUNK, len(records)))]
+                    if embedding is not None:
+                        embedding.result()  # one writer at a time on the store
+                    story_records.insert_extracted(store, articles)
+                    embedding = embedder.submit(embed_pending, store, settings, None,
+                                                advance, features=features)
             if embedding is not None:
                 embedding.result()
             assign_stories(store, settings, None, progress=_passes_only(progress),
