@@ -398,7 +398,8 @@ def first_day_neighbours(conn: Any) -> list[tuple[str, float, str, str]]:
     s = schema.stories
     by_day: dict[str, list[tuple[str, int, np.ndarray]]] = defaultdict(list)
     for story_id, first, count, blob in conn.execute(
-            select(s.c.story_id, s.c.first_seen_at, s.c.article_count, s.c.centroid)):
+            select(s.c.story_id, s.c.first_seen_at, s.c.article_count, s.c.centroid)
+            .where(s.c.merged_into.is_(None))):  # folded stories hold no articles
         vector = unpack_vector(blob)
         by_day[str(first)[:10]].append((story_id, count, vector / np.linalg.norm(vector)))
     found = []

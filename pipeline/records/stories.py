@@ -443,8 +443,10 @@ def stories_by_id(store: Records, story_ids: Sequence[str],
 
 def story_and_articles(store: Records, story_id: str
                        ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """A story's row (None if gone) and its articles, oldest first."""
+    """A story's row (None if gone) and its articles, oldest first; a story consolidation
+    folded into another answers with that story (its row says so in ``merged_from``)."""
     s, a = schema.stories, schema.articles
+    story_id = resolve_story_id(store, story_id) or story_id
     with store.engine.connect() as conn:
         row = conn.execute(select(s).where(s.c.story_id == story_id)).mappings().first()
         articles = conn.execute(
@@ -453,4 +455,7 @@ def story_and_articles(store: Records, story_id: str
             .where(a.c.story_id == story_id)
             .order_by(_when(), a.c.article_id)
         ).mappings().all()
-    return (dict(row) if row is not None else None), [dict(r) for r in articles]
+    story = dict(row) if row is not None else None
+    if story is not None:
+        story["merged_from"] = merged_into_each(store, [story_id]).get(story_id, [])
+    return story, [dict(r) for r in articles]
