@@ -98,11 +98,12 @@ def _add(store, items: list[StoryItem]) -> None:
 def folded_store(tmp_path, monkeypatch):
     """A store after two runs: run 2 folded story s-b0 into s-a0."""
     monkeypatch.setattr(pipeline.stories, "encode_for", _vectors)
-    settings = Settings(data_dir=str(tmp_path))
+    settings = Settings(data_dir=str(tmp_path),
+                        store={"url": f"sqlite:///{tmp_path / 'records.db'}"})
     settings.stories.threshold = 0.7
     settings.stories.term_weight = settings.stories.name_weight = 0.0
     settings.multilingual.enabled = False
-    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
+    store = open_store(settings.store.url)
     _add(store, RUN_1)
     first = assign_stories(store, settings, "run-1")
     _add(store, RUN_2)
@@ -128,3 +129,118 @@ def test_the_stage_folds_stored_stories_and_the_old_id_still_resolves(folded_sto
         row = conn.execute(schema.stories.select().where(
             schema.stories.c.story_id == "s-b0")).mappings().one()
     assert row["merged_into"] == "s-a0" and row["article_count"] == 0
+
+
+# ---- alerts: once per story, across a fold ---------------------------------------------------
+
+def test_a_story_that_absorbed_an_alerted_story_does_not_alert_again(store, tmp_path):
+    """The newer story alerted a watch; consolidation later folds it into an older story that
+    had not (its reports did not name the topic yet). The survivor's next relevant report is
+    the same event: no second "new" alert, even after the ledger's continuation window."""
+    from pipeline.alerts.engine import run_alerts
+    from pipeline.records.stories import save_assignments
+    from tests.support.factories import with_alerts
+    from tests.test_alert_engine import FakeScorer, add_articles, make_settings, outbox
+
+    path = tmp_path / "outbox.jsonl"
+    settings = with_alerts(make_settings({"outbox": {"type": "file", "path": str(path)}}),
+                           continuation_days=1.0)
+    scorer = FakeScorer()
+    add_articles(store, "s-old", [("B", "Navy ships sail through the strait")],
+                 T0 - timedelta(hours=1))
+    add_articles(store, "s-new", [("A", "Taiwan strait transit by two destroyers")], T0)
+    first = run_alerts(store, settings, "r1", now=T0, scorer=scorer)
+    assert first["new"] == 1 and len(outbox(path)) == 1
+    later = T0 + timedelta(days=2)
+    save_assignments(store, [], [], merges=[("s-new", "s-old")])  # what the story stage wrote
+    add_articles(store, "s-old", [("B", "Taiwan says the destroyers left the strait")], later)
+    second = run_alerts(store, settings, "r2", now=later, scorer=scorer)
+    assert "new" not in second and len(outbox(path)) == 1
+
+
+def test_without_the_fold_the_same_report_is_news(store, tmp_path):
+    """The control: the survivor's report alerts when the alerted story was never folded in
+    (so the test above is about the fold, not about the report)."""
+    from pipeline.alerts.engine import run_alerts
+    from tests.support.factories import with_alerts
+    from tests.test_alert_engine import FakeScorer, add_articles, make_settings
+
+    path = tmp_path / "outbox.jsonl"
+    settings = with_alerts(make_settings({"outbox": {"type": "file", "path": str(path)}}),
+                           continuation_days=1.0)
+    add_articles(store, "s-old", [("B", "Navy ships sail through the strait")],
+                 T0 - timedelta(hours=1))
+    add_articles(store, "s-new", [("A", "Taiwan strait transit by two destroyers")], T0)
+    run_alerts(store, settings, "r1", now=T0, scorer=FakeScorer())
+    later = T0 + timedelta(days=2)
+    add_articles(store, "s-old", [("B", "Taiwan says the destroyers left the strait")], later)
+    assert run_alerts(store, settings, "r2", now=later, scorer=FakeScorer())["new"] == 1
+
+
+# ---- search: the members under the survivor ----------------------------------------------------
+
+def test_search_by_a_folded_story_id_finds_its_articles_under_the_survivor(folded_store):
+    from pipeline.index import index_pending
+    from pipeline.query import run_search
+    from pipeline.search import open_search
+
+    store, settings, _first, _second = folded_store
+    backend = open_search(settings)
+    try:
+        assert index_pending(store, backend, "run-2")["indexed"] == 8
+    finally:
+        backend.close()
+    for story_id in ("s-b0", "s-a0"):  # a link from an alert of the folded story, the survivor
+        results = run_search(settings, "report", story_id=story_id, mode="keyword",
+                             by_story=True, limit=50)
+        assert [g.story_id for g in results.groups] == ["s-a0"]
+        assert {h.article_id for h in results.hits} == {i.article_id for i in RUN_1 + RUN_2}
+
+
+@pytest.mark.elasticsearch
+def test_the_elasticsearch_stories_index_drops_a_folded_story(folded_store, request):
+    """Same contract on the Elasticsearch backend (osmem, an in-memory fake of its API): the
+    articles carry the survivor's id and the folded story's document is gone."""
+    from pipeline.index import index_pending
+    from pipeline.search.base import SearchQuery
+    from pipeline.search.elastic import ElasticSearch
+    from pipeline.settings import SearchSettings
+    from tests.support.es_compat import OsmemCompatNode
+
+    store, _settings, _first, _second = folded_store
+    clone = request.getfixturevalue("osmem_clone")
+    backend = ElasticSearch(SearchSettings(url=clone.url, vectors=False, index_prefix="nwfold"),
+                            node_class=OsmemCompatNode, max_retries=0, initial_backoff=0.1)
+    try:
+        backend.index_stories([{"story_id": "s-b0", "title": "headline b0", "article_count": 4,
+                                "sources": ["source b0"]}])  # indexed before the fold
+        assert index_pending(store, backend, "run-2")["indexed"] == 8
+        backend.client.indices.refresh(index="nwfold-stories")
+        stories = backend.client.search(index="nwfold-stories", query={"match_all": {}})
+        assert [(h["_id"], h["_source"]["article_count"]) for h in stories["hits"]["hits"]] == [
+            ("s-a0", 8)]
+        hits = backend.search(SearchQuery(text="report", story_id="s-a0", limit=50)).hits
+        assert len(hits) == 8
+    finally:
+        backend.drop()
+        backend.close()
+
+
+def test_newswatch_stories_shows_what_each_story_absorbed(folded_store, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    _store, settings, _first, _second = folded_store
+    config = tmp_path / "newswatch.yaml"
+    config.write_text(f"store: {{url: '{settings.store.url}'}}\n", encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(app, ["stories", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["story_id"], r["article_count"], r["merged_from"]) for r in rows] == [
+        ("s-a0", 8, ["s-b0"])]
+    table = runner.invoke(app, ["stories", "--config", str(config)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "merged from" in table.output and "s-b0" in table.output
