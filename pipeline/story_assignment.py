@@ -306,16 +306,18 @@ class StoryAssigner:
        differ by less than their noise, and moving them cut large headline stories apart;
     3. *cohesion check*: a story whose run articles form two clearly separate groups is split
        in two (``split_ratio``; see ``_split_incoherent``); headline stories are not checked;
-    4. *consolidation*: a headline story started in the run whose articles would join a
-       larger (or a stored) story nearly as readily as the two hold together goes into it
-       (``merge_ratio``; see ``_consolidate``): halves of one event the online pass started
-       apart;
+    4. *consolidation*: a headline story that gained articles in the run (started in it or
+       stored) whose articles would join another story of its window nearly as readily as the
+       two hold together is merged with it (``merge_ratio``; see ``_consolidate``): halves of
+       one event the online pass started apart, even after both were stored;
     5. new stories take their id from their earliest article (stable) and every touched
        story its title from its most representative member (``rename_after_representative``);
        ``duplicate_of`` points at the closest member when it is a near-copy on the embedding
        *and* on the text (``duplicate_text_overlap``).
 
-    Stored members never move: a rerun or a later run never changes an earlier decision.
+    Stored members never move one by one: a rerun or a later run never changes an earlier
+    decision about an article; only consolidation moves a stored story as a whole into an
+    older one (``folds``; the absorbed id keeps resolving, records.stories.resolve_story_id).
 
     The score of a full text against a story is the mean, over the story's latest members, of
     ``(1 - term_weight - name_weight) * embedding cosine + term_weight * cosine of idf-weighted

@@ -320,7 +320,8 @@ class ArticleRecords(Records):
             by_status = dict(conn.execute(select(a.c.extraction_status, func.count())
                                           .group_by(a.c.extraction_status)).all())
             feeds = conn.execute(select(func.count()).select_from(schema.feeds)).scalar_one()
-            stories = conn.execute(select(func.count()).select_from(schema.stories)).scalar_one()
+            stories = conn.execute(select(func.count()).select_from(schema.stories).where(
+                schema.stories.c.merged_into.is_(None))).scalar_one()  # not folded ones
             versions = conn.execute(select(func.count())
                                     .select_from(schema.article_versions)).scalar_one()
         return {"feeds": feeds, "articles": total, "versions": versions, "stories": stories,

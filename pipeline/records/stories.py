@@ -262,7 +262,8 @@ def multilingual_members(store: Records, since: datetime, until: datetime
     rows: list[Row] = []
     with store.engine.connect() as conn:
         ids = [r[0] for r in conn.execute(
-            select(s.c.story_id).where(s.c.last_seen_at >= since, s.c.first_seen_at <= until)
+            select(s.c.story_id).where(s.c.last_seen_at >= since, s.c.first_seen_at <= until,
+                                       s.c.merged_into.is_(None))
             .order_by(s.c.story_id))]
         for start in range(0, len(ids), 500):
             rows += conn.execute(
