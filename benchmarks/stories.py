@@ -301,6 +301,7 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
     import tempfile
     from datetime import timedelta
 
+    from sqlalchemy import func, select
     from story_scaling import read_stream, stream_vectors
 
     from pipeline import schema
@@ -327,6 +328,7 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
     days: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in items:
         days[item["time"].date().isoformat()].append(item)
+    outcomes: Counter[str] = Counter()  # the story stage's counts, summed over the runs
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="newswatch-replay-") as tmp:
         store = open_store(f"sqlite:///{Path(tmp) / 'replay.db'}")
@@ -349,11 +351,15 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
                             article_id=item["id"], version=1, content_hash=digest,
                             title=item["title"], text=item["text"], text_source=source,
                             seen_at=seen))
-                assign_stories(store, settings)
+                for outcome, n in assign_stories(store, settings).items():
+                    outcomes[outcome] += n
                 print(f"  {day}: {len(days[day]):,} items", flush=True)
             with store.engine.connect() as conn:
                 rows = conn.execute(select_story_members()).all()
                 splits = first_day_neighbours(conn)
+                folded = conn.execute(select(func.count()).select_from(schema.stories)
+                                      .where(schema.stories.c.merged_into.is_not(None))
+                                      ).scalar_one()
         finally:
             store.close()
     stories_module.encode_for = original  # type: ignore[assignment]
@@ -383,6 +389,8 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
             "largest_stories": sorted((len(m) for m in members.values()), reverse=True)[:10],
             "singletons": sizes.get(1, 0), "sample": len(drawn), "sample_seed": seed,
             "sample_ids": drawn, "first_day_neighbours": len(splits),
+            "story_stage_counts": dict(sorted(outcomes.items())),
+            "stored_stories_folded": folded,
             "first_day_neighbour_cosine": SPLIT_COSINE}
 
 
