@@ -360,6 +360,10 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
                 folded = conn.execute(select(func.count()).select_from(schema.stories)
                                       .where(schema.stories.c.merged_into.is_not(None))
                                       ).scalar_one()
+            if audit_out:  # the replayed records, to read further without replaying
+                import shutil
+
+                shutil.copy(Path(tmp) / "replay.db", audit_out.with_suffix(".db"))
         finally:
             store.close()
     stories_module.encode_for = original  # type: ignore[assignment]
@@ -408,6 +412,8 @@ def first_day_neighbours(conn: Any) -> list[tuple[str, float, str, str]]:
     for story_id, first, count, blob in conn.execute(
             select(s.c.story_id, s.c.first_seen_at, s.c.article_count, s.c.centroid)
             .where(s.c.merged_into.is_(None))):  # folded stories hold no articles
+        if blob is None:  # a story of other-language articles only: no MiniLM centroid
+            continue
         vector = unpack_vector(blob)
         by_day[str(first)[:10]].append((story_id, count, vector / np.linalg.norm(vector)))
     found = []
