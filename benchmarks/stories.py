@@ -361,9 +361,11 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
                                       .where(schema.stories.c.merged_into.is_not(None))
                                       ).scalar_one()
             if audit_out:  # the replayed records, to read further without replaying
-                import shutil
+                import sqlite3
 
-                shutil.copy(Path(tmp) / "replay.db", audit_out.with_suffix(".db"))
+                with sqlite3.connect(Path(tmp) / "replay.db") as source, \
+                        sqlite3.connect(audit_out.with_suffix(".db")) as copy:
+                    source.backup(copy)
         finally:
             store.close()
     stories_module.encode_for = original  # type: ignore[assignment]
