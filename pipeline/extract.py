@@ -19,7 +19,7 @@ from pipeline.extractors import extract_html, looks_paywalled
 from pipeline.fetcher import OUTCOMES as FETCH_OUTCOMES
 from pipeline.fetcher import Fetcher, FetchResult, host_key
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET, Deferred, run_per_host
-from pipeline.language import OVERRIDDEN, language_verdict, release_identifier
+from pipeline.language import OVERRIDDEN, identifier_held, language_verdict
 from pipeline.records import Store
 from pipeline.sanitize import plausible_date, strip_control, strip_control_bytes
 from pipeline.settings import Settings
@@ -206,10 +206,10 @@ def run(context: StageContext) -> dict[str, int]:
     on_done = context.options.get("on_article_done")
     if on_done is None and context.progress is not None:
         on_done = lambda _o: context.advance(STAGE, 1)  # noqa: E731
-    try:
-        return extract_pending(context.store, context.settings, context.run_id,
+    settings = context.settings
+    # Held for this chunk only (not beside the embedding models), mapped in milliseconds.
+    with identifier_held(settings.embedding.cache_dir(settings.data_dir)):
+        return extract_pending(context.store, settings, context.run_id,
                                limit=context.options.get("limit"),
                                page_budget=context.options.get("page_budget"),
                                on_article_done=on_done)
-    finally:
-        release_identifier()  # not needed again before the next chunk's extraction

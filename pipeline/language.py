@@ -10,16 +10,32 @@ confident; a declaration is kept unless the model is very confident of another l
 text long enough to judge (feeds mislabel: Business Insider Polska declares English for its
 Polish items), so a correct declaration is not overridden by a noisy verdict on a headline.
 
+py3langid ships its model LZMA-compressed (4.5 MB, ~70 MB unpacked): unpacking takes 1-2.5 s
+and ~100 MB at its peak. :func:`identifier_held` unpacks it once into plain ``.npy`` files
+under a cache folder and memory-maps them, so each chunk of a run loads it in milliseconds
+and the pages leave with the mapping when the chunk is done (docs/performance.md).
+
 Codes are BCP 47 tags, lower-case language with a title-case script: ``en``, ``fr``,
 ``zh-Hant``, ``zh-Hans``, ``zh`` (Chinese whose script cannot be told), ``ja``, ``ko``.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import re
+import shutil
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any, NamedTuple
+
+log = logging.getLogger(__name__)
 
 TRADITIONAL = "zh-Hant"
 SIMPLIFIED = "zh-Hans"
@@ -124,20 +140,97 @@ def chinese_script(text: str, declared: str | None = None) -> str:
     return declared if is_chinese(declared) else CHINESE
 
 
+_held: list[Any] = []  # the identifier loaded by identifier_held(), while it is held
+
+
 @lru_cache(maxsize=1)
-def _identifier() -> Any:
+def _packaged_identifier() -> Any:
     with _LOCK:
         from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
         return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+def _identifier() -> Any:
+    """The identifier held for the current stretch of work, else the packaged one (loaded
+    once and kept, for callers that identify a text now and then)."""
+    return _held[0] if _held else _packaged_identifier()
+
+
 def release_identifier() -> None:
-    """Drop py3langid's model (~75 MB resident): only extraction identifies languages, so a
-    backlog run holds it during each chunk's extraction and not beside the embedding models
-    (peak memory); loading it again costs ~1 s per chunk."""
+    """Drop py3langid's model (~75 MB resident): only extraction identifies languages, so it
+    is not held beside the embedding models (a backlog run's peak memory)."""
     with _LOCK:
-        _identifier.cache_clear()
+        _packaged_identifier.cache_clear()
+        _held.clear()
+
+
+def unpacked_model_dir(cache_dir: str | Path) -> Path:
+    """Where the unpacked copy of the installed py3langid's model lives (one per version)."""
+    from py3langid.langid import MODEL_DIR, MODEL_FILE
+
+    packed = MODEL_DIR / MODEL_FILE
+    return Path(cache_dir) / f"py3langid-{version('py3langid')}-{packed.stat().st_size}"
+
+
+def _unpack(folder: Path) -> None:
+    """Write the packaged model as plain arrays (written aside, then renamed into place, so a
+    reader never sees half a copy)."""
+    import numpy as np
+    from py3langid.langid import MODEL_DIR, MODEL_FILE
+    from py3langid.modelio import load_model
+
+    ptc, pc, classes, nextmove, row, output = load_model(MODEL_DIR / MODEL_FILE)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        staging.chmod(0o755)  # as readable as the exported models (mkdtemp makes it private)
+        np.save(staging / "ptc.npy", ptc)
+        np.save(staging / "pc.npy", pc)
+        np.save(staging / "nextmove.npy", np.frombuffer(nextmove, dtype=f"u{nextmove.itemsize}"))
+        np.save(staging / "row.npy", np.frombuffer(row, dtype=f"u{row.itemsize}"))
+        np.save(staging / "output.npy", np.asarray(output, dtype=np.int32))
+        (staging / "classes.json").write_text(json.dumps(classes))
+        os.replace(staging, folder)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (folder / "classes.json").exists():  # another process may have won the race
+            raise
+
+
+def _mapped_identifier(folder: Path) -> Any:
+    """The identifier over memory-mapped arrays: the same numbers as the packaged model
+    (the transition table is read through a memoryview, as fast as py3langid's own array)."""
+    import numpy as np
+    from py3langid.langid import LanguageIdentifier
+
+    classes = json.loads((folder / "classes.json").read_text())
+    return LanguageIdentifier(
+        np.load(folder / "ptc.npy", mmap_mode="r"), np.load(folder / "pc.npy"), classes,
+        memoryview(np.load(folder / "nextmove.npy", mmap_mode="r")),
+        np.load(folder / "output.npy").tolist(), norm_probs=True,
+        tk_row=memoryview(np.load(folder / "row.npy")))
+
+
+@contextmanager
+def identifier_held(cache_dir: str | Path | None) -> Iterator[None]:
+    """Hold the language identifier for a stretch of work (one chunk's extraction), loaded
+    from its unpacked copy under ``cache_dir`` (made on first use), and drop it after.
+    Without a usable folder it falls back to the packaged model, released the same way."""
+    try:
+        if cache_dir is not None:
+            folder = unpacked_model_dir(cache_dir)
+            try:
+                with _LOCK:
+                    if not (folder / "classes.json").exists():
+                        _unpack(folder)
+                    _held[:] = [_mapped_identifier(folder)]
+            except (OSError, ValueError) as exc:  # a read-only or broken cache: the slow way
+                log.warning("language identifier: cannot use %s (%s); loading the packaged "
+                            "model", folder, exc)
+        yield
+    finally:
+        release_identifier()
 
 
 def _classify(text: str) -> tuple[str | None, float]:

@@ -134,7 +134,8 @@ class EmbeddingSettings(Section):
                          "(0 = the library's default, all cores)")
 
     model_cache: str = Field("", description="folder for the exported onnx/openvino model "
-                             "files (empty = <data_dir>/models); deployments may share one")
+                             "files and the language identifier's unpacked model (empty = "
+                             "<data_dir>/models); deployments may share one")
 
     def cache_dir(self, data_dir: str) -> str:
         """Where exported models are kept: beside the other data of this deployment."""
