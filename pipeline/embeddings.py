@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from pipeline.memory import return_free_memory
+
 if TYPE_CHECKING:  # heavy imports stay out of module import time (Airflow DAG parsing)
     from sentence_transformers import SentenceTransformer
 
@@ -230,8 +232,11 @@ def release_encoders() -> None:
     the multilingual model holds one model at a time, not both (peak memory). The next
     :func:`encode` loads it again, ~1 s from the compiled cache."""
     with _LOCK:
+        held = _loaded_encoder.cache_info().currsize
         _loaded_encoder.cache_clear()
-    gc.collect()  # now, not at the next automatic collection
+    if held:
+        gc.collect()  # now, not at the next automatic collection
+        return_free_memory()  # the next model is not stacked on the freed pages
 
 
 def load_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> SentenceTransformer:

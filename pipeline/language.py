@@ -4,9 +4,16 @@ Feeds and pages often declare no language, or the site's default for every page.
 Japanese and Korean are told apart from everything else by their script, which is exact and
 needs no model; Chinese is then split into Traditional and Simplified by the characters used
 (``hanzidentifier``), because Taiwan, Hong Kong and Macau outlets write Traditional and the
-mainland Simplified. Other text keeps its declared language; when none is declared, a long
-enough text is identified with ``py3langid`` (a small bundled model, no download) and kept only
-when the model is confident.
+mainland Simplified. Other text is identified with ``py3langid`` (a small bundled model, no
+download) when it is long enough: with no declaration its verdict is kept when the model is
+confident; a declaration is kept unless the model is very confident of another language on a
+text long enough to judge (feeds mislabel: Business Insider Polska declares English for its
+Polish items), so a correct declaration is not overridden by a noisy verdict on a headline.
+
+py3langid ships its model LZMA-compressed (4.5 MB, ~70 MB unpacked): unpacking takes 1-2.5 s
+and ~100 MB at its peak. :func:`identifier_held` unpacks it once into plain ``.npy`` files
+under a cache folder and memory-maps them, so each chunk of a run loads it in milliseconds
+and the pages leave with the mapping when the chunk is done (docs/performance.md).
 
 Codes are BCP 47 tags, lower-case language with a title-case script: ``en``, ``fr``,
 ``zh-Hant``, ``zh-Hans``, ``zh`` (Chinese whose script cannot be told), ``ja``, ``ko``.
@@ -14,10 +21,21 @@ Codes are BCP 47 tags, lower-case language with a title-case script: ``en``, ``f
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import re
+import shutil
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, NamedTuple
+
+log = logging.getLogger(__name__)
 
 TRADITIONAL = "zh-Hant"
 SIMPLIFIED = "zh-Hans"
@@ -32,6 +50,12 @@ CJK_MINIMUM = 0.05
 # ("Obama meets Xi in California") is too short to identify reliably.
 MIN_IDENTIFY_CHARS = 80
 MIN_IDENTIFY_PROBABILITY = 0.9
+# A declaration is overridden only by a verdict this sure on a text at least this long. On the
+# 26,282 real feed items of the shared stream (all declared English) the only verdicts this sure
+# that disagree are the 642 Polish items; the English ones it doubts (Nigerian Pidgin, Latin,
+# ... for short headlines) all score below 0.9.
+OVERRIDE_MIN_CHARS = 100
+OVERRIDE_PROBABILITY = 0.99
 SAMPLE_CHARS = 2000  # the first characters of title + text are enough evidence
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
@@ -116,48 +140,155 @@ def chinese_script(text: str, declared: str | None = None) -> str:
     return declared if is_chinese(declared) else CHINESE
 
 
+_held: list[Any] = []  # the identifier loaded by identifier_held(), while it is held
+
+
 @lru_cache(maxsize=1)
-def _identifier() -> Any:
+def _packaged_identifier() -> Any:
     with _LOCK:
         from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
         return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+def _identifier() -> Any:
+    """The identifier held for the current stretch of work, else the packaged one (loaded
+    once and kept, for callers that identify a text now and then)."""
+    return _held[0] if _held else _packaged_identifier()
+
+
 def release_identifier() -> None:
-    """Drop py3langid's model (~75 MB resident): only extraction identifies languages, so a
-    backlog run holds it during each chunk's extraction and not beside the embedding models
-    (peak memory); loading it again costs ~1 s per chunk."""
+    """Drop py3langid's model (~75 MB resident): only extraction identifies languages, so it
+    is not held beside the embedding models (a backlog run's peak memory)."""
     with _LOCK:
-        _identifier.cache_clear()
+        _packaged_identifier.cache_clear()
+        _held.clear()
+
+
+def unpacked_model_dir(cache_dir: str | Path) -> Path:
+    """Where the unpacked copy of the installed py3langid's model lives (one per version)."""
+    from py3langid.langid import MODEL_DIR, MODEL_FILE
+
+    packed = MODEL_DIR / MODEL_FILE
+    return Path(cache_dir) / f"py3langid-{version('py3langid')}-{packed.stat().st_size}"
+
+
+def _unpack(folder: Path) -> None:
+    """Write the packaged model as plain arrays (written aside, then renamed into place, so a
+    reader never sees half a copy)."""
+    import numpy as np
+    from py3langid.langid import MODEL_DIR, MODEL_FILE
+    from py3langid.modelio import load_model
+
+    ptc, pc, classes, nextmove, row, output = load_model(MODEL_DIR / MODEL_FILE)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        staging.chmod(0o755)  # as readable as the exported models (mkdtemp makes it private)
+        np.save(staging / "ptc.npy", ptc)
+        np.save(staging / "pc.npy", pc)
+        np.save(staging / "nextmove.npy", np.frombuffer(nextmove, dtype=f"u{nextmove.itemsize}"))
+        np.save(staging / "row.npy", np.frombuffer(row, dtype=f"u{row.itemsize}"))
+        np.save(staging / "output.npy", np.asarray(output, dtype=np.int32))
+        (staging / "classes.json").write_text(json.dumps(classes))
+        os.replace(staging, folder)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (folder / "classes.json").exists():  # another process may have won the race
+            raise
+
+
+def _mapped_identifier(folder: Path) -> Any:
+    """The identifier over memory-mapped arrays: the same numbers as the packaged model
+    (the transition table is read through a memoryview, as fast as py3langid's own array)."""
+    import numpy as np
+    from py3langid.langid import LanguageIdentifier
+
+    classes = json.loads((folder / "classes.json").read_text())
+    return LanguageIdentifier(
+        np.load(folder / "ptc.npy", mmap_mode="r"), np.load(folder / "pc.npy"), classes,
+        memoryview(np.load(folder / "nextmove.npy", mmap_mode="r")),
+        np.load(folder / "output.npy").tolist(), norm_probs=True,
+        tk_row=memoryview(np.load(folder / "row.npy")))
+
+
+@contextmanager
+def identifier_held(cache_dir: str | Path | None) -> Iterator[None]:
+    """Hold the language identifier for a stretch of work (one chunk's extraction), loaded
+    from its unpacked copy under ``cache_dir`` (made on first use), and drop it after.
+    Without a usable folder it falls back to the packaged model, released the same way."""
+    try:
+        if cache_dir is not None:
+            folder = unpacked_model_dir(cache_dir)
+            try:
+                with _LOCK:
+                    if not (folder / "classes.json").exists():
+                        _unpack(folder)
+                    _held[:] = [_mapped_identifier(folder)]
+            except (OSError, ValueError) as exc:  # a read-only or broken cache: the slow way
+                log.warning("language identifier: cannot use %s (%s); loading the packaged "
+                            "model", folder, exc)
+        yield
+    finally:
+        release_identifier()
+
+
+def _classify(text: str) -> tuple[str | None, float]:
+    """py3langid's (code, probability) for a text long enough to ask about, else (None, 0)."""
+    if len(text) < MIN_IDENTIFY_CHARS:
+        return None, 0.0
+    code, probability = _identifier().classify(text)
+    return normalise_language(code), float(probability)
 
 
 def identify(text: str) -> str | None:
     """py3langid's verdict on a Latin/Cyrillic/... text, or None when it is not sure."""
-    if len(text) < MIN_IDENTIFY_CHARS:
-        return None
-    code, probability = _identifier().classify(text)
-    if probability < MIN_IDENTIFY_PROBABILITY:
-        return None
-    return normalise_language(code)
+    code, probability = _classify(text)
+    return code if probability >= MIN_IDENTIFY_PROBABILITY else None
 
 
-def detect_language(title: str | None, text: str | None, declared: str | None = None) -> str | None:
-    """The language an article is written in (see the module docstring for the order of
-    evidence); None when neither the text nor the page says."""
+class LanguageVerdict(NamedTuple):
+    """An article's language and what decided it: ``script`` (CJK characters), ``declared``
+    (the page's or feed's tag), ``text`` (identified, nothing usable declared),
+    ``text-over-declared`` (identified with confidence against a wrong declaration), or
+    None when nothing says."""
+
+    code: str | None
+    source: str | None
+
+
+OVERRIDDEN = "text-over-declared"
+
+
+def language_verdict(title: str | None, text: str | None,
+                     declared: str | None = None) -> LanguageVerdict:
+    """The language an article is written in and the evidence that decided it (order of
+    evidence: the module docstring)."""
     declared_code = normalise_language(declared)
     sample = f"{title or ''}\n{text or ''}"[:SAMPLE_CHARS]
     han, kana, hangul, letters = script_counts(sample)
     cjk = han + kana + hangul
     if letters and cjk >= CJK_SHARE * letters:
         if hangul >= max(han, kana) and hangul:
-            return "ko"
+            return LanguageVerdict("ko", "script")
         if kana >= 0.1 * cjk:
-            return "ja"
-        return chinese_script(sample, declared_code)
+            return LanguageVerdict("ja", "script")
+        return LanguageVerdict(chinese_script(sample, declared_code), "script")
     if declared_code and not (is_cjk(declared_code) and cjk < CJK_MINIMUM * max(letters, 1)):
-        return declared_code
-    return identify(sample)
+        if len(sample) >= OVERRIDE_MIN_CHARS:
+            code, probability = _classify(sample)
+            if code and code != declared_code and not is_cjk(code) \
+                    and probability >= OVERRIDE_PROBABILITY:
+                return LanguageVerdict(code, OVERRIDDEN)
+        return LanguageVerdict(declared_code, "declared")
+    code = identify(sample)
+    return LanguageVerdict(code, "text" if code else None)
+
+
+def detect_language(title: str | None, text: str | None, declared: str | None = None) -> str | None:
+    """The language an article is written in (see :func:`language_verdict`); None when
+    neither the text nor the page says."""
+    return language_verdict(title, text, declared).code
 
 
 def original_headlines(articles: list[dict[str, Any]], limit: int = 3) -> list[tuple[str, str]]:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.memory import return_free_memory
+
 MODEL_NAME = "use-multilingual-v3"
 DIMENSION = 512
 _LOCK = threading.Lock()
@@ -36,8 +38,11 @@ def release_model() -> None:
     """Drop the encoder (~100 MB): a backlog run embeds each chunk with it and then with
     MiniLM, and holding both doubles the models' share of the run's peak memory; reloading
     costs a few seconds per chunk."""
+    held = load_model.cache_info().currsize
     load_model.cache_clear()
-    gc.collect()  # now, not at the next automatic collection
+    if held:
+        gc.collect()  # now, not at the next automatic collection
+        return_free_memory()  # MiniLM, loaded next, is not stacked on the freed pages
 
 
 def encode_multilingual(texts: list[str], batch_size: int = 64) -> np.ndarray:

@@ -7,9 +7,6 @@ store; stages exchange only ids and counts.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import logging
 import os
 import socket
@@ -22,6 +19,7 @@ from typing import Any
 
 from pipeline.embeddings import release_encoders
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET
+from pipeline.memory import limit_malloc_arenas, return_free_memory
 from pipeline.records import Store, open_store, utcnow
 from pipeline.records.feeds import FEED_SUCCESS
 from pipeline.settings import Settings
@@ -35,39 +33,6 @@ FEED_SKIPPED = {"skipped-not-due", "skipped-dead", "skipped-disabled", STAGE_BUD
 RUN_BUDGET = "deferred-run-budget"  # articles the run's time budget left for the next run
 DEFERRED = (STAGE_BUDGET, HOST_BUDGET, RUN_BUDGET)  # work a time budget left for the next run
 ITEM_ERROR = "item-error"  # one item failed; the rest of its stage went on
-
-# glibc gives each thread that allocates its own heap ("arena") and keeps what it frees there;
-# the fetch and extract pools' arenas held ~130 MB for the rest of a backlog run (measured:
-# peak 882 -> 722 MB on 1,000 items, docs/performance.md). Two arenas serve this process.
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # mallopt(3) parameter number in glibc's malloc.h
-
-
-@functools.cache
-def _glibc() -> ctypes.CDLL | None:
-    """The C library when it is glibc (malloc tuning applies), else None."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, "gnu_get_libc_version") else None
-
-
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's per-thread heaps before the run starts its thread pools (as
-    ``MALLOC_ARENA_MAX`` would); a no-op where the C library is not glibc."""
-    libc = _glibc()
-    return bool(libc and libc.mallopt(_M_ARENA_MAX, arenas))
-
-
-def return_free_memory() -> None:
-    """Hand the heap's free pages back to the system between stages of a backlog run: after
-    fetch has parsed every feed (26k items: ~75 MB free but kept), the chunks' model memory
-    would otherwise stack on top of it."""
-    if libc := _glibc():
-        libc.malloc_trim(0)
-
 
 @dataclass
 class RunReport:

@@ -25,6 +25,7 @@ from pipeline.embeddings import (
     encode_for,
     legacy_keys,
     pack_vector,
+    release_encoders,
     unpack_vector,
 )
 from pipeline.records import Store, utcnow
@@ -46,6 +47,13 @@ log = logging.getLogger(__name__)
 STAGE = "stories"
 
 Progress = Callable[[int, int | None], None]
+
+# A pass that embeds more texts than this (a backlog's chunk) embeds first, drops the model
+# and only then loads the stories window: MiniLM with its activations (~250 MB) and a full
+# window (members' vectors and text features, ~100-200 MB in a backlog) are never held at
+# once, which is where a backlog run peaked. A pass of fewer texts (an hourly run) loads the
+# window while the model embeds, where the load is a large share of the stage's wall time.
+OVERLAP_MAX_TEXTS = 256
 
 
 # ---- the store-backed stage -----------------------------------------------------------------
@@ -88,7 +96,7 @@ def embed_pending(store: Store, settings: Settings, run_id: str | None = None,
     key = embedding_key(conf.model, conf.backend)
     keys = [key, *legacy_keys(conf.model, conf.backend)]
     english_only = crosslingual.english_pass_only(settings)  # others: crosslingual.py
-    total = story_records.count_versions_to_embed(store, keys, english_only=english_only)
+    total = count_pending(store, settings)
     if progress:
         progress(0, total)
     done = 0
@@ -116,6 +124,14 @@ def embed_pending(store: Store, settings: Settings, run_id: str | None = None,
     if run_id:
         store.count(run_id, STAGE, "embedded", done)
     return done
+
+
+def count_pending(store: Store, settings: Settings) -> int:
+    """Current article versions :func:`embed_pending` would embed now."""
+    conf = settings.embedding
+    keys = [embedding_key(conf.model, conf.backend), *legacy_keys(conf.model, conf.backend)]
+    return story_records.count_versions_to_embed(
+        store, keys, english_only=crosslingual.english_pass_only(settings))
 
 
 def _normalised(blob: bytes) -> np.ndarray:
@@ -186,12 +202,15 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
     counts = cross.before_english(progress) if cross else {}  # articles not in English
     features = TextFeatures()
     window = timedelta(days=settings.stories.window_days)
+    overlap = count_pending(store, settings) <= OVERLAP_MAX_TEXTS
     with ThreadPoolExecutor(1, thread_name_prefix="english-pass") as worker:
         embedding = worker.submit(embed_pending, store, settings, None, progress,
                                   features=features)
         # Meanwhile, here: the stories around the articles the pass will place.
-        ahead = _window_ahead(store, settings, window)
+        ahead = _window_ahead(store, settings, window) if overlap else None
         counts["embedded"] = embedding.result()
+    if not overlap:
+        release_encoders()  # before the window loads (peak memory); alerts loads it again
     rows = story_records.articles_to_place(store)
     if not rows:
         return _finish(store, run_id, counts)
@@ -254,7 +273,8 @@ def _write(store: Store, assigner: StoryAssigner,
         "story_id": story.story_id, "title": story.title, "first_seen_at": story.first_seen,
         "last_seen_at": story.last_seen, "article_count": story.count, "sources": story.sources,
         "centroid": pack_vector(story.centroid), "updated_at": now}
-        for story in assigner.stories.values() if story.dirty])
+        for story in assigner.stories.values() if story.dirty and story.merged_into is None],
+        assigner.folds)
 
 
 def _finish(store: Store, run_id: str | None, counts: dict[str, int]) -> dict[str, int]:

@@ -261,13 +261,13 @@ def test_malloc_tuning_applies_on_glibc_and_is_a_no_op_elsewhere(monkeypatch):
     another C library both helpers do nothing and never fail."""
     import platform
 
-    from pipeline import run as run_module
+    from pipeline import memory
 
     if platform.libc_ver()[0] == "glibc":
-        assert run_module.limit_malloc_arenas() is True
-    monkeypatch.setattr(run_module, "_glibc", lambda: None)
-    assert run_module.limit_malloc_arenas() is False
-    run_module.return_free_memory()  # no C library call, no error
+        assert memory.limit_malloc_arenas() is True
+    monkeypatch.setattr(memory, "_glibc", lambda: None)
+    assert memory.limit_malloc_arenas() is False
+    memory.return_free_memory()  # no C library call, no error
 
 
 def test_a_run_with_nothing_new_loads_no_model(tmp_path, feeds_server):

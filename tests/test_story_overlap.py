@@ -149,3 +149,34 @@ def test_a_window_whose_member_was_embedded_meanwhile_is_loaded_again(tmp_path, 
     assert counts["kept-story"] == 1 and len(loads) == 2  # ahead, then again after embedding
     assert store.get_article("a0")["story_id"] == story
     store.close()
+
+
+def test_a_large_pass_drops_the_model_before_the_window_loads_and_decides_the_same(
+        tmp_path, monkeypatch):
+    """A backlog chunk embeds more texts than ``OVERLAP_MAX_TEXTS``: it embeds, releases the
+    model, and only then loads the window (the model and a full window are never held at
+    once); its decisions are the overlapped pass's."""
+    monkeypatch.setattr(pipeline.stories, "encode_for", _vectors)
+    events: list[str] = []
+    real_load, real_embed = pipeline.stories._load_active, pipeline.stories.embed_pending
+    monkeypatch.setattr(pipeline.stories, "_load_active",
+                        lambda *a, **k: events.append("window") or real_load(*a, **k))
+    monkeypatch.setattr(pipeline.stories, "embed_pending",
+                        lambda *a, **k: (real_embed(*a, **k), events.append("embedded"))[0])
+    monkeypatch.setattr(pipeline.stories, "release_encoders",
+                        lambda: events.append("released"))
+    overlapped, ids = _two_runs(tmp_path, "overlapped.db")
+    events.clear()
+    assign_stories(overlapped, Settings())
+    assert "released" not in events and events.count("window") == 1  # two new texts: overlap
+    monkeypatch.setattr(pipeline.stories, "OVERLAP_MAX_TEXTS", 1)
+    serial, _ = _two_runs(tmp_path, "serial.db")
+    events.clear()
+    assign_stories(serial, Settings())
+    assert events == ["embedded", "released", "window"]
+    for article_id in ids:
+        one, other = overlapped.get_article(article_id), serial.get_article(article_id)
+        assert (one["story_id"], one["duplicate_of"]) == (other["story_id"],
+                                                          other["duplicate_of"])
+    overlapped.close()
+    serial.close()
