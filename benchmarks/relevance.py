@@ -24,7 +24,8 @@ on the training part), the coefficients beside it and the threshold. ``--fit`` r
 shipped (generic) coefficients on the whole set, picks the threshold on it by the same rule
 and prints the constants to ship (the intercept shifted so that 0.5 is that threshold);
 ``--write-model PATH`` fits the watch model on the whole set and writes it. The CV also
-refits the features of scorer versions 2–4, with and without the term, for comparison. A
+refits the features of scorer versions 2–5 (version 5 also with the term and on the time
+split), for comparison. A
 summary-only view scores title + the first 50 words of each article, as the pipeline sees an
 article whose page could not be read (feed summary only).
 
@@ -206,6 +207,8 @@ V2_COLUMNS = _columns("title", "share", "early", "semantic")  # no section, pass
 V3_COLUMNS = _columns("title", "share", "early", "section", "semantic", "passage_semantic")
 V4_COLUMNS = _columns("title", "share", "early", "section", "evidence", "semantic",
                       "passage_semantic")  # no title_evidence
+V5_COLUMNS = _columns("title", "share", "early", "section", "evidence", "title_evidence",
+                      "semantic", "passage_semantic")  # no genre cues (reporting, personal)
 SEMANTIC_COLUMNS = _columns("semantic", "passage_semantic")
 Rule = Callable[[np.ndarray], np.ndarray]  # rows -> predicted relevant
 
@@ -420,8 +423,11 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
         "cv_scorer_v2_features": cross_validate(x[:, V2_COLUMNS], mask, y),
         "cv_scorer_v3_features": cross_validate(x[:, V3_COLUMNS], mask, y),
         "cv_scorer_v4_features": cross_validate(x[:, V4_COLUMNS], mask, y),
-        "cv_scorer_v4_features_learned_term": cross_validate(x[:, V4_COLUMNS], mask, y,
+        "cv_scorer_v5_features": cross_validate(x[:, V5_COLUMNS], mask, y),
+        "cv_scorer_v5_features_learned_term": cross_validate(x[:, V5_COLUMNS], mask, y,
                                                              vectors=vectors),
+        "time_split_scorer_v5_features": time_split(x[:, V5_COLUMNS], mask, y, years,
+                                                    vectors),
         "time_split": time_split(x, mask, y, years, vectors),
         "per_year": {str(yr): {"rows": int((years == yr).sum()),
                                "positives": int(y[years == yr].sum()),
@@ -486,10 +492,13 @@ def print_report(out: dict[str, Any]) -> None:
     if learned:
         print(_cv_row("  same, without the learned term", out["cv_without_learned_term"]))
     print(_cv_row("  same, keywords only", out["cv_keywords_only"]))
-    print(_cv_row("  scorer v4 features (no title_evidence)", out["cv_scorer_v4_features"]))
+    print(_cv_row("  scorer v5 features (no genre cues)", out["cv_scorer_v5_features"]))
     if learned:
-        print(_cv_row("  scorer v4 features + learned term",
-                      out["cv_scorer_v4_features_learned_term"]))
+        print(_cv_row("  scorer v5 features + learned term",
+                      out["cv_scorer_v5_features_learned_term"]))
+        for name, m in out["time_split_scorer_v5_features"].items():
+            print(_row(f"  scorer v5 + term, {name}", m))
+    print(_cv_row("  scorer v4 features (no title_evidence)", out["cv_scorer_v4_features"]))
     print(_cv_row("  scorer v3 features (no evidence)", out["cv_scorer_v3_features"]))
     print(_cv_row("  scorer v2 features (no section, passage)", out["cv_scorer_v2_features"]))
     for name, m in out["time_split"].items():

@@ -1,6 +1,6 @@
 """Is an article (or story) a development on a watched topic, not merely mentioning it?
 
-One score in [0, 1] per (article, watch) from eight interpretable features:
+One score in [0, 1] per (article, watch) from ten interpretable features:
 
 * ``title``    – 1 if a watch keyword is in the title (the strongest single signal);
 * ``share``    – the share of the text's sentences that name a keyword (a text counts as at
@@ -17,6 +17,11 @@ One score in [0, 1] per (article, watch) from eight interpretable features:
 * ``title_evidence`` – how many of those groups have a term in the title: a headline about
   one of the topic's own entities ("Acer hit by success of Apple's iPad") is about the topic
   even when the text names Taiwan once;
+* ``reporting`` – the share of sentences in which an institutional actor (a ministry,
+  officials, a court, a company) says or does something (pipeline/genre.py): a development
+  is reported;
+* ``personal`` – first- and second-person words per 100 (*I*, *we*, *you*): a travel piece,
+  a letter, a diary or a review is narrated or addressed, news rarely is;
 * ``semantic`` – cosine between the embedding of title + lead (the first ``LEAD_WORDS``
   words) and the watch description (the max over the description as a whole and each of its
   sentences, so one sentence per sub-topic works well);
@@ -56,6 +61,7 @@ import numpy as np
 
 from pipeline.cjk import keyword_pattern
 from pipeline.embeddings import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, EmbeddingSpec
+from pipeline.genre import GenreCues, genre_cues
 from pipeline.settings import Settings, WatchConfig
 
 if TYPE_CHECKING:
@@ -65,7 +71,7 @@ if TYPE_CHECKING:
 
 # Bump when the features or coefficients change: it is part of the watch fingerprint the alert
 # stage keys its score cache on (pipeline/alerts/engine.py), so stories are re-scored.
-SCORER_VERSION = "5"
+SCORER_VERSION = "6"
 LEAD_WORDS = 100  # the lead: first 100 words (≈ the first two news paragraphs)
 # ``share`` counts a text as at least this many sentences, so a two-sentence feed summary
 # with one mention is not "half about Taiwan". Picked among 1, 3, 5 and 10 on the benchmark's
@@ -82,16 +88,20 @@ PASSAGE_SENTENCES = 3  # the passage embedded and quoted: the keyword sentence a
 # `benchmarks/relevance.py --data FILE --fit`. Cross-validated figures: docs/decisions.md.
 # They serve every watch without a fitted model of its own; the built-in taiwan watch has
 # one (pipeline/watch_models/taiwan.json, pipeline/watch_model.py), which scorer_for applies.
-INTERCEPT = -9.43
-W_TITLE = 0.25
-W_SHARE = 3.35
-W_EARLY = 1.78
-W_SECTION = 4.37
-W_EVIDENCE = 0.77
-W_TITLE_EVIDENCE = 0.69
-W_SEMANTIC = 5.10
-W_PASSAGE_SEMANTIC = 3.99
-KEYWORD_FEATURES = ("title", "share", "early", "section", "evidence", "title_evidence")
+INTERCEPT = -9.5
+W_TITLE = 0.65
+W_SHARE = 1.7
+W_EARLY = 2.56
+W_SECTION = 4.77
+W_EVIDENCE = 0.72
+W_TITLE_EVIDENCE = 0.74
+W_REPORTING = 2.87
+W_PERSONAL = -0.51
+W_SEMANTIC = 3.8
+W_PASSAGE_SEMANTIC = 4.2
+# The features read from the text (keyword evidence and genre cues), then the two cosines.
+KEYWORD_FEATURES = ("title", "share", "early", "section", "evidence", "title_evidence",
+                    "reporting", "personal")
 FEATURES = (*KEYWORD_FEATURES, "semantic", "passage_semantic")
 
 _SEPARATORS = re.compile(r"[\s\-\u2010\u2011\u2013]+")
@@ -123,6 +133,7 @@ class KeywordEvidence:
     # evidence group -> its terms found in sentences that name a keyword
     evidence_terms: dict[str, dict[str, int]] = field(default_factory=dict)
     title_evidence_terms: dict[str, dict[str, int]] = field(default_factory=dict)  # in the title
+    genre: GenreCues = field(default_factory=GenreCues)  # of the text, with a keyword hit only
 
     @property
     def total(self) -> int:
@@ -138,7 +149,8 @@ class KeywordEvidence:
         window = min(SECTION_SENTENCES, max(self.sentences, MIN_SENTENCES))
         section = self.section_sentences / window
         return (float(self.title_hits > 0), share, early, section,
-                float(len(self.evidence_terms)), float(len(self.title_evidence_terms)))
+                float(len(self.evidence_terms)), float(len(self.title_evidence_terms)),
+                self.genre.reporting, self.genre.personal)
 
 
 @dataclass(slots=True)
@@ -364,6 +376,7 @@ def _add_text_shape(evidence: KeywordEvidence, matcher: _Matcher | None, text: s
     evidence.keyword_sentences = sum(hits)
     if not evidence.keyword_sentences:
         return
+    evidence.genre = genre_cues(sentences)
     beside = " \n ".join(s for s, hit in zip(sentences, hits, strict=True) if hit)
     for group, group_matcher in groups.items():
         found = _find(group_matcher, beside)
@@ -467,6 +480,7 @@ class Semantics:
 
 SHIPPED_WEIGHTS = {"title": W_TITLE, "share": W_SHARE, "early": W_EARLY, "section": W_SECTION,
                    "evidence": W_EVIDENCE, "title_evidence": W_TITLE_EVIDENCE,
+                   "reporting": W_REPORTING, "personal": W_PERSONAL,
                    "semantic": W_SEMANTIC, "passage_semantic": W_PASSAGE_SEMANTIC}
 
 
@@ -518,6 +532,11 @@ def _combine(watch: WatchConfig, evidence: KeywordEvidence,
         reasons.append("title names: " + "; ".join(
             f"{group} ({_terms(terms)})"
             for group, terms in evidence.title_evidence_terms.items()))
+    genre = evidence.genre
+    if genre.sentences:
+        reasons.append(f"reads like news: {genre.reporting_sentences} of {genre.sentences} "
+                       f"sentences report an actor; {genre.personal:.1f} I/we/you per 100 "
+                       "words")
     if not evidence.total:
         reasons.append("no keyword match")
     if semantics is not None:

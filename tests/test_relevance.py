@@ -129,9 +129,10 @@ def test_share_of_sentences_and_position_of_the_first_mention() -> None:
     ev = keyword_evidence(watch, "Storm", text)
     assert (ev.sentences, ev.keyword_sentences) == (4, 2)
     assert ev.first_hit == pytest.approx(2 / 9)  # the third of nine words
-    assert ev.features() == (0.0, 0.5, pytest.approx(7 / 9), 2 / 4, 0.0, 0.0)  # one section
+    assert ev.features() == (0.0, 0.5, pytest.approx(7 / 9), 2 / 4, 0.0, 0.0,
+                             0.0, 0.0)  # one section; no actor, no I/we/you
     none = keyword_evidence(watch, "Storm", "Rain fell. Trains stopped.")
-    assert none.features() == (0.0,) * 6 and logit_parts(none, None)[1] == 0.0
+    assert none.features() == (0.0,) * 8 and logit_parts(none, None)[1] == 0.0
     assert none.passage == "" and none.passage_quote == ""
 
 

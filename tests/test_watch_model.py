@@ -23,6 +23,7 @@ from pipeline.cli import app
 from pipeline.embeddings import EmbeddingSpec
 from pipeline.relevance import (
     FEATURES,
+    KEYWORD_FEATURES,
     SHIPPED_WEIGHTS,
     default_taiwan_watch,
     keyword_evidence,
@@ -191,9 +192,8 @@ def test_the_learned_term_enters_the_logit_and_the_reasons(fake_model: None) -> 
     intercept, keyword, semantic = logit_parts(ev, None, model)  # no vectors: no term
     assert semantic == 0.0
     assert intercept == relevance.INTERCEPT
-    assert keyword == pytest.approx(SHIPPED_WEIGHTS["share"] * ev.features()[1]
-                                    + SHIPPED_WEIGHTS["early"] * ev.features()[2]
-                                    + SHIPPED_WEIGHTS["section"] * ev.features()[3])
+    assert keyword == pytest.approx(sum(SHIPPED_WEIGHTS[name] * value for name, value
+                                        in zip(KEYWORD_FEATURES, ev.features(), strict=True)))
     assert not any(r.startswith("learned") for r in plain.reasons)
     assert plain.score != with_model.score
     wider = _model(ENERGY, dim=len(VOCAB) + 1)  # vectors of another width: the term is off
