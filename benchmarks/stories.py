@@ -301,6 +301,7 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
     import tempfile
     from datetime import timedelta
 
+    from sqlalchemy import func, select
     from story_scaling import read_stream, stream_vectors
 
     from pipeline import schema
@@ -327,6 +328,7 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
     days: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in items:
         days[item["time"].date().isoformat()].append(item)
+    outcomes: Counter[str] = Counter()  # the story stage's counts, summed over the runs
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="newswatch-replay-") as tmp:
         store = open_store(f"sqlite:///{Path(tmp) / 'replay.db'}")
@@ -349,11 +351,21 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
                             article_id=item["id"], version=1, content_hash=digest,
                             title=item["title"], text=item["text"], text_source=source,
                             seen_at=seen))
-                assign_stories(store, settings)
+                for outcome, n in assign_stories(store, settings).items():
+                    outcomes[outcome] += n
                 print(f"  {day}: {len(days[day]):,} items", flush=True)
             with store.engine.connect() as conn:
                 rows = conn.execute(select_story_members()).all()
                 splits = first_day_neighbours(conn)
+                folded = conn.execute(select(func.count()).select_from(schema.stories)
+                                      .where(schema.stories.c.merged_into.is_not(None))
+                                      ).scalar_one()
+            if audit_out:  # the replayed records, to read further without replaying
+                import sqlite3
+
+                with sqlite3.connect(Path(tmp) / "replay.db") as source, \
+                        sqlite3.connect(audit_out.with_suffix(".db")) as copy:
+                    source.backup(copy)
         finally:
             store.close()
     stories_module.encode_for = original  # type: ignore[assignment]
@@ -383,6 +395,8 @@ def replay_stream(path: Path, settings: Settings, cache: Path | None, sample: in
             "largest_stories": sorted((len(m) for m in members.values()), reverse=True)[:10],
             "singletons": sizes.get(1, 0), "sample": len(drawn), "sample_seed": seed,
             "sample_ids": drawn, "first_day_neighbours": len(splits),
+            "story_stage_counts": dict(sorted(outcomes.items())),
+            "stored_stories_folded": folded,
             "first_day_neighbour_cosine": SPLIT_COSINE}
 
 
@@ -398,7 +412,10 @@ def first_day_neighbours(conn: Any) -> list[tuple[str, float, str, str]]:
     s = schema.stories
     by_day: dict[str, list[tuple[str, int, np.ndarray]]] = defaultdict(list)
     for story_id, first, count, blob in conn.execute(
-            select(s.c.story_id, s.c.first_seen_at, s.c.article_count, s.c.centroid)):
+            select(s.c.story_id, s.c.first_seen_at, s.c.article_count, s.c.centroid)
+            .where(s.c.merged_into.is_(None))):  # folded stories hold no articles
+        if blob is None:  # a story of other-language articles only: no MiniLM centroid
+            continue
         vector = unpack_vector(blob)
         by_day[str(first)[:10]].append((story_id, count, vector / np.linalg.norm(vector)))
     found = []

@@ -799,13 +799,14 @@ def _resolve(path: str, settings: Settings) -> Path:
 
 def _print_stories(stories: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title, title_justify="left")
-    for col in ("story", "articles", "sources", "first seen", "last seen", "title"):
+    for col in ("story", "articles", "sources", "first seen", "last seen", "title",
+                "merged from"):
         table.add_column(col, overflow="fold")
-    for s in stories:
+    for s in stories:  # merged from: ids consolidation folded in (earlier alerts name them)
         table.add_row(safe(s["story_id"]), str(s["article_count"]),
                       safe(", ".join(s.get("sources") or [])),
                       _fmt_time(s.get("first_seen_at")), _fmt_time(s.get("last_seen_at")),
-                      safe(s.get("title")))
+                      safe(s.get("title")), safe(", ".join(s.get("merged_from") or [])))
     console.print(table)
 
 

@@ -19,7 +19,7 @@ from pipeline.extractors import extract_html, looks_paywalled
 from pipeline.fetcher import OUTCOMES as FETCH_OUTCOMES
 from pipeline.fetcher import Fetcher, FetchResult, host_key
 from pipeline.hostqueue import HOST_BUDGET, STAGE_BUDGET, Deferred, run_per_host
-from pipeline.language import identifier_held
+from pipeline.language import OVERRIDDEN, identifier_held, language_verdict
 from pipeline.records import Store
 from pipeline.sanitize import plausible_date, strip_control, strip_control_bytes
 from pipeline.settings import Settings
@@ -31,6 +31,8 @@ STAGE = "extract"
 # Fetch outcomes worth another try on a later run; anything else falls back for good.
 TRANSIENT_OUTCOMES = {"timeout", "connection-error", "rate-limited"}
 ITEM_ERROR = "item-error"  # an unexpected error with this article; the others went on
+# A stored version whose text outweighed a wrong declared language (language.language_verdict).
+LANGUAGE_FROM_TEXT = "language-from-text"
 
 
 @dataclass(slots=True)
@@ -39,6 +41,7 @@ class ExtractionOutcome:
     outcome: str  # ok, http-403, paywall, empty, timeout, ...
     text_source: str | None  # page, feed, title or None (no text at all)
     version: str  # new-version or unchanged
+    language_source: str | None = None  # what decided the stored language (language.py)
 
 
 def _fetch_outcome_name(result: FetchResult) -> str:
@@ -62,13 +65,17 @@ def extract_one(store: Store, fetcher: Fetcher, settings: Settings,
                                           article.get("source"))
             if page is not None:
                 # Page text is display text too: no escape sequences or control characters.
+                title = strip_control(page.title or "", keep_newlines=False) \
+                    or article.get("entry_title")
+                text = strip_control(page.text)
+                verdict = language_verdict(title, text, page.language or article.get("language"))
                 version = store.save_article_text(
-                    article_id, title=strip_control(page.title or "", keep_newlines=False)
-                    or article.get("entry_title"), text=strip_control(page.text),
-                    text_source="page", status="ok", outcome="ok",
+                    article_id, title=title, text=text, text_source="page", status="ok",
+                    outcome="ok",
                     authors=[strip_control(a, keep_newlines=False) for a in page.authors],
-                    published_at=plausible_date(page.published_at), language=page.language)
-                return ExtractionOutcome(article_id, "ok", "page", version)
+                    published_at=plausible_date(page.published_at), language=verdict.code,
+                    language_decided=True)
+                return ExtractionOutcome(article_id, "ok", "page", version, verdict.source)
         else:
             outcome = _fetch_outcome_name(result)
             if result.outcome in TRANSIENT_OUTCOMES or (result.status or 0) >= 500:
@@ -83,10 +90,11 @@ def extract_one(store: Store, fetcher: Fetcher, settings: Settings,
         fallback, text_source = title, "title"
     if not fallback:  # neither summary nor headline: nothing to show, embed or search
         status, text_source = ("failed" if status == "fallback" else status), None
+    verdict = language_verdict(title, fallback, article.get("language"))
     version = store.save_article_text(
         article_id, title=title or None, text=fallback, text_source=text_source or "feed",
-        status=status, outcome=outcome)
-    return ExtractionOutcome(article_id, outcome, text_source, version)
+        status=status, outcome=outcome, language=verdict.code, language_decided=True)
+    return ExtractionOutcome(article_id, outcome, text_source, version, verdict.source)
 
 
 def _extract_page(result: FetchResult, engine: str, min_chars: int, source: str | None):
@@ -153,6 +161,8 @@ def extract_pending(
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
             if result.version == "new-version":
                 counts["new-version"] = counts.get("new-version", 0) + 1
+                if result.language_source == OVERRIDDEN:  # the feed's tag was wrong
+                    counts[LANGUAGE_FROM_TEXT] = counts.get(LANGUAGE_FROM_TEXT, 0) + 1
             if on_article_done:
                 on_article_done(result)
     finally:
@@ -186,7 +196,8 @@ def _safe_extract_one(store: Store, fetcher: Fetcher, settings: Settings,
 # ``downloaded`` and ``new-version`` tallies and the budgets' deferrals.
 OUTCOMES = ("ok", "feed-only", "not-html", "extract-error", "paywall", "empty",
             *(o for o in FETCH_OUTCOMES if o not in ("ok", "http-error")), "http-<status>",
-            "downloaded", "new-version", ITEM_ERROR, STAGE_BUDGET, HOST_BUDGET)
+            "downloaded", "new-version", LANGUAGE_FROM_TEXT, ITEM_ERROR, STAGE_BUDGET,
+            HOST_BUDGET)
 
 
 def run(context: StageContext) -> dict[str, int]:

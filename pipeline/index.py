@@ -71,17 +71,24 @@ def _index_stories(store: Store, backend: SearchBackend,
     """Upsert the stories of a batch's articles where the backend keeps a stories index.
 
     An article is re-indexed whenever its story changes, so the stories of each batch are
-    exactly the ones whose documents may be stale (Elasticsearch's ``newswatch-stories``).
+    exactly the ones whose documents may be stale (Elasticsearch's ``newswatch-stories``);
+    the documents of stories folded into them (consolidation) are deleted.
     """
     index_stories = getattr(backend, "index_stories", None)
     story_ids = sorted({a["story_id"] for a in articles if a.get("story_id")})
     if index_stories is None or not story_ids:
         return 0
-    from pipeline.records.stories import stories_by_id
+    from pipeline.records.stories import merged_into_each, stories_by_id
 
     rows = stories_by_id(store, story_ids, ("story_id", "title", "first_seen_at",
                                             "last_seen_at", "article_count", "sources"))
-    return int(index_stories(list(rows.values())))
+    indexed = int(index_stories(list(rows.values())))
+    # A story folded into one of these lost its articles to it: its document goes.
+    folded = sorted(f for ids in merged_into_each(store, story_ids).values() for f in ids)
+    delete_stories = getattr(backend, "delete_stories", None)
+    if folded and delete_stories is not None:
+        delete_stories(folded)
+    return indexed
 
 
 def _index_batches(store: Store, backend: SearchBackend, counts: dict[str, int], *,

@@ -22,6 +22,8 @@ def run_search(settings: Settings, text: str, *, since: str | None = None,
         raise ValueError(f"unknown search mode {mode!r} (use one of: {', '.join(MODES)})")
     if not text.strip():
         raise ValueError("empty query")
+    if story_id:  # a story consolidation folded into another: search where its articles are
+        story_id = current_story_id(settings, story_id)
     query = SearchQuery(text=text, since=parse_since(since), until=parse_since(until),
                         sources=sources or [], story_id=story_id, limit=limit,
                         mode=mode, by_story=by_story)  # type: ignore[arg-type]
@@ -34,6 +36,23 @@ def run_search(settings: Settings, text: str, *, since: str | None = None,
         backend = open_search(settings)
         query.vector = vector.result()
     return _search(settings, query, backend)
+
+
+def current_story_id(settings: Settings, story_id: str) -> str:
+    """The story that holds ``story_id``'s articles now (itself unless consolidation folded
+    it into another); the id as given when the records cannot say."""
+    from pipeline.records import open_store
+    from pipeline.records.stories import resolve_story_id
+
+    try:
+        store = open_store(settings.store.url)
+    except Exception as exc:  # search still answers for the id as given
+        log.warning("records unavailable, story id %s not resolved: %s", story_id, exc)
+        return story_id
+    try:
+        return resolve_story_id(store, story_id) or story_id
+    finally:
+        store.close()
 
 
 def _search(settings: Settings, query: SearchQuery,

@@ -195,8 +195,12 @@ stories = Table(
     Column("sources", JSON),
     Column("centroid", LargeBinary),
     Column("updated_at", UTCDateTime),
+    # Set when consolidation folded this story into another (its articles moved there): the
+    # id keeps resolving, so links in earlier alerts and searches by story id land there.
+    Column("merged_into", String(32)),
 )
 Index("ix_stories_last_seen", stories.c.last_seen_at)
+Index("ix_stories_merged_into", stories.c.merged_into)
 
 # ---- alerts (pipeline/alerts): relevance cache and the exactly-once ledger ------------------
 

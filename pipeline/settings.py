@@ -227,12 +227,13 @@ class StoriesSettings(Section):
     split_ratio: float = Field(0.8, ge=0, le=1, description="split a run's story in two when "
                                "the mean score between its two halves is below this share of "
                                "the looser half's own mean score (0 = never split)")
-    merge_ratio: float = Field(0.8, ge=0, le=1, description="merge a story started in the "
-                               "run into a larger or earlier story when one of them is mostly "
-                               "headlines and its articles score against the other at least the "
-                               "join threshold and this share of the looser story's own "
-                               "cohesion (halves of one event the online pass started apart; "
-                               "0 = never merge)")
+    merge_ratio: float = Field(0.8, ge=0, le=1, description="merge a story that gained "
+                               "articles in the run with another story of its window when one "
+                               "of them is mostly headlines and its articles score against the "
+                               "other at least the join threshold and this share of the looser "
+                               "story's own cohesion (halves of one event started apart, stored "
+                               "or not; the newer folds into the older, whose id survives and "
+                               "which the newer id then points to; 0 = never merge)")
     duplicate_threshold: float = Field(0.92, ge=-1, le=1, description="min embedding cosine "
                                        "to a member for a near-duplicate (wire copy)")
     duplicate_text_overlap: float = Field(0.5, ge=0, le=1, description="min share of word "

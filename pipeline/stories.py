@@ -273,7 +273,8 @@ def _write(store: Store, assigner: StoryAssigner,
         "story_id": story.story_id, "title": story.title, "first_seen_at": story.first_seen,
         "last_seen_at": story.last_seen, "article_count": story.count, "sources": story.sources,
         "centroid": pack_vector(story.centroid), "updated_at": now}
-        for story in assigner.stories.values() if story.dirty])
+        for story in assigner.stories.values() if story.dirty and story.merged_into is None],
+        assigner.folds)
 
 
 def _finish(store: Store, run_id: str | None, counts: dict[str, int]) -> dict[str, int]:

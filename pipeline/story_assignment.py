@@ -146,6 +146,26 @@ class ActiveStory:
     member_titles: dict[str, str] = field(default_factory=dict)
     representative: str | None = None  # the member the story is named after
     dirty: bool = False
+    merged_into: str | None = None  # consolidation folded it into this story
+
+    def absorb(self, other: ActiveStory) -> None:
+        """Take over every member and the record of a story folded into this one."""
+        for aid, vector in other.members.items():
+            self.members[aid] = vector
+            self.member_terms[aid] = other.member_terms.get(aid, frozenset())
+            self.member_names[aid] = other.member_names.get(aid, frozenset())
+            self.member_shingles[aid] = other.member_shingles.get(aid, frozenset())
+            if aid in other.member_titles:
+                self.member_titles[aid] = other.member_titles[aid]
+        self.count += other.count
+        self.sources += [src for src in other.sources if src not in self.sources]
+        self.first_seen = min(self.first_seen, other.first_seen)
+        self.last_seen = max(self.last_seen, other.last_seen)
+        self.dirty = True
+        for part in (other.members, other.member_terms, other.member_names,
+                     other.member_shingles, other.member_titles):
+            part.clear()
+        other.count, other.merged_into, other.dirty = 0, self.story_id, True
 
     def add_member(self, item: StoryItem) -> None:
         """Add (or replace) a member; call ``recompute_centroid`` once the batch is in."""
@@ -286,16 +306,18 @@ class StoryAssigner:
        differ by less than their noise, and moving them cut large headline stories apart;
     3. *cohesion check*: a story whose run articles form two clearly separate groups is split
        in two (``split_ratio``; see ``_split_incoherent``); headline stories are not checked;
-    4. *consolidation*: a headline story started in the run whose articles would join a
-       larger (or a stored) story nearly as readily as the two hold together goes into it
-       (``merge_ratio``; see ``_consolidate``): halves of one event the online pass started
-       apart;
+    4. *consolidation*: a headline story that gained articles in the run (started in it or
+       stored) whose articles would join another story of its window nearly as readily as the
+       two hold together is merged with it (``merge_ratio``; see ``_consolidate``): halves of
+       one event the online pass started apart, even after both were stored;
     5. new stories take their id from their earliest article (stable) and every touched
        story its title from its most representative member (``rename_after_representative``);
        ``duplicate_of`` points at the closest member when it is a near-copy on the embedding
        *and* on the text (``duplicate_text_overlap``).
 
-    Stored members never move: a rerun or a later run never changes an earlier decision.
+    Stored members never move one by one: a rerun or a later run never changes an earlier
+    decision about an article; only consolidation moves a stored story as a whole into an
+    older one (``folds``; the absorbed id keeps resolving, records.stories.resolve_story_id).
 
     The score of a full text against a story is the mean, over the story's latest members, of
     ``(1 - term_weight - name_weight) * embedding cosine + term_weight * cosine of idf-weighted
@@ -336,7 +358,10 @@ class StoryAssigner:
         self._new = 0
         self.scanned = 0  # centroids looked at to find candidates (over this assigner's life)
         self.splits = 0  # stories split in two by the cohesion check (over this assigner's life)
-        self.merges = 0  # run stories merged into another by consolidation (same)
+        self.merges = 0  # stories merged into another by consolidation (same)
+        # (absorbed, survivor) of the stored stories consolidation folded, in order (same)
+        self.folds: list[tuple[str, str]] = []
+        self._folds_done = 0  # how many of them _materialise has applied to the records
         for story in stories:
             self._adopt(story)
 
@@ -653,30 +678,32 @@ class StoryAssigner:
             queue += [(label, staying), (new, leaving)]
 
     def _consolidate(self, labels: dict[str, str], scores: dict[str, float]) -> None:
-        """4. consolidation: merge a story started in this run into a larger story (or a
-        stored one) when its articles, scored against that story with the join score, reach
-        the join threshold *and* at least ``merge_ratio`` of the looser of the two stories'
-        own cohesion (each story's articles against it, themselves left out).
+        """4. consolidation: merge a story that gained articles in this run (started in it or
+        stored) with another story of its window when its articles, scored against that story
+        with the join score, reach the join threshold *and* at least ``merge_ratio`` of the
+        looser of the two stories' own cohesion (each story's articles against it, themselves
+        left out).
 
         The online pass compares stories only through single articles, in time order: an
         event's first reports can start two stories (two feeds' wordings of it) that then
-        grow side by side, each new headline joining the half it is nearer. Full texts are
-        re-compared with every story of the run by refinement, but headlines keep their
-        online decision, so at least one side must be a headline story. The test is the
-        cohesion check's, reversed (that one splits when the link is below ``split_ratio``
-        of the looser half's cohesion), so a split is never merged back. Smallest stories
-        go first; the survivor keeps the older id (a stored story always survives).
+        grow side by side, each new headline joining the half it is nearer, and by the time
+        the halves are close enough both may be stored. Full texts are re-compared with every
+        story of the run by refinement, but headlines keep their online decision, so at least
+        one side must be a headline story. The test is the cohesion check's, reversed (that
+        one splits when the link is below ``split_ratio`` of the looser half's cohesion), so a
+        split is never merged back. Smallest stories go first; two run stories: the smaller
+        goes into the larger; a run story goes into a stored one; two stored stories: the
+        newer goes into the older (``folds``), whose id survives.
         """
         ratio = self.conf.merge_ratio
         if ratio <= 0:
             return
-        run_stories = {label for label in labels.values()
-                       if self._clusters[label].stored is None}
-        for label in sorted(run_stories, key=lambda k: (len(self._clusters[k].members),
-                                                        self._clusters[k].first, k)):
+        changed = set(labels.values())
+        for label in sorted(changed, key=lambda k: (len(self._clusters[k].members),
+                                                    self._clusters[k].first, k)):
             cluster = self._clusters[label]
             if len(cluster.members) < MIN_MERGE:
-                continue
+                continue  # too small, or already folded into another
             sample = cluster.sample(None)
             short = self._mostly_short(sample)
             probe = _Member("\0probe", (cluster.first + cluster.last) / 2, cluster.centroid(),
@@ -684,9 +711,13 @@ class StoryAssigner:
             best, best_link, own = None, -math.inf, None
             for other in self._candidates(probe):
                 target = self._clusters[other]
-                if other == label or not target.members or (
-                        target.stored is None and len(target.members) < len(cluster.members)):
-                    continue  # the smaller story goes into the larger one, not the reverse
+                if other == label or not target.members:
+                    continue
+                if cluster.stored is None:
+                    if target.stored is None and len(target.members) < len(cluster.members):
+                        continue  # the smaller story goes into the larger one, not the reverse
+                elif target.stored is None:
+                    continue  # a run story goes into a stored one, on its own turn
                 if not short and not self._mostly_short(target.sample(None)):
                     continue  # full texts: refinement already compared each with every story
                 link = float(np.mean([self._score(m, target) for m in sample]))
@@ -698,12 +729,36 @@ class StoryAssigner:
                     best, best_link = other, link
             if best is None:
                 continue
-            for member in list(cluster.members.values()):
-                self._leave(member, label)
-                self._join(member, best)
-                labels[member.article_id] = best
-                scores[member.article_id] = best_link
-            self.merges += 1
+            absorbed, survivor = label, best
+            if cluster.stored is not None and self._older(label, best):
+                absorbed, survivor = best, label
+            self._fold(absorbed, survivor, labels, scores, best_link)
+
+    def _older(self, a: str, b: str) -> bool:
+        """Whether stored story ``a`` started before stored story ``b`` (its id survives)."""
+        first_a, first_b = self.stories[a].first_seen, self.stories[b].first_seen
+        return (_ts(first_a), a) < (_ts(first_b), b)
+
+    def _fold(self, absorbed: str, survivor: str, labels: dict[str, str],
+              scores: dict[str, float], link: float) -> None:
+        """Move every member of ``absorbed`` into ``survivor`` (both clusters' cached
+        profiles and cohesions go stale with their versions); a stored story folded is
+        written as a pointer to the survivor (``folds``)."""
+        source, target = self._clusters[absorbed], self._clusters[survivor]
+        for member in list(source.members.values()):
+            self._leave(member, absorbed)
+            self._join(member, survivor)
+            if member.article_id in labels:
+                labels[member.article_id] = survivor
+                scores[member.article_id] = link
+        if source.stored is not None:  # its span outside the batch joins the survivor's
+            target.fixed_first = min(target.fixed_first, source.fixed_first)
+            target.fixed_last = max(target.fixed_last, source.fixed_last)
+            target.first = min(target.first, source.fixed_first)
+            target.last = max(target.last, source.fixed_last)
+            self._place(survivor, target.centroid())
+            self.folds.append((absorbed, survivor))
+        self.merges += 1
 
     def _cohesion(self, cluster: _Cluster) -> float:
         """How well a story's latest articles fit it: the mean of each one's join score
@@ -816,6 +871,11 @@ class StoryAssigner:
                 names[label] = "s-" + items[n].article_id[:20]
         results: dict[int, Assignment] = {}
         touched: set[str] = set()
+        for absorbed, survivor in self.folds[self._folds_done:]:  # stored stories folded
+            self.stories[survivor].absorb(self.stories[absorbed])
+            touched.discard(absorbed)
+            touched.add(survivor)
+        self._folds_done = len(self.folds)
         for n in order:
             item = items[n]
             label = labels[item.article_id]

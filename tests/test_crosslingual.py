@@ -13,6 +13,7 @@ from pipeline import schema
 from pipeline.cluster import cluster_records
 from pipeline.crosslingual import Candidate, Member, Thresholds, best_story, match_stories
 from pipeline.records import open_store
+from pipeline.records.stories import resolve_story_id
 from pipeline.settings import Settings
 from pipeline.stories import assign_stories
 from pipeline.urls import content_hash
@@ -134,8 +135,12 @@ def test_a_chinese_first_story_keeps_its_id_when_the_english_reports_arrive(tmp_
     assert second["cross-language-merge"] == 1
     assert {store.get_article(r["id"])["story_id"] for r in DRILL_EN} == {chinese_story}
     with store.engine.connect() as conn:
-        rows = conn.execute(select(schema.stories)).mappings().all()
+        everything = conn.execute(select(schema.stories)).mappings().all()
+    rows = [r for r in everything if r["merged_into"] is None]
     assert [(r["story_id"], r["article_count"]) for r in rows] == [(chinese_story, 3)]
+    # The English story's id still resolves: links in its earlier alerts land on the merge.
+    folded = [r["story_id"] for r in everything if r["merged_into"] == chinese_story]
+    assert len(folded) == 1 and resolve_story_id(store, folded[0]) == chinese_story
     story = rows[0]
     assert story["title"] == DRILL_EN[0]["title"]  # the English headline names the story
     assert story["centroid"] is not None  # the English pass can now find it on its own

@@ -100,6 +100,61 @@ def test_the_identifier_is_released_after_each_extraction_chunk(tmp_path):
     assert detect_language(None, ENGLISH_TEXT) == "en"  # loaded again, same verdict
 
 
+POLISH_TEXT = ("Rada miasta zdecydowała we wtorek, że wszystkie biblioteki publiczne będą otwarte "
+               "dłużej, ponieważ ankieta pokazała, że większość czytelników chce je odwiedzać "
+               "w weekendy.")
+FRENCH_TEXT = ("Le conseil municipal a voté mardi pour prolonger les horaires d'ouverture de "
+               "toutes les bibliothèques publiques, après une enquête auprès des lecteurs.")
+
+
+def test_a_confident_verdict_on_enough_text_overrides_a_wrong_declaration():
+    """A feed that tags its Polish items English (Business Insider Polska does) gets Polish."""
+    from pipeline.language import OVERRIDDEN, language_verdict
+
+    assert language_verdict("Biblioteki dłużej otwarte", POLISH_TEXT, "en-US") == ("pl", OVERRIDDEN)
+    assert language_verdict("Library hours", ENGLISH_TEXT, declared="fr") == ("en", OVERRIDDEN)
+
+
+def test_a_correct_or_unprovable_declaration_stands():
+    from pipeline.language import language_verdict
+
+    assert language_verdict("Library hours", ENGLISH_TEXT, "en-GB") == ("en", "declared")
+    assert language_verdict("Horaires", FRENCH_TEXT, "fr") == ("fr", "declared")
+    # A headline is too short to judge: the declaration is kept, whatever the text looks like.
+    assert language_verdict("Kurs dolara we wtorek", "", "en") == ("en", "declared")
+    assert language_verdict("Trump thrown into a tizzy over indictment", "", "en").code == "en"
+    assert language_verdict("Library hours", ENGLISH_TEXT) == ("en", "text")
+    assert language_verdict("Obama meets Xi", "") == (None, None)
+
+
+def test_the_extraction_stage_counts_overridden_declarations(tmp_path):
+    """A feed item declared English whose summary is Polish is stored as Polish, and the run
+    says how many declarations the text outweighed."""
+    from pipeline.extract import LANGUAGE_FROM_TEXT, extract_pending
+    from pipeline.models import FeedEntry
+    from pipeline.records import open_store
+    from pipeline.settings import FeedConfig, Settings
+
+    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
+    try:
+        (feed,) = store.sync_feeds([FeedConfig(url="https://example.com/feed.xml")])
+        entries = [
+            FeedEntry(link=f"https://example.com/{n}", guid=f"g{n}", title=title,
+                      summary=summary, content="", published_at=None, updated_at=None,
+                      language="en")
+            for n, (title, summary) in enumerate([("Biblioteki dłużej otwarte", POLISH_TEXT),
+                                                  ("Library hours", ENGLISH_TEXT)])]
+        store.upsert_entries(feed.feed_id, "Example", entries)
+        settings = Settings(data_dir=str(tmp_path))
+        settings.extraction.fetch_pages = False  # feed text only: nothing downloaded
+        counts = extract_pending(store, settings, "run-1")
+        languages = sorted(a["language"] for a in store.iter_articles())
+    finally:
+        store.close()
+    assert counts[LANGUAGE_FROM_TEXT] == 1
+    assert languages == ["en", "pl"]
+
+
 # Long enough for py3langid, in languages a feed archive mixes in (written for these tests).
 SAMPLES = [
     ENGLISH_TEXT,

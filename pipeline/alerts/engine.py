@@ -44,7 +44,7 @@ from pipeline.records import Store, utcnow
 from pipeline.records import alerts as ledger
 from pipeline.records.alerts import RetryPolicy, list_alerts
 from pipeline.records.articles import article_embeddings, articles_by_story, load_texts
-from pipeline.records.stories import recent_stories
+from pipeline.records.stories import merged_into_each, recent_stories
 from pipeline.settings import AlertSettings, ChannelConfig, Settings, WatchConfig
 from pipeline.stages import StageContext
 from pipeline.urls import host_of
@@ -423,8 +423,11 @@ def _detect(ctx: _Context, watch: WatchConfig, scorer: Scorer, run_id: str | Non
     by_story = _story_articles(ctx.store, [s["story_id"] for s in stories])
     articles = [a for arts in by_story.values() for a in arts]
     scores = _scores_by_story(ctx, watch, by_story, articles, scorer)
-    prior = ledger.alerts_for_stories(ctx.store, watch.name, list(by_story),
-                                      since=ctx.now - timedelta(days=rules.continuation_days))
+    # Stories consolidation folded into these: their alerts are this story's alerts.
+    folded = merged_into_each(ctx.store, list(by_story))
+    prior = ledger.alerts_for_stories(
+        ctx.store, watch.name, [*by_story, *(f for ids in folded.values() for f in ids)],
+        since=ctx.now - timedelta(days=rules.continuation_days))
     last_alert: dict[str, dict[str, Any]] = {}
     alerted_in: dict[str, dict[str, Any]] = {}  # article -> latest alert that covered it
     for alert in prior:  # oldest first, so later alerts win
@@ -447,7 +450,9 @@ def _detect(ctx: _Context, watch: WatchConfig, scorer: Scorer, run_id: str | Non
             best_score = _story_score(scores[best["article_id"]], best, len(relevant),
                                       len(arts))
             basis = _basis(arts)
-            last = last_alert.get(story["story_id"])
+            last = max((last_alert[sid] for sid in (story["story_id"],
+                                                    *folded.get(story["story_id"], ()))
+                        if sid in last_alert), key=lambda r: r["alert_id"], default=None)
             if last is None:  # a story re-identified under a new id continues its old alerts
                 last = max((alerted_in[a["article_id"]] for a in arts
                             if a["article_id"] in alerted_in),

@@ -181,7 +181,7 @@ class ArticleRecords(Records):
             rows = conn.execute(
                 select(a.c.article_id, a.c.url, a.c.link, a.c.entry_title, a.c.entry_summary,
                        a.c.published_at, a.c.source, a.c.extraction_attempts,
-                       a.c.text_source)
+                       a.c.text_source, a.c.language)
                 .where(self._waiting_for_text(max_attempts))
                 .order_by(func.coalesce(a.c.published_at, a.c.first_seen_at), a.c.article_id)
                 .limit(limit)
@@ -200,11 +200,14 @@ class ArticleRecords(Records):
         authors: list[str] | None = None,
         published_at: datetime | None = None,
         language: str | None = None,
+        language_decided: bool = False,
     ) -> str:
         """Store extracted (or fallback) text. Returns ``new-version`` or ``unchanged``.
 
         A changed body is a new version of the same article: latest text kept on the article,
-        every version kept in ``article_versions``.
+        every version kept in ``article_versions``. ``language`` is a declaration (a hint the
+        text is checked against) unless ``language_decided``: the caller already weighed it
+        against this text (``language.language_verdict``).
         """
         a = schema.articles
         now = utcnow()
@@ -227,7 +230,8 @@ class ArticleRecords(Records):
                     version=version, updated_at=now, authors=authors or [],
                     # what the text is written in; the page's, else the feed's, declaration
                     # is only a hint (pipeline/language.py)
-                    language=detect_language(title, text, language or current.language),
+                    language=language if language_decided else detect_language(
+                        title, text, language or current.language),
                 )
                 if published_at and current.published_at is None:
                     values["published_at"] = published_at
@@ -316,7 +320,8 @@ class ArticleRecords(Records):
             by_status = dict(conn.execute(select(a.c.extraction_status, func.count())
                                           .group_by(a.c.extraction_status)).all())
             feeds = conn.execute(select(func.count()).select_from(schema.feeds)).scalar_one()
-            stories = conn.execute(select(func.count()).select_from(schema.stories)).scalar_one()
+            stories = conn.execute(select(func.count()).select_from(schema.stories).where(
+                schema.stories.c.merged_into.is_(None))).scalar_one()  # not folded ones
             versions = conn.execute(select(func.count())
                                     .select_from(schema.article_versions)).scalar_one()
         return {"feeds": feeds, "articles": total, "versions": versions, "stories": stories,

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.engine import Row
 
 from pipeline import schema
@@ -90,6 +90,7 @@ def active_story_rows(store: Records, since: datetime, until: datetime,
     condition = and_(s.c.last_seen_at >= since, s.c.first_seen_at <= until)
     if wanted:
         condition = or_(condition, s.c.story_id.in_(wanted))
+    condition = and_(condition, s.c.merged_into.is_(None))  # folded stories hold no articles
     with store.engine.connect() as conn:
         return [dict(r) for r in conn.execute(select(s).where(condition)
                                               .order_by(s.c.story_id)).mappings().all()]
@@ -146,17 +147,66 @@ STORY_FIELDS = ("title", "first_seen_at", "last_seen_at", "article_count", "sour
 
 
 def save_assignments(store: Records, placements: Iterable[tuple[str, dict[str, Any]]],
-                     stories: Iterable[dict[str, Any]]) -> None:
-    """One transaction: each article's new values (story, duplicate, assigned version) and
-    each changed story's row (``story_id`` plus :data:`STORY_FIELDS`), upserted."""
+                     stories: Iterable[dict[str, Any]],
+                     merges: Sequence[tuple[str, str]] = ()) -> None:
+    """One transaction: each article's new values (story, duplicate, assigned version),
+    each stored story folded into another (``merges``: (absorbed, survivor), in the order they
+    were made; see :func:`_fold`) and each changed story's row (``story_id`` plus
+    :data:`STORY_FIELDS`), upserted."""
     a, s = schema.articles, schema.stories
     with store.engine.begin() as conn:
         for article_id, values in placements:
             conn.execute(update(a).where(a.c.article_id == article_id).values(**values))
+        for absorbed, survivor in merges:
+            _fold(conn, absorbed, survivor)
         for story in stories:
             stmt = store._insert(s).values(**story)
             conn.execute(stmt.on_conflict_do_update(
                 index_elements=["story_id"], set_={c: stmt.excluded[c] for c in STORY_FIELDS}))
+
+
+def _fold(conn: Any, absorbed: str, survivor: str) -> None:
+    """Move every article of ``absorbed`` (whatever its language) into ``survivor`` and keep
+    the absorbed row as a pointer to it, with no articles of its own; stories folded into the
+    absorbed one before now point at the survivor directly."""
+    a, s = schema.articles, schema.stories
+    conn.execute(update(a).where(a.c.story_id == absorbed).values(story_id=survivor))
+    conn.execute(update(s).where(s.c.merged_into == absorbed).values(merged_into=survivor))
+    conn.execute(update(s).where(s.c.story_id == absorbed).values(
+        merged_into=survivor, article_count=0, updated_at=utcnow()))
+
+
+MAX_MERGE_HOPS = 16  # pointers are kept flat (_fold); this only guards against a loop
+
+
+def resolve_story_id(store: Records, story_id: str) -> str | None:
+    """The story that holds ``story_id``'s articles now: itself, or the story it was folded
+    into (links in earlier alerts, searches by story id); None for an unknown id."""
+    s = schema.stories
+    current = story_id
+    with store.engine.connect() as conn:
+        for _ in range(MAX_MERGE_HOPS):
+            row = conn.execute(select(s.c.merged_into).where(s.c.story_id == current)).first()
+            if row is None:
+                return None if current == story_id else current
+            if not row.merged_into or row.merged_into == current:
+                return current
+            current = row.merged_into
+    return current
+
+
+def merged_into_each(store: Records, story_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The stories folded into each of these stories (survivor -> absorbed ids, sorted)."""
+    s = schema.stories
+    ids = [i for i in story_ids if i]
+    found: dict[str, list[str]] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            for row in conn.execute(select(s.c.story_id, s.c.merged_into)
+                                    .where(s.c.merged_into.in_(ids[start:start + 500]))
+                                    .order_by(s.c.story_id)):
+                found.setdefault(row.merged_into, []).append(row.story_id)
+    return found
 
 
 # ---- other languages: multilingual embeddings (pipeline/crosslingual.py) ----------------------
@@ -212,7 +262,8 @@ def multilingual_members(store: Records, since: datetime, until: datetime
     rows: list[Row] = []
     with store.engine.connect() as conn:
         ids = [r[0] for r in conn.execute(
-            select(s.c.story_id).where(s.c.last_seen_at >= since, s.c.first_seen_at <= until)
+            select(s.c.story_id).where(s.c.last_seen_at >= since, s.c.first_seen_at <= until,
+                                       s.c.merged_into.is_(None))
             .order_by(s.c.story_id))]
         for start in range(0, len(ids), 500):
             rows += conn.execute(
@@ -297,7 +348,8 @@ def placements(store: Records, article_ids: Sequence[str]) -> tuple[dict[str, st
 
 def merge_stories(store: Records, drop: str, keep: str) -> None:
     """Move every article of story ``drop`` into ``keep`` and fold its record in: counts and
-    spans add up, the English title and the English centroid win (the English pass reads it)."""
+    spans add up, the English title and the English centroid win (the English pass reads it);
+    ``drop`` stays as a pointer to ``keep`` (:func:`resolve_story_id`)."""
     a, s = schema.articles, schema.stories
     with store.engine.begin() as conn:
         rows = {r["story_id"]: r for r in conn.execute(
@@ -307,7 +359,6 @@ def merge_stories(store: Records, drop: str, keep: str) -> None:
             select(a.c.title).where(a.c.story_id.in_([drop, keep]),
                                     english_condition(a.c.language), a.c.title.is_not(None))
             .order_by(_when(), a.c.article_id).limit(1)).scalar()
-        conn.execute(update(a).where(a.c.story_id == drop).values(story_id=keep))
         firsts = [t for t in (old["first_seen_at"], into["first_seen_at"]) if t]
         lasts = [t for t in (old["last_seen_at"], into["last_seen_at"]) if t]
         conn.execute(update(s).where(s.c.story_id == keep).values(
@@ -317,7 +368,7 @@ def merge_stories(store: Records, drop: str, keep: str) -> None:
             article_count=into["article_count"] + old["article_count"],
             sources=list(dict.fromkeys([*(into["sources"] or []), *(old["sources"] or [])])),
             centroid=into["centroid"] or old["centroid"], updated_at=utcnow()))
-        conn.execute(delete(s).where(s.c.story_id == drop))
+        _fold(conn, drop, keep)  # the dropped id keeps resolving (links in alerts)
 
 
 # ---- `newswatch cluster`: a throwaway store -----------------------------------------------------
@@ -348,14 +399,18 @@ def list_stories(store: Records, since: datetime | None = None, query: str | Non
     """Stories, most recently active first (largest first among equals)."""
     s = schema.stories
     stmt = select(s.c.story_id, s.c.title, s.c.first_seen_at, s.c.last_seen_at,
-                  s.c.article_count, s.c.sources)
+                  s.c.article_count, s.c.sources).where(s.c.merged_into.is_(None))
     if since is not None:
         stmt = stmt.where(s.c.last_seen_at >= since)
     if query:
         stmt = stmt.where(func.lower(s.c.title).contains(query.lower()))
     stmt = stmt.order_by(s.c.article_count.desc(), s.c.last_seen_at.desc()).limit(limit)
     with store.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(stmt).mappings()]
+        rows = [dict(r) for r in conn.execute(stmt).mappings()]
+    folded = merged_into_each(store, [r["story_id"] for r in rows])
+    for row in rows:  # what consolidation folded in: the ids earlier alerts may name
+        row["merged_from"] = folded.get(row["story_id"], [])
+    return rows
 
 
 def recent_stories(store: Records, since: datetime) -> list[dict[str, Any]]:
@@ -367,6 +422,7 @@ def recent_stories(store: Records, since: datetime) -> list[dict[str, Any]]:
         rows = conn.execute(select(s.c.story_id, s.c.title, s.c.first_seen_at,
                                    s.c.last_seen_at, s.c.article_count)
                             .where(or_(s.c.updated_at >= since, published >= since))
+                            .where(s.c.merged_into.is_(None))
                             .order_by(s.c.story_id)).mappings().all()
     return [dict(r) for r in rows]
 
@@ -388,8 +444,10 @@ def stories_by_id(store: Records, story_ids: Sequence[str],
 
 def story_and_articles(store: Records, story_id: str
                        ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """A story's row (None if gone) and its articles, oldest first."""
+    """A story's row (None if gone) and its articles, oldest first; a story consolidation
+    folded into another answers with that story (its row says so in ``merged_from``)."""
     s, a = schema.stories, schema.articles
+    story_id = resolve_story_id(store, story_id) or story_id
     with store.engine.connect() as conn:
         row = conn.execute(select(s).where(s.c.story_id == story_id)).mappings().first()
         articles = conn.execute(
@@ -398,4 +456,7 @@ def story_and_articles(store: Records, story_id: str
             .where(a.c.story_id == story_id)
             .order_by(_when(), a.c.article_id)
         ).mappings().all()
-    return (dict(row) if row is not None else None), [dict(r) for r in articles]
+    story = dict(row) if row is not None else None
+    if story is not None:
+        story["merged_from"] = merged_into_each(store, [story_id]).get(story_id, [])
+    return story, [dict(r) for r in articles]

@@ -618,6 +618,16 @@ class ElasticSearch:
                             "_id": story["story_id"], "_source": source})
         return self._bulk(actions, "index_stories", self.stories_alias)
 
+    def delete_stories(self, story_ids: list[str]) -> None:
+        """Remove story documents (stories consolidation folded into another; their articles
+        are re-indexed under the survivor, whose document is upserted beside)."""
+        if not story_ids:
+            return
+        self.ensure_ready()
+        actions = [{"_op_type": "delete", "_index": self.stories_alias, "_id": story_id}
+                   for story_id in story_ids]
+        self._bulk(actions, "delete_stories", self.stories_alias, ignore=(404,))
+
     # ---- reads ---------------------------------------------------------------------------
 
     def count(self) -> int:

@@ -262,6 +262,9 @@ class SqliteSearch:
         """No-op: SQLite search reads stories from the records; kept for API parity with ES."""
         return 0
 
+    def delete_stories(self, story_ids: list[str]) -> None:
+        """No-op, as :meth:`index_stories`."""
+
     # ---- reads ---------------------------------------------------------------------------
 
     def count(self) -> int:
