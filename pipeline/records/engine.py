@@ -3,6 +3,7 @@ inserts and the clock every record is stamped with."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,15 @@ def insert_for(dialect: str, table: Table) -> Any:
     if dialect == "postgresql":
         return pg_dialect.insert(table)
     raise ValueError(f"records need SQLite or PostgreSQL, not {dialect}")
+
+
+def by_columns(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Rows grouped by the columns they set, in first-seen order: one executemany statement
+    per group instead of one round-trip per row (rows of one statement share their columns)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    return list(groups.values())
 
 
 def engine_for(url: str) -> Engine:

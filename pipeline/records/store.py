@@ -16,7 +16,7 @@ from sqlalchemy import Engine, bindparam, update
 
 from pipeline import schema
 from pipeline.records.articles import ArticleRecords
-from pipeline.records.engine import engine_for
+from pipeline.records.engine import by_columns, engine_for
 from pipeline.records.feeds import FeedRecords
 from pipeline.records.runs import RunRecords
 
@@ -55,17 +55,15 @@ class Store(FeedRecords, RunRecords, ArticleRecords):
         if not fetches:
             return
         f, o = schema.feeds, schema.feed_outcomes
-        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         outcomes: dict[tuple[int, str], list[Any]] = {}
-        for feed_id, outcome, at, values in fetches:
-            by_columns.setdefault(tuple(sorted(values)), []).append(
-                {"b_feed_id": feed_id, **values})
+        for feed_id, outcome, at, _values in fetches:
             seen = outcomes.setdefault((feed_id, outcome), [0, at])
             seen[0] += 1
             seen[1] = max(seen[1], at)
         counted = Counter(outcome for _, outcome, _, _ in fetches)
         with self.engine.begin() as conn:
-            for params in by_columns.values():
+            for params in by_columns({"b_feed_id": feed_id, **values}
+                                     for feed_id, _, _, values in fetches):
                 conn.execute(update(f).where(f.c.feed_id == bindparam("b_feed_id")), params)
             stmt = self._insert(o)
             conn.execute(stmt.on_conflict_do_update(

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Row
 
 from pipeline import schema
-from pipeline.records.engine import Records, utcnow
+from pipeline.records.engine import Records, by_columns, utcnow
 
 
 def english_condition(column: Any) -> ColumnElement[bool]:
@@ -158,13 +158,11 @@ def save_assignments(store: Records, placements: Iterable[tuple[str, dict[str, A
     :data:`STORY_FIELDS`), upserted; one executemany statement per shape of row rather than
     one round-trip per row."""
     a, s = schema.articles, schema.stories
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for article_id, values in placements:
-        by_columns.setdefault(tuple(sorted(values)), []).append(
-            {"b_article_id": article_id, **values})
+    updates = by_columns({"b_article_id": article_id, **values}
+                         for article_id, values in placements)
     story_rows = list(stories)
     with store.engine.begin() as conn:
-        for params in by_columns.values():
+        for params in updates:
             conn.execute(update(a).where(a.c.article_id == bindparam("b_article_id")), params)
         for absorbed, survivor in merges:
             _fold(conn, absorbed, survivor)
@@ -386,17 +384,15 @@ def merge_stories(store: Records, drop: str, keep: str) -> None:
 def insert_extracted(store: Records, articles: Iterable[dict[str, Any]]) -> None:
     """Record already-extracted articles as version 1 (each dict: the article's columns), in
     one transaction of executemany statements (one per shape of dict)."""
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    versions = []
-    for article in articles:
-        by_columns.setdefault(tuple(sorted(article)), []).append(article)
-        versions.append({"article_id": article["article_id"], "version": 1,
-                         "content_hash": article["content_hash"], "title": article["title"],
-                         "text": article["text"], "seen_at": article["updated_at"]})
-    if not versions:
+    articles = list(articles)
+    if not articles:
         return
+    versions = [{"article_id": article["article_id"], "version": 1,
+                 "content_hash": article["content_hash"], "title": article["title"],
+                 "text": article["text"], "seen_at": article["updated_at"]}
+                for article in articles]
     with store.engine.begin() as conn:
-        for rows in by_columns.values():
+        for rows in by_columns(articles):
             conn.execute(schema.articles.insert(), rows)
         conn.execute(schema.article_versions.insert(), versions)
 
