@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from pipeline.memory import return_free_memory
+from pipeline.memory import drop_mapped_file_pages, return_free_memory
 
 if TYPE_CHECKING:  # heavy imports stay out of module import time (Airflow DAG parsing)
     from sentence_transformers import SentenceTransformer
@@ -46,9 +46,11 @@ DEFAULT_BACKEND = "openvino"
 # Where exported models go when the caller has no settings at hand (the default data_dir).
 DEFAULT_CACHE_DIR = Path("data") / "models"
 # Texts per encoder call. On the CPU 8 costs the same time per text as 32 (the engines
-# parallelise inside a batch) and keeps the activations small: a run peaks ~110 MB lower
-# (docs/performance.md). A GPU wants larger batches (embedding.batch_size).
-DEFAULT_BATCH_SIZE = 8
+# parallelise inside a batch) and keeps the activations small: a run peaks ~110 MB lower;
+# 4 costs ~2 % more CPU than 8 and two OpenVINO streams hold ~45 MB less for the longest
+# batches, which is where a backlog run peaks (docs/performance.md). A GPU wants larger
+# batches (embedding.batch_size).
+DEFAULT_BATCH_SIZE = 4
 _LOCK = threading.Lock()
 
 
@@ -130,6 +132,9 @@ class GraphEncoder:
             if threads:
                 config["INFERENCE_NUM_THREADS"] = str(threads)
             self._compiled = core.compile_model(str(graph), "CPU", config)
+            # Importing the cached blob reads all of it (~86 MB of file pages that count in
+            # the process's RSS); inference touches ~60 MB of it again, the rest is not needed.
+            drop_mapped_file_pages(graph.parent / "openvino-cache")
             self._requests = max(1, int(self._compiled.get_property(
                 "OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
             self._input_names = {port.get_any_name() for port in self._compiled.inputs}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from pathlib import Path
 
 # glibc gives each thread that allocates its own heap ("arena") and keeps what it frees there;
 # the fetch and extract pools' arenas held ~130 MB for the rest of a backlog run (measured:
@@ -42,3 +43,32 @@ def return_free_memory() -> None:
     next model's memory does not stack on top of it."""
     if libc := _glibc():
         libc.malloc_trim(0)
+
+
+_MADV_DONTNEED = 4  # madvise(2) advice number on Linux
+
+
+def drop_mapped_file_pages(folder: str | Path) -> int:
+    """Drop this process's resident pages of the read-only file mappings under ``folder``
+    (OpenVINO maps its cached model blob and reads all of it while importing); the bytes
+    advised. The data stays in the file and the page cache: a page read again faults back in,
+    so nothing can be lost, and writable mappings are never touched. A no-op off Linux."""
+    libc = _glibc()
+    if libc is None:
+        return 0
+    prefix = str(Path(folder).resolve())
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return 0
+    dropped = 0
+    for line in lines:
+        parts = line.split(maxsplit=5)
+        if len(parts) < 6 or "w" in parts[1] or not parts[5].strip().startswith(prefix + "/"):
+            continue
+        start, end = (int(x, 16) for x in parts[0].split("-"))
+        if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start),
+                        _MADV_DONTNEED) == 0:
+            dropped += end - start
+    return dropped

@@ -24,6 +24,7 @@ from pipeline.records import Store, open_store, utcnow
 from pipeline.records.feeds import FEED_SUCCESS
 from pipeline.settings import Settings
 from pipeline.stages import STAGES, ProgressCallback, StageContext, run_stage
+from pipeline.story_text import forget_words
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,7 @@ def run_chunks(store: Store, settings: Settings, run_id: str, stages: tuple[str,
         # The next chunk's extraction loads the language identifier: not beside MiniLM, which
         # the stories stage loads again (~1 s from its compiled cache) when it needs it.
         release_encoders()
+        forget_words()
         return_free_memory()
         if progress:
             progress("chunk", 1, max(planned, chunk))

@@ -77,6 +77,14 @@ def _normalised(raw: str) -> str:
     return token[:-2] if token.endswith("'s") else token
 
 
+def forget_words() -> None:
+    """Empty the word memo between a run's chunks: filled again by the next chunk's window
+    (nearly all hits within a chunk), while kept it grows with the run's vocabulary (64k
+    words) and its strings, made during each chunk's largest allocations, keep Python's
+    object arenas from being returned (docs/performance.md, Peak RSS)."""
+    _normalised.cache_clear()
+
+
 def _tokens(text: str) -> Iterator[tuple[str, str]]:
     """(as written, normalised) for each word or number."""
     for raw in _TOKEN.findall(text):

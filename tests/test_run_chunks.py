@@ -301,3 +301,25 @@ def test_a_run_with_nothing_new_loads_no_model(tmp_path, feeds_server):
     assert second.stdout.strip().splitlines()[-1] == "[]"
     state = store_state(data["store"]["url"])
     assert len(state["rows"]) == 120 and all(r.story_id for r in state["rows"])
+
+
+def test_each_chunk_ends_with_an_empty_word_memo(tmp_path, feeds_server, monkeypatch):
+    """The word memo is filled by every chunk's stories window and emptied after the chunk
+    (kept, it grows with the run's vocabulary and pins Python's object arenas)."""
+    import pipeline.run
+    import pipeline.story_text
+
+    monkeypatch.setattr(pipeline.stories, "encode_for", fake_encode)
+    sizes: list[int] = []
+    real = pipeline.story_text.forget_words
+
+    def spy() -> None:
+        sizes.append(pipeline.story_text._normalised.cache_info().currsize)
+        real()
+
+    monkeypatch.setattr(pipeline.run, "forget_words", spy)
+    report = run_once(load_settings(**config_for(tmp_path, feeds_server)))
+    assert not report.errors
+    assert len(sizes) == report.stages["run"]["chunks"] == 5
+    assert all(n > 0 for n in sizes)  # each chunk's features filled it again
+    assert pipeline.story_text._normalised.cache_info().currsize == 0
