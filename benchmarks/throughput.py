@@ -93,12 +93,19 @@ def child(command: list[str]) -> dict[str, Any]:
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout": stdout}
 
 
+def cpu_capabilities() -> list[str]:
+    """What OpenVINO's CPU plugin reports (BF16 decides what ``openvino-bf16`` computes in)."""
+    import openvino as ov
+
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="JSONL articles (title, text, ...)")
     parser.add_argument("--articles", type=int, default=1000)
     parser.add_argument("--backend-texts", type=int, default=256)
-    parser.add_argument("--backends", default="torch,onnx,onnx-int8,openvino")
+    parser.add_argument("--backends", default="torch,onnx,onnx-int8,openvino,openvino-bf16")
     parser.add_argument("--model-cache", default=str(ROOT / "data" / "models"),
                         help="exported models (made on first use; not timed)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/throughput.json")
@@ -111,6 +118,7 @@ def main() -> int:
     backends = args.backends.split(",")
     result: dict[str, Any] = {"articles": len(lines), "backend_texts": args.backend_texts,
                               "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                              "cpu_capabilities": cpu_capabilities(),
                               "at": datetime.now(UTC).isoformat(timespec="seconds")}
     with tempfile.TemporaryDirectory(prefix="newswatch-throughput-") as tmp:
         folder = Path(tmp)

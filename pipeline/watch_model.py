@@ -43,9 +43,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 BUILT_IN_DIR = Path(__file__).resolve().parent / "watch_models"
-# Backends whose vectors agree at cosine >= 0.999 (benchmarks/throughput.py): a term fitted on
-# one reads the others' vectors the same; the int8 backend is only itself.
-_FP32_BACKENDS = frozenset({"torch", "onnx", "openvino"})
 # L2 strengths tried for the learned term; each fit picks one by the cross-fitted log-loss
 # on its own rows (so no strength is chosen on anything it is then judged on).
 TERM_CS = (0.3, 1.0, 3.0)
@@ -149,7 +146,7 @@ def save_watch_model(model: WatchModel, path: Path) -> None:
 def mismatch(model: WatchModel, watch: WatchConfig, spec: EmbeddingSpec, dim: int | None = None
              ) -> str | None:
     """Why ``model`` must not score ``watch`` with ``spec``'s vectors (None: it may)."""
-    from pipeline.embeddings import DEFAULT_MODEL
+    from pipeline.embeddings import AGREEING_BACKENDS, DEFAULT_MODEL
 
     if model.watch_key != watch_key(watch):
         return (f"it was fitted for another version of watch {model.watch!r} (description, "
@@ -157,7 +154,7 @@ def mismatch(model: WatchModel, watch: WatchConfig, spec: EmbeddingSpec, dim: in
     if (model.embedding_model or DEFAULT_MODEL) != (spec.model or DEFAULT_MODEL):
         return (f"it was fitted on embedding model {model.embedding_model!r}, not "
                 f"{spec.model!r}")
-    same = model.backend == spec.backend or {model.backend, spec.backend} <= _FP32_BACKENDS
+    same = model.backend == spec.backend or {model.backend, spec.backend} <= AGREEING_BACKENDS
     if not same:
         return f"it was fitted on backend {model.backend!r}, not {spec.backend!r}"
     if dim is not None and model.lead_weights.size != dim:

@@ -4,6 +4,7 @@ where it does, load without torch, and a backend switch re-embeds stored article
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,7 +13,15 @@ import pytest
 from sqlalchemy import select
 
 from pipeline import schema
-from pipeline.embeddings import BACKENDS, DEFAULT_CACHE_DIR, embedding_key, encode
+from pipeline.embeddings import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DEFAULT_CACHE_DIR,
+    embedding_key,
+    encode,
+    load_encoder,
+    openvino_precision,
+)
 from pipeline.records import open_store, utcnow
 from pipeline.settings import load_settings
 from pipeline.stories import embed_pending
@@ -34,7 +43,7 @@ def torch_vectors() -> np.ndarray:
 
 
 @pytest.mark.parametrize("backend,floor", [("onnx", 0.999), ("openvino", 0.999),
-                                           ("onnx-int8", 0.97)])
+                                           ("openvino-bf16", 0.999), ("onnx-int8", 0.97)])
 def test_backends_agree_with_torch(backend, floor, torch_vectors, tmp_path):
     vectors = encode(TEXTS, backend=backend)
     assert vectors.shape == torch_vectors.shape and vectors.dtype == np.float32
@@ -50,11 +59,11 @@ def test_backends_agree_with_torch(backend, floor, torch_vectors, tmp_path):
 def test_onnx_inference_never_imports_torch():
     """A fresh process that embeds with the exported graph (already in the cache) and runs
     a keyword command keeps torch, transformers and sentence-transformers out."""
-    for backend in ("openvino", "onnx", "onnx-int8"):  # exports here (with torch) if needed
+    for backend in ("openvino", "openvino-bf16", "onnx", "onnx-int8"):  # exports if needed
         encode(["warm the cache"], backend=backend)
     code = ("import sys, json\n"
             "from pipeline.embeddings import encode\n"
-            "for b in ('openvino', 'onnx', 'onnx-int8'):\n"
+            "for b in ('openvino', 'openvino-bf16', 'onnx', 'onnx-int8'):\n"
             "    encode(['a fictional line'], backend=b)\n"
             "print(json.dumps(sorted(m for m in ('torch', 'transformers', "
             "'sentence_transformers') if m in sys.modules)))\n")
@@ -76,12 +85,14 @@ def test_a_default_mode_search_embeds_the_query_without_torch(tmp_path):
     that imports neither torch, transformers, sentence-transformers nor SQLAlchemy (the
     records are never opened), and the query's vector equals torch's."""
     query = "harbour bridge repairs in Brindlemoor"
-    encode(["warm the cache"], backend="openvino")  # exports in this process if needed
+    # The process reads the cache the session's environment names (tests/conftest.py): the
+    # export is made there, in this process, if needed.
+    cache = os.environ.get("NEWSWATCH_EMBEDDING__MODEL_CACHE") or str(DEFAULT_CACHE_DIR.resolve())
+    encode(["warm the cache"], backend=DEFAULT_BACKEND, cache_dir=cache)
     config = tmp_path / "c.yaml"
     config.write_text(f"store: {{url: 'sqlite:///{tmp_path / 'r.db'}'}}\n"
                       f"data_dir: {tmp_path}\n"
-                      f"embedding: {{model_cache: '{DEFAULT_CACHE_DIR.resolve()}'}}\n",
-                      encoding="utf-8")
+                      f"embedding: {{model_cache: '{cache}'}}\n", encoding="utf-8")
     code = ("import sys, json\n"
             "from typer.testing import CliRunner\n"
             "import pipeline.query as query\n"
@@ -118,7 +129,36 @@ def test_commands_that_do_not_embed_do_not_load_torch(tmp_path):
 def test_unknown_backend_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown embedding backend"):
         encode(["x"], backend="tensorrt")
-    assert set(BACKENDS) == {"torch", "onnx", "onnx-int8", "openvino"}
+    assert set(BACKENDS) == {"torch", "onnx", "onnx-int8", "openvino", "openvino-bf16"}
+
+
+class _Capabilities:
+    """An OpenVINO core that reports the given CPU capabilities."""
+
+    def __init__(self, *capabilities: str) -> None:
+        self.capabilities = list(capabilities)
+
+    def get_property(self, device: str, name: str) -> list[str]:
+        assert (device, name) == ("CPU", "OPTIMIZATION_CAPABILITIES")
+        return self.capabilities
+
+
+def test_bf16_is_asked_for_only_where_the_cpu_has_it():
+    assert openvino_precision("openvino-bf16", _Capabilities("FP32", "BF16", "INT8")) == "bf16"
+    assert openvino_precision("openvino-bf16", _Capabilities("FP32", "INT8")) == "f32"
+    assert openvino_precision("openvino", _Capabilities("FP32", "BF16")) == "f32"
+
+
+def test_the_compiled_model_runs_the_precision_asked_for():
+    """What OpenVINO compiled is what the backend promises on this CPU: bf16 where the plugin
+    reports it, f32 for ``openvino`` everywhere."""
+    import openvino as ov
+
+    native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    for backend, expected in (("openvino", ov.Type.f32),
+                              ("openvino-bf16", ov.Type.bf16 if native else ov.Type.f32)):
+        compiled = load_encoder(backend=backend)._compiled  # type: ignore[attr-defined]
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == expected
 
 
 def test_a_backend_switch_re_embeds_stored_articles(tmp_path):
