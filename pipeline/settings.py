@@ -222,6 +222,14 @@ class StoriesSettings(Section):
                                    "times this factor (puts a cosine on the mixed score's "
                                    "scale: the mixed threshold over the best embedding-only "
                                    "threshold on ECB+)")
+    time_weight: float = Field(0.075, ge=0, le=1, description="publication time as evidence "
+                               "in the join decision of a dated article: added to its score "
+                               "against a story whose latest report is this recent, falling "
+                               "to nothing at time_scale_hours and to minus this at twice that "
+                               "(0 = time only bounds the window)")
+    time_scale_hours: float = Field(12.0, gt=0, description="the gap to a story's nearest "
+                                    "report at which time stops favouring the join (see "
+                                    "time_weight)")
     refine_passes: int = Field(2, ge=0, le=10, description="passes that let a run's articles "
                                "move to a better story of the same run (0 = purely online)")
     split_ratio: float = Field(0.8, ge=0, le=1, description="split a run's story in two when "

@@ -119,6 +119,7 @@ class StoryItem:
     terms: frozenset[str] = frozenset()  # story_terms()
     names: frozenset[str] = frozenset()  # story_names()
     shingles: frozenset[int] = frozenset()  # text_shingles() of the body
+    dated: bool = False  # ``time`` is a publication time (not the fetch time standing in)
 
 
 @dataclass(slots=True)
@@ -214,6 +215,7 @@ class _Member:
     vector: np.ndarray
     terms: frozenset[str]
     names: frozenset[str]
+    dated: bool = False  # ``time`` is a publication time (StoryItem.dated)
     size: int = field(init=False)  # text_size(terms): how long the text is, in words
 
     def __post_init__(self) -> None:
@@ -601,11 +603,26 @@ class StoryAssigner:
             yield from block
         self._block = {}
 
+    def _time_prior(self, member: _Member, cluster: _Cluster) -> float:
+        """Publication time as evidence: reports of one event come in bursts, so a story whose
+        latest report is recent is likelier the article's event than one quiet for days. Up
+        to ``time_weight`` added at no gap, nothing at ``time_scale_hours`` (where, in real
+        feeds, close reports stop being likelier one event than one topic), down to
+        ``-time_weight`` at twice that. Only for dated articles: a fetch time says nothing."""
+        weight = self.conf.time_weight
+        if not weight or not member.dated:
+            return 0.0
+        scale = self.conf.time_scale_hours * 3600.0
+        gap = max(0.0, cluster.first - member.time, member.time - cluster.last)
+        return weight * (1.0 - min(gap, 2.0 * scale) / scale)
+
     def _best(self, member: _Member, current: str | None = None) -> tuple[str | None, float]:
         best, best_score = None, -math.inf
         for label in self._candidates(member, current):
-            value = self._score(member, self._clusters[label],
-                                exclude=member.article_id if label == current else None)
+            cluster = self._clusters[label]
+            value = self._score(member, cluster,
+                                exclude=member.article_id if label == current else None
+                                ) + self._time_prior(member, cluster)
             if value > best_score:
                 best, best_score = label, value
         return best, best_score
@@ -822,7 +839,7 @@ class StoryAssigner:
             return self._assign_batch(items)
 
     def _assign_batch(self, items: list[StoryItem]) -> list[Assignment]:
-        members = [_Member(i.article_id, _ts(i.time), i.vector, i.terms, i.names)
+        members = [_Member(i.article_id, _ts(i.time), i.vector, i.terms, i.names, i.dated)
                    for i in items]
         for member in members:
             self._count(member.terms, member.names)
