@@ -222,7 +222,7 @@ class StoriesSettings(Section):
                                    "times this factor (puts a cosine on the mixed score's "
                                    "scale: the mixed threshold over the best embedding-only "
                                    "threshold on ECB+)")
-    time_weight: float = Field(0.075, ge=0, le=1, description="publication time as evidence "
+    time_weight: float = Field(0.0, ge=0, le=1, description="publication time as evidence "
                                "in the join decision: added to a dated article's score against "
                                "a story reported in the same hour, falling to nothing at "
                                "time_scale_hours from the story's nearest report and to minus "
