@@ -222,9 +222,10 @@ class StoriesSettings(Section):
                                    "times this factor (puts a cosine on the mixed score's "
                                    "scale: the mixed threshold over the best embedding-only "
                                    "threshold on ECB+)")
-    time_weight: float = Field(0.0, ge=0, le=1, description="publication time as evidence "
-                               "in the join decision: added to a dated article's score against "
-                               "a story reported in the same hour, falling to nothing at "
+    time_weight: float = Field(0.075, ge=0, le=1, description="publication time as evidence "
+                               "where a text is too short to tell events apart: added to a "
+                               "dated headline's score (fewer than 10 terms) against a headline "
+                               "story reported in the same hour, falling to nothing at "
                                "time_scale_hours from the story's nearest report and to minus "
                                "this at twice that (0 = time only bounds the window)")
     time_scale_hours: float = Field(12.0, gt=0, description="the gap at which closeness in "

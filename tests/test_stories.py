@@ -782,7 +782,7 @@ def dated(aid: str, vector: np.ndarray, hours: float) -> StoryItem:
     return story_item
 
 
-def test_publication_time_favours_a_story_whose_latest_report_is_recent():
+def test_publication_time_favours_a_headline_story_whose_latest_report_is_recent():
     conf = StoriesSettings(threshold=0.5, term_weight=0.0, name_weight=0.0, refine_passes=0,
                            time_weight=0.1, time_scale_hours=12)
 
@@ -794,6 +794,10 @@ def test_publication_time_favours_a_story_whose_latest_report_is_recent():
     # cosine 0.45, below the threshold: one hour later the burst carries it in
     assert joins(dated("a2", at_cosine(0.45), 1))
     assert not joins(item("a2", at_cosine(0.45), 1))  # a fetch time is no evidence
+    # a text with words enough to judge it by gets no help from the clock
+    longer = dated("a2", at_cosine(0.45), 1)
+    longer.terms = frozenset(f"word{n}" for n in range(12))
+    assert not joins(longer)
     # cosine 0.55, above it: after a day and a half of quiet it is not enough
     assert not joins(dated("a2", at_cosine(0.55), 36))
     assert joins(item("a2", at_cosine(0.55), 36))
