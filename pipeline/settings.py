@@ -225,6 +225,15 @@ class StoriesSettings(Section):
                                    "times this factor (puts a cosine on the mixed score's "
                                    "scale: the mixed threshold over the best embedding-only "
                                    "threshold on ECB+)")
+    time_weight: float = Field(0.075, ge=0, le=1, description="publication time as evidence "
+                               "where a text is too short to tell events apart: added to a "
+                               "dated headline's score (fewer than 10 terms) against a headline "
+                               "story reported in the same hour, falling to nothing at "
+                               "time_scale_hours from the story's nearest report and to minus "
+                               "this at twice that (0 = time only bounds the window)")
+    time_scale_hours: float = Field(12.0, gt=0, description="the gap at which closeness in "
+                                    "time stops favouring a join (in real feeds, where "
+                                    "near-copies stop being likelier than same-topic pairs)")
     refine_passes: int = Field(2, ge=0, le=10, description="passes that let a run's articles "
                                "move to a better story of the same run (0 = purely online)")
     split_ratio: float = Field(0.8, ge=0, le=1, description="split a run's story in two when "

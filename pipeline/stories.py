@@ -230,7 +230,8 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
         try:
             title = row["title"] or derive_title(row["text"])
             item = StoryItem(row["article_id"], title, row["source"], time,
-                             _normalised(row["embedding"]), *features.of(title, row["text"]))
+                             _normalised(row["embedding"]), *features.of(title, row["text"]),
+                             dated=plausible_date(row["published_at"]) is not None)
         except Exception:  # this article waits for the next run; the others get stories
             log.exception("stories: article %s skipped", row["article_id"])
             counts["item-error"] = counts.get("item-error", 0) + 1

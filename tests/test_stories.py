@@ -6,6 +6,7 @@ run the real stage over the fictional Qin Gang seed pair plus other fictional ar
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -768,3 +769,49 @@ def test_a_chinese_text_is_measured_in_characters_not_in_space_separated_tokens(
     look like a headline (and be scored like one) if terms were simply counted."""
     assert text_size(frozenset({"國防部今日表示共機", "drill", "2023"})) == 4 + 1 + 1
     assert text_size(frozenset({"exercise", "taiwan"})) == 2
+
+
+def at_cosine(cosine: float) -> np.ndarray:
+    """A unit vector at ``cosine`` to unit(1, 0, 0)."""
+    return unit(cosine, math.sqrt(1.0 - cosine * cosine), 0)
+
+
+def dated(aid: str, vector: np.ndarray, hours: float) -> StoryItem:
+    story_item = item(aid, vector, hours)
+    story_item.dated = True
+    return story_item
+
+
+def test_publication_time_favours_a_headline_story_whose_latest_report_is_recent():
+    conf = StoriesSettings(threshold=0.5, term_weight=0.0, name_weight=0.0, refine_passes=0,
+                           time_weight=0.1, time_scale_hours=12)
+
+    def joins(second: StoryItem) -> bool:
+        assigner = StoryAssigner(conf)
+        assigner.assign(dated("a1", unit(1, 0, 0), 0))
+        return not assigner.assign(second).new_story
+
+    # cosine 0.45, below the threshold: one hour later the burst carries it in
+    assert joins(dated("a2", at_cosine(0.45), 1))
+    assert not joins(item("a2", at_cosine(0.45), 1))  # a fetch time is no evidence
+    # a text with words enough to judge it by gets no help from the clock
+    longer = dated("a2", at_cosine(0.45), 1)
+    longer.terms = frozenset(f"word{n}" for n in range(12))
+    assert not joins(longer)
+    # cosine 0.55, above it: after a day and a half of quiet it is not enough
+    assert not joins(dated("a2", at_cosine(0.55), 36))
+    assert joins(item("a2", at_cosine(0.55), 36))
+    # the gap is to the story's nearest report: a story still being reported stays close
+    assigner = StoryAssigner(conf)
+    for n, hours in enumerate((0, 10, 20, 30)):
+        assigner.assign(dated(f"a{n}", unit(1, 0, 0), hours))
+    assert not assigner.assign(dated("b", at_cosine(0.45), 31)).new_story
+
+
+def test_time_weight_zero_leaves_time_to_the_window():
+    conf = StoriesSettings(threshold=0.5, term_weight=0.0, name_weight=0.0, refine_passes=0,
+                           time_weight=0.0)
+    assigner = StoryAssigner(conf)
+    assigner.assign(dated("a1", unit(1, 0, 0), 0))
+    assert assigner.assign(dated("a2", at_cosine(0.45), 1)).new_story
+    assert not assigner.assign(dated("a3", at_cosine(0.55), 60)).new_story
