@@ -10,6 +10,7 @@ and idempotent.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from pipeline.embeddings import (
     release_encoders,
     unpack_vector,
 )
+from pipeline.memory import return_free_memory
 from pipeline.records import Store, utcnow
 from pipeline.records import stories as story_records
 from pipeline.sanitize import plausible_date
@@ -198,6 +200,22 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
     cross = crosslingual.CrossLingualPass(store, settings) if settings.multilingual.enabled \
         else None
     counts = cross.before_english(progress) if cross else {}  # articles not in English
+    placed = _english_pass(store, settings, counts, progress, features)
+    # The English window (stories, members, features) is freed here, before the multilingual
+    # model embeds: that step reads only from the store, and on a long backlog it was where
+    # a run peaked with both in memory (docs/performance.md, issue 21).
+    if placed and cross:  # the run's new English stories meet the other languages' stories
+        gc.collect()
+        return_free_memory()
+        for outcome, n in cross.after_english().items():
+            counts[outcome] = counts.get(outcome, 0) + n
+    return _finish(store, run_id, counts)
+
+
+def _english_pass(store: Store, settings: Settings, counts: dict[str, int],
+                  progress: Progress | None, features: TextFeatures | None) -> bool:
+    """Embed, then place every unassigned article (counted into ``counts``); False when
+    there was nothing to place. Everything it loads is dropped when it returns."""
     features = features if features is not None else TextFeatures()
     window = timedelta(days=settings.stories.window_days)
     overlap = count_pending(store, settings) <= OVERLAP_MAX_TEXTS
@@ -211,7 +229,7 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
         release_encoders()  # before the window loads (peak memory); alerts loads it again
     rows = story_records.articles_to_place(store)
     if not rows:
-        return _finish(store, run_id, counts)
+        return False
     # A stored date no news item can have (year 1, 9999) would overflow the window maths.
     times = [plausible_date(r["published_at"]) or r["first_seen_at"] for r in rows]
     kept_ids = [r["story_id"] for r in rows if r["story_id"]]
@@ -253,10 +271,7 @@ def assign_stories(store: Store, settings: Settings, run_id: str | None = None, 
     if assigner.merges:  # ... or fewer
         counts["merged-stories"] = assigner.merges
     _write(store, assigner, decisions)
-    if cross:  # the run's new English stories meet the other languages' stories
-        for outcome, n in cross.after_english().items():
-            counts[outcome] = counts.get(outcome, 0) + n
-    return _finish(store, run_id, counts)
+    return True
 
 
 def _write(store: Store, assigner: StoryAssigner,

@@ -199,3 +199,35 @@ def test_the_two_models_are_never_loaded_together(tmp_path, monkeypatch):
     assert counts["cross-language-join"] == 1  # the same decisions as with both resident
     assert english_models_loaded and set(english_models_loaded) == {0}
     store.close()
+
+
+@pytest.mark.slow
+def test_the_english_window_is_freed_before_the_multilingual_pass(tmp_path, monkeypatch):
+    """The step after the English pass embeds with USE and reads only the store: the English
+    pass's window (its assigner, stories and members) is gone by then, so a backlog chunk's
+    peak never holds both (docs/performance.md, Peak RSS)."""
+    import gc
+
+    from pipeline import crosslingual
+    from pipeline.story_assignment import StoryAssigner
+
+    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
+    settings = Settings()
+    seen = datetime(2026, 3, 10, 6, tzinfo=UTC)
+    _add(store, DRILL_ZH, seen)
+    assign_stories(store, settings)
+    for n, record in enumerate(DRILL_EN):
+        _add(store, record, seen + timedelta(hours=1, minutes=n))
+    assigners_alive: list[int] = []
+    real = crosslingual.CrossLingualPass.after_english
+
+    def spy(self: crosslingual.CrossLingualPass) -> dict[str, int]:
+        assigners_alive.append(sum(isinstance(o, StoryAssigner) for o in gc.get_objects()))
+        return real(self)
+
+    monkeypatch.setattr(crosslingual.CrossLingualPass, "after_english", spy)
+    counts = assign_stories(store, settings)
+    assert counts["joined-story"] + counts.get("new-story", 0) == len(DRILL_EN)
+    assert counts["cross-language-merge"] == 1  # the same decisions as before
+    assert assigners_alive == [0]
+    store.close()
