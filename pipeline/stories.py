@@ -231,7 +231,8 @@ def _english_pass(store: Store, settings: Settings, counts: dict[str, int],
     if not rows:
         return False
     # A stored date no news item can have (year 1, 9999) would overflow the window maths.
-    times = [plausible_date(r["published_at"]) or r["first_seen_at"] for r in rows]
+    dates = [plausible_date(r["published_at"]) for r in rows]  # None: no usable date
+    times = [date or r["first_seen_at"] for date, r in zip(dates, rows, strict=True)]
     kept_ids = [r["story_id"] for r in rows if r["story_id"]]
     span = _Span(min(times) - window, max(times) + window, frozenset(kept_ids))
     # The window loaded ahead is used only if it is exactly the one these rows need and no
@@ -244,12 +245,12 @@ def _english_pass(store: Store, settings: Settings, counts: dict[str, int],
     assigner = StoryAssigner(settings.stories, active)
     decisions: list[tuple[dict[str, Any], Assignment | None]] = []
     pending: list[tuple[dict[str, Any], StoryItem]] = []
-    for row, time in zip(rows, times, strict=True):
+    for row, time, date in zip(rows, times, dates, strict=True):
         try:
             title = row["title"] or derive_title(row["text"])
             item = StoryItem(row["article_id"], title, row["source"], time,
                              _normalised(row["embedding"]), *features.of(title, row["text"]),
-                             dated=plausible_date(row["published_at"]) is not None)
+                             dated=date is not None)
         except Exception:  # this article waits for the next run; the others get stories
             log.exception("stories: article %s skipped", row["article_id"])
             counts["item-error"] = counts.get("item-error", 0) + 1
