@@ -712,8 +712,8 @@ class StoryAssigner:
         looser of the two stories' own cohesion (each story's articles against it, themselves
         left out). The link is the join decision's score, publication time included
         (``_time_prior``: between headlines, a story reported in the same hours is likelier the
-        same event); a cohesion is not: a member always lies within its own story's span (gap 0), so
-        there the term is no evidence, only a constant.
+        same event); a cohesion is not: a member always lies within its own story's span
+        (gap 0), so there the term is no evidence, only a constant.
 
         The online pass compares stories only through single articles, in time order: an
         event's first reports can start two stories (two feeds' wordings of it) that then
