@@ -313,7 +313,8 @@ class StoryAssigner:
     4. *consolidation*: a headline story that gained articles in the run (started in it or
        stored) whose articles would join another story of its window nearly as readily as the
        two hold together is merged with it (``merge_ratio``; see ``_consolidate``): halves of
-       one event the online pass started apart, even after both were stored;
+       one event the online pass started apart, even after both were stored (between
+       headlines, closeness in time counts as it does in the join);
     5. new stories take their id from their earliest article (stable) and every touched
        story its title from its most representative member (``rename_after_representative``);
        ``duplicate_of`` points at the closest member when it is a near-copy on the embedding
@@ -709,7 +710,10 @@ class StoryAssigner:
         stored) with another story of its window when its articles, scored against that story
         with the join score, reach the join threshold *and* at least ``merge_ratio`` of the
         looser of the two stories' own cohesion (each story's articles against it, themselves
-        left out).
+        left out). The link is the join decision's score, publication time included
+        (``_time_prior``: between headlines, a story reported in the same hours is likelier the
+        same event); a cohesion is not: a member always lies within its own story's span
+        (gap 0), so there the term is no evidence, only a constant.
 
         The online pass compares stories only through single articles, in time order: an
         event's first reports can start two stories (two feeds' wordings of it) that then
@@ -747,7 +751,8 @@ class StoryAssigner:
                     continue  # a run story goes into a stored one, on its own turn
                 if not short and not self._mostly_short(target.sample(None)):
                     continue  # full texts: refinement already compared each with every story
-                link = float(np.mean([self._score(m, target) for m in sample]))
+                link = float(np.mean([self._score(m, target) + self._time_prior(m, target, None)
+                                      for m in sample]))
                 if link < max(self.conf.threshold, best_link):
                     continue
                 if own is None:  # only when some story is close enough to be worth it

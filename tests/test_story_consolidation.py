@@ -76,6 +76,35 @@ def test_consolidation_off_keeps_stored_stories_apart():
     assert {r.story_id for r in second.assign_batch(RUN_2)} == {"s-a0", "s-b0"}
 
 
+def _dated(aid: str, degrees: float, hours: float) -> StoryItem:
+    item = headline(aid, degrees, hours)
+    item.dated = True
+    return item
+
+
+def test_consolidation_counts_closeness_in_time_between_headline_stories():
+    """Two headline stories of one run, 70 degrees apart at first, then each with a report
+    leaning toward the other. By content alone they stay apart (the code before this rule
+    kept them apart even dated); reported within the same two hours, the join's time term
+    counts in the link as it counts in each article's join, and they merge. The same reports
+    a day apart stay two stories (the term is a penalty there), undated ones too (a fetch
+    time is no evidence)."""
+    conf = CONF.model_copy(update={"time_weight": 0.1, "time_scale_hours": 12.0})
+    angles = (0, 70, 22, 48)
+
+    def stories(hours: tuple[float, ...], dated: bool = True) -> tuple[int, int]:
+        assigner = StoryAssigner(conf)
+        make = _dated if dated else headline
+        pairs = enumerate(zip(angles, hours, strict=True))
+        results = assigner.assign_batch([make(f"{'ab'[n % 2]}{n // 2}", angle, hour)
+                                         for n, (angle, hour) in pairs])
+        return len({r.story_id for r in results}), assigner.merges
+
+    assert stories((0, 0.5, 1, 1.5)) == (1, 1)
+    assert stories((0, 30, 1, 31)) == (2, 0)
+    assert stories((0, 0.5, 1, 1.5), dated=False) == (2, 0)
+
+
 # ---- through the stage and the records -------------------------------------------------------
 
 ANGLES = {item.article_id: float(np.degrees(np.arctan2(item.vector[1], item.vector[0])))
