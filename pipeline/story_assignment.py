@@ -375,7 +375,8 @@ class StoryAssigner:
         self.scanned = 0  # centroids looked at to find candidates (over this assigner's life)
         self.splits = 0  # stories split in two by the cohesion check (over this assigner's life)
         self.merges = 0  # stories merged into another by consolidation (same)
-        # articles of the online pass whose best story was closed to them (second_outlet)
+        # articles whose best story stayed closed to them to the end of the online pass
+        # (second_outlet; over this assigner's life)
         self.held_back = 0
         self._closed_best = -math.inf  # the best score of a story _best found closed
         # (absorbed, survivor) of the stored stories consolidation folded, in order (same)
@@ -681,6 +682,27 @@ class StoryAssigner:
                 best, best_score = label, value
         return best, best_score
 
+    def _place_held(self, held: list[_Member], labels: dict[str, str],
+                    scores: dict[str, float]) -> None:
+        """1b. the articles ``second_outlet`` kept out of their own outlet's story wait for
+        the end of the online pass: one still on its own then joins the story it fits best
+        if that story is now open to it (another outlet's report came in the run).
+        Otherwise each outlet's follow-up would start a second story of its event, which the
+        other outlets' later reports would split between the two."""
+        for member in held:
+            current = labels[member.article_id]
+            if len(self._clusters[current].members) != 1:
+                self.held_back += 1  # others joined it: it is a story of its own now
+                continue
+            best, best_score = self._best(member, current)
+            if best is None or best == current or best_score < self.conf.threshold:
+                self.held_back += 1
+                continue
+            self._leave(member, current)
+            self._join(member, best)
+            labels[member.article_id] = best
+            scores[member.article_id] = best_score
+
     def _pair_scores(self, members: list[_Member]) -> np.ndarray:
         """The join score between every two members (the same length-aware mix as
         ``_score``)."""
@@ -899,16 +921,18 @@ class StoryAssigner:
             self._count(member.terms, member.names)
         labels: dict[str, str] = {}
         scores: dict[str, float] = {}  # the score each article joined its story with
+        held: list[_Member] = []  # kept out of their own outlet's story (second_outlet)
         for member in self._blocks(members):  # 1. online pass
             best, best_score = self._best(member)
             if self._closed_best >= max(best_score, self.conf.threshold):
-                self.held_back += 1  # it would have joined its own outlet's story
+                held.append(member)  # it would have joined its own outlet's story
             if best is None or best_score < self.conf.threshold:
                 labels[member.article_id] = self._start(member)
             else:
                 self._join(member, best)
                 labels[member.article_id] = best
                 scores[member.article_id] = best_score
+        self._place_held(held, labels, scores)
         for _ in range(self.conf.refine_passes if len(members) > 1 else 0):  # 2. refinement
             moved = 0
             # Headlines are not moved: their scores are too noisy to second-guess (see above).
