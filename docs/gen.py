@@ -229,6 +229,11 @@ def quality_rows() -> list[tuple[str, str, str, str]]:
          "0.93"),
         ("ECB+ dev", "stories pairwise F1, file order",
          f"{ecb['file_order']['pairwise']['f1']:.3f}", ""),
+        *([("ECB+ dev cut to title + first sentence (a feed item's length)",
+            "stories BCubed F1 (P / R), file order",
+            f"{lead['bcubed']['f1']:.3f} ({lead['bcubed']['p']:.3f} / "
+            f"{lead['bcubed']['r']:.3f})", "")]
+          if (lead := stories.get("ecbplus_lead")) else []),
         (f"UCI headlines dev, {uci['articles']:,} real feed headlines, {uci['events']} stories",
          "stories BCubed F1 (P / R)",
          f"{uci['bcubed']['f1']:.3f} ({uci['bcubed']['p']:.3f} / {uci['bcubed']['r']:.3f})",

@@ -19,7 +19,9 @@ when one arrives; never twice), and the stage runs in three steps:
 "Fits": the mean, over the story's latest members, of the multilingual cosine less the
 threshold of the pair's languages (``multilingual.threshold`` across languages,
 ``same_language_threshold`` within one) is >= 0, and the story leads the next best by
-``runner_up_margin`` (in a busy window some unrelated story always comes close).
+``runner_up_margin`` (in a busy window some unrelated story always comes close), and, between
+two Latin-script languages (Polish and English), the article shares a name (a capitalised
+word) with the story (``shares_names``: the cosine alone joins two events of one topic).
 English-only input never reaches steps 1 and 3, so English grouping is exactly as before, and
 the multilingual model is never loaded for it (it was half of the embedding time).
 """
@@ -27,6 +29,7 @@ the multilingual model is never loaded for it (it was half of the embedding time
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,12 +44,15 @@ from pipeline.records import Store
 from pipeline.records import stories as story_records
 from pipeline.sanitize import plausible_date
 from pipeline.settings import Settings
+from pipeline.story_text import NAME_CHARS, story_names
 
 Progress = Callable[[int, int | None], None]
 # A story is scored against its latest members (average linkage over a bounded sample).
 MEMBER_SAMPLE = 16
 # Same-language near-copies (a wire story republished) point at the first copy.
 DUPLICATE_COSINE = 0.95
+_LETTER = re.compile(r"[^\W\d_]")
+_LATIN_LETTER = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
 
 
 def uses_english_model(language: str | None) -> bool:
@@ -75,6 +81,9 @@ class Member:
     time: float  # epoch seconds (published, else first seen)
     vector: np.ndarray  # L2-normalised multilingual embedding
     language: str | None = None
+    # names and numbers of a text in the Latin alphabet (``latin_names``); None: another
+    # script, or not known
+    names: frozenset[str] | None = None
 
     @property
     def english(self) -> bool:
@@ -108,6 +117,40 @@ class Candidate:
             self.first <= end + window_s
 
 
+def latin_names(title: str | None, text: str | None) -> frozenset[str] | None:
+    """The capitalised words of ``story_names`` (bare numbers left out) of a text written
+    mostly in the Latin alphabet; None for another script (Chinese, Cyrillic…), whose names
+    are not spelt as in English, so sharing none is no evidence against an event.
+
+    Numbers are left out because on the stream the Polish–English pairs that shared only a
+    number ("40", "700", "2023") were all two events: amounts are written differently
+    ("6,5" / "6.5") and small numbers and years are everywhere."""
+    sample = f"{title or ''} {(text or '')[:NAME_CHARS]}"
+    letters = len(_LETTER.findall(sample))
+    if not letters or 2 * len(_LATIN_LETTER.findall(sample)) < letters:
+        return None
+    return frozenset(name for name in story_names(title, text) if not name[:1].isdigit())
+
+
+def shares_names(names: frozenset[str] | None, language: str, members: Iterable[Member]
+                 ) -> bool:
+    """Whether a join across languages has evidence beyond the multilingual cosine.
+
+    Between two Latin-script languages (the stream's Polish business feed and English), names
+    are written alike, so reports of one event share some ("Berlusconi", "Kaczynski"), while
+    two events of one topic (one central bank's rate decision and another's) sit
+    at cosines as high as translations do. So a story whose members are all in other
+    languages fits only when one of its Latin-script members shares a name with the
+    article. True when the rule does not apply: the story already holds the article's
+    language, or either side is in another script (Chinese with English: the cross-lingual
+    gate's case)."""
+    members = list(members)
+    if names is None or any(primary_language(m.language) == language for m in members):
+        return True
+    latin = [m.names for m in members if m.names is not None]
+    return not latin or any(names & other for other in latin)
+
+
 def primary_language(code: str | None) -> str:
     """``zh-Hant`` and ``zh-Hans`` are both Chinese; unknown counts as English."""
     return "en" if uses_english_model(code) else str(code).split("-")[0]
@@ -137,13 +180,24 @@ def margin(vectors: np.ndarray, languages: list[str], candidate: Candidate,
 
 def best_story(member: Member, candidates: Iterable[Candidate], thresholds: Thresholds,
                window_s: float) -> tuple[Candidate | None, float]:
-    """The active story that ``member`` fits best, when it is close enough (margin >= 0) and
-    ahead of the next best by ``thresholds.runner_up``."""
+    """The active story that ``member`` fits best, when it is close enough (margin >= 0),
+    ahead of the next best by ``thresholds.runner_up`` and, across Latin-script languages,
+    shares a name with it (``shares_names``)."""
+    best, score, _named = _fitting_story(member, candidates, thresholds, window_s)
+    return best, score
+
+
+def _fitting_story(member: Member, candidates: Iterable[Candidate], thresholds: Thresholds,
+                   window_s: float) -> tuple[Candidate | None, float, bool]:
+    """``best_story``, and whether the story was refused for want of a shared name."""
     language = [primary_language(member.language)]
     scored = [(margin(member.vector, language, candidate, thresholds), candidate)
               for candidate in candidates
               if candidate.active_near(member.time, member.time, window_s)]
-    return _clear_best(scored, thresholds)
+    best, score = _clear_best(scored, thresholds)
+    if best is not None and not shares_names(member.names, language[0], best.sample()):
+        return None, score, False  # close in the model's space, but no shared name
+    return best, score, True
 
 
 def _clear_best(scored: list[tuple[float, Candidate]], thresholds: Thresholds
@@ -161,10 +215,13 @@ def _clear_best(scored: list[tuple[float, Candidate]], thresholds: Thresholds
 
 
 def match_stories(english: list[Candidate], others: list[Candidate], thresholds: Thresholds,
-                  window_s: float) -> list[tuple[Candidate, Candidate, float]]:
+                  window_s: float, refused: list[str] | None = None
+                  ) -> list[tuple[Candidate, Candidate, float]]:
     """(other-language story, English story, margin) for each story in ``others`` whose best
-    English story is close enough, best first: an English story may take several (its
-    Traditional and Simplified coverage), a story in another language goes to one."""
+    English story is close enough (and shares a name, ``_stories_share_names``), best
+    first: an English story may take several (its Traditional and Simplified coverage), a
+    story in another language goes to one. ``refused`` collects the ids of the stories in
+    ``others`` whose best story shared no name."""
     links = []
     for other in others:
         if not other.members:
@@ -175,9 +232,21 @@ def match_stories(english: list[Candidate], others: list[Candidate], thresholds:
             [(margin(vectors, languages, story, thresholds), story) for story in english
              if story.story_id != other.story_id
              and story.active_near(other.first, other.last, window_s)], thresholds)
-        if best is not None:
+        if best is None:
+            continue
+        if _stories_share_names(other, best):
             links.append((other, best, best_score))
+        elif refused is not None:
+            refused.append(other.story_id)
     return sorted(links, key=lambda link: (-link[2], link[0].story_id))
+
+
+def _stories_share_names(other: Candidate, english: Candidate) -> bool:
+    """``shares_names`` for a whole story in another language against an English one: one
+    of its members shares a name with the English story's latest members."""
+    sample = english.sample()
+    return any(shares_names(m.names, primary_language(m.language), sample)
+               for m in other.members)
 
 
 # ---- embedding ------------------------------------------------------------------------------
@@ -218,7 +287,7 @@ def _load_candidates(store: Store, since: datetime, until: datetime) -> dict[str
     candidates = {story_id: Candidate(story_id) for story_id in ids}
     for row in rows:
         candidates[row.story_id].add(Member(row.article_id, _ts(row.at), _unit(row.embedding),
-                                            row.language))
+                                            row.language, latin_names(row.title, row.text)))
     return {k: c for k, c in candidates.items() if c.members}
 
 
@@ -251,12 +320,17 @@ def assign_other_languages(store: Store, settings: Settings
     started: dict[str, Any] = {}  # new story id -> its first row
     joined: dict[str, list[Any]] = {}  # story id -> rows that joined it in this run
     for row in rows:
-        member = Member(row.article_id, _ts(row.at), _unit(row.embedding), row.language)
+        member = Member(row.article_id, _ts(row.at), _unit(row.embedding), row.language,
+                        latin_names(row.title, row.text))
         if row.story_id:  # an edited version keeps its story
             decisions.append((row, None, None))
             counts["kept-story"] = counts.get("kept-story", 0) + 1
             continue
-        story, _score = best_story(member, candidates.values(), thresholds, window_s)
+        story, _score, named = _fitting_story(member, candidates.values(), thresholds,
+                                              window_s)
+        if not named:
+            counts["cross-language-no-shared-name"] = counts.get(
+                "cross-language-no-shared-name", 0) + 1
         duplicate_of = None
         if story is None:
             story = Candidate("s-" + row.article_id[:20])
@@ -307,8 +381,9 @@ def link_new_english_stories(store: Store, settings: Settings, article_ids: list
     others = [c for c in candidates.values() if not c.has_english]
     merged: dict[str, str] = {}  # English story -> the stored story it went into
     count = 0
+    refused: list[str] = []
     for other, english, _score in match_stories(new, others, thresholds_of(settings),
-                                                window.total_seconds()):
+                                                window.total_seconds(), refused):
         if other.story_id in started:  # new in this run too: the English story keeps its id
             story_records.merge_stories(store, other.story_id,
                                         merged.get(english.story_id, english.story_id))
@@ -321,6 +396,8 @@ def link_new_english_stories(store: Store, settings: Settings, article_ids: list
     counts = {"embedded-multilingual": embedded} if embedded else {}
     if embedded:
         release_model()
+    if refused:
+        counts["cross-language-no-shared-name"] = len(refused)
     return counts | ({"cross-language-merge": count} if count else {})
 
 

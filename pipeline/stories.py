@@ -271,6 +271,8 @@ def _english_pass(store: Store, settings: Settings, counts: dict[str, int],
         counts["split-by-cohesion"] = assigner.splits
     if assigner.merges:  # ... or fewer
         counts["merged-stories"] = assigner.merges
+    if assigner.held_back:  # ... or kept an outlet's second article out of its own story
+        counts["held-for-another-outlet"] = assigner.held_back
     _write(store, assigner, decisions)
     return True
 
@@ -304,7 +306,8 @@ def _finish(store: Store, run_id: str | None, counts: dict[str, int]) -> dict[st
 # What the stories stage counts under "stories".
 OUTCOMES = ("embedded", "new-story", "joined-story", "duplicate", "kept-story",
             "split-by-cohesion", "merged-stories", "item-error", "embedded-multilingual",
-            "cross-language-join", "cross-language-merge")
+            "cross-language-join", "cross-language-merge", "held-for-another-outlet",
+            "cross-language-no-shared-name")
 
 
 def run(context: StageContext) -> dict[str, int]:

@@ -219,6 +219,8 @@ class _Member:
     terms: frozenset[str]
     names: frozenset[str]
     dated: bool = False  # ``time`` is a publication time (StoryItem.dated)
+    source: str | None = None  # the outlet (feed) it came from, when known
+    shingles: frozenset[int] = frozenset()  # text_shingles() of the body
     size: int = field(init=False)  # text_size(terms): how long the text is, in words
 
     def __post_init__(self) -> None:
@@ -262,6 +264,7 @@ class _Cluster:
     version: int = 0  # bumped on every join and leave (invalidates ``profile``)
     profile: _Profile | None = None
     cohesion: tuple[tuple[int, int], float] | None = None  # (profile key, value)
+    sole: tuple[int, str | None] | None = None  # (version, sole_source())
 
     def __post_init__(self) -> None:
         members, self.members = self.members, {}
@@ -284,6 +287,15 @@ class _Cluster:
             times = [m.time for m in self.members.values()]
             self.first = min([self.fixed_first, *times])
             self.last = max([self.fixed_last, *times])
+
+    def sole_source(self) -> str | None:
+        """The one source every member comes from; None when there are several or one is
+        not known."""
+        if self.sole is None or self.sole[0] != self.version:
+            sources = {m.source for m in self.members.values()}
+            only = next(iter(sources)) if len(sources) == 1 else None
+            self.sole = (self.version, only)
+        return self.sole[1]
 
     def centroid(self) -> np.ndarray:
         total = self.total if self.total is not None else np.zeros(0, np.float32)
@@ -364,6 +376,10 @@ class StoryAssigner:
         self.scanned = 0  # centroids looked at to find candidates (over this assigner's life)
         self.splits = 0  # stories split in two by the cohesion check (over this assigner's life)
         self.merges = 0  # stories merged into another by consolidation (same)
+        # articles whose best story stayed closed to them to the end of the online pass
+        # (second_outlet; over this assigner's life)
+        self.held_back = 0
+        self._closed_best = -math.inf  # the best score of a story _best found closed
         # (absorbed, survivor) of the stored stories consolidation folded, in order (same)
         self.folds: list[tuple[str, str]] = []
         self._folds_done = 0  # how many of them _materialise has applied to the records
@@ -375,9 +391,14 @@ class StoryAssigner:
     def _adopt(self, story: ActiveStory) -> None:
         """Make a stored story a candidate; its members count for document frequencies."""
         self.stories[story.story_id] = story
+        # The record keeps a story's sources, not each member's: a story of one source
+        # gives it to every member, otherwise each is unknown (so the story is not one
+        # source's: ``_Cluster.sole_source``).
+        source = story.sources[0] if len(story.sources) == 1 else None
         members = {aid: _Member(aid, _ts(story.last_seen), vector,
                                 story.member_terms.get(aid, frozenset()),
-                                story.member_names.get(aid, frozenset()))
+                                story.member_names.get(aid, frozenset()), source=source,
+                                shingles=story.member_shingles.get(aid, frozenset()))
                    for aid, vector in story.members.items()}
         for member in members.values():
             self._count(member.terms, member.names)
@@ -626,16 +647,62 @@ class StoryAssigner:
         gap = max(0.0, cluster.first - member.time, member.time - cluster.last)
         return weight * (1.0 - min(gap, 2.0 * scale) / scale)
 
+    def _needs_another_outlet(self, member: _Member, cluster: _Cluster) -> bool:
+        """Whether ``cluster`` is closed to ``member`` because every article in it comes from
+        the member's own source and the member is no near-copy of one (``second_outlet``).
+
+        On the real stream a third of two-article stories were two articles of one outlet,
+        and read, most were two pieces of one subject (one outlet's section: columns,
+        guides, a football desk, the same day's crime briefs), rarely one event twice: an
+        outlet seldom writes two different reports of one event before another outlet has
+        one. With another outlet in the story the join is scored as always (live coverage).
+        A headline alone (fewer than ``HEADLINE_TERMS`` terms) is exempt: with no body to
+        compare, a second article cannot be told from the same report re-filed under another
+        address or section, which one domain's headlines often are (UCI)."""
+        if not self.conf.second_outlet or member.source is None \
+                or member.size < HEADLINE_TERMS or cluster.sole_source() != member.source:
+            return False
+        return not any(
+            other.article_id != member.article_id
+            and float(other.vector @ member.vector) >= self.conf.duplicate_threshold
+            and shingle_overlap(member.shingles, other.shingles)
+            >= self.conf.duplicate_text_overlap
+            for other in cluster.members.values())
+
     def _best(self, member: _Member, current: str | None = None) -> tuple[str | None, float]:
         best, best_score = None, -math.inf
+        self._closed_best = -math.inf
         for label in self._candidates(member, current):
             cluster = self._clusters[label]
             exclude = member.article_id if label == current else None
             value = self._score(member, cluster, exclude=exclude) + self._time_prior(
                 member, cluster, exclude)
-            if value > best_score:
+            if self._needs_another_outlet(member, cluster):
+                self._closed_best = max(self._closed_best, value)
+            elif value > best_score:
                 best, best_score = label, value
         return best, best_score
+
+    def _place_held(self, held: list[_Member], labels: dict[str, str],
+                    scores: dict[str, float]) -> None:
+        """1b. the articles ``second_outlet`` kept out of their own outlet's story wait for
+        the end of the online pass: one still on its own then joins the story it fits best
+        if that story is now open to it (another outlet's report came in the run).
+        Otherwise each outlet's follow-up would start a second story of its event, which the
+        other outlets' later reports would split between the two."""
+        for member in held:
+            current = labels[member.article_id]
+            if len(self._clusters[current].members) != 1:
+                self.held_back += 1  # others joined it: it is a story of its own now
+                continue
+            best, best_score = self._best(member, current)
+            if best is None or best == current or best_score < self.conf.threshold:
+                self.held_back += 1
+                continue
+            self._leave(member, current)
+            self._join(member, best)
+            labels[member.article_id] = best
+            scores[member.article_id] = best_score
 
     def _pair_scores(self, members: list[_Member]) -> np.ndarray:
         """The join score between every two members (the same length-aware mix as
@@ -853,20 +920,24 @@ class StoryAssigner:
             return self._assign_batch(items)
 
     def _assign_batch(self, items: list[StoryItem]) -> list[Assignment]:
-        members = [_Member(i.article_id, _ts(i.time), i.vector, i.terms, i.names, i.dated)
-                   for i in items]
+        members = [_Member(i.article_id, _ts(i.time), i.vector, i.terms, i.names, i.dated,
+                           i.source, i.shingles) for i in items]
         for member in members:
             self._count(member.terms, member.names)
         labels: dict[str, str] = {}
         scores: dict[str, float] = {}  # the score each article joined its story with
+        held: list[_Member] = []  # kept out of their own outlet's story (second_outlet)
         for member in self._blocks(members):  # 1. online pass
             best, best_score = self._best(member)
+            if self._closed_best >= max(best_score, self.conf.threshold):
+                held.append(member)  # it would have joined its own outlet's story
             if best is None or best_score < self.conf.threshold:
                 labels[member.article_id] = self._start(member)
             else:
                 self._join(member, best)
                 labels[member.article_id] = best
                 scores[member.article_id] = best_score
+        self._place_held(held, labels, scores)
         for _ in range(self.conf.refine_passes if len(members) > 1 else 0):  # 2. refinement
             moved = 0
             # Headlines are not moved: their scores are too noisy to second-guess (see above).
@@ -946,7 +1017,8 @@ class StoryAssigner:
         old = cluster.members.get(item.article_id)
         if old is not None:
             self._count(old.terms, old.names, -1)
-        member = _Member(item.article_id, _ts(item.time), item.vector, item.terms, item.names)
+        member = _Member(item.article_id, _ts(item.time), item.vector, item.terms, item.names,
+                         source=item.source, shingles=item.shingles)
         self._count(member.terms, member.names)
         story.add_member(item)
         story.recompute_centroid()

@@ -11,7 +11,15 @@ from sqlalchemy import select
 
 from pipeline import schema
 from pipeline.cluster import cluster_records
-from pipeline.crosslingual import Candidate, Member, Thresholds, best_story, match_stories
+from pipeline.crosslingual import (
+    Candidate,
+    Member,
+    Thresholds,
+    best_story,
+    latin_names,
+    match_stories,
+    shares_names,
+)
 from pipeline.records import open_store
 from pipeline.records.stories import resolve_story_id
 from pipeline.settings import Settings
@@ -81,6 +89,57 @@ def test_match_stories_ignores_weak_and_distant_pairs():
     weak = _story("weak", (0.0, _unit(0, 1), "en"))
     late = _story("late", (9 * DAY, _unit(1, 0), "en"))
     assert match_stories([weak, late], [chinese], Thresholds(0.5, 0.9), window_s=3 * DAY) == []
+
+
+def test_latin_names_are_read_only_from_latin_script_text():
+    polish = latin_names("Firma Zelvako otwiera fabrykę w Brzegowie", "Inwestycja za 120 mln zł.")
+    assert polish == {"firma", "zelvako", "brzegowie", "inwestycja"}  # names, not numbers
+    assert latin_names("台東縣長宣布新港口 2031 年啟用", "") is None  # Chinese: another script
+    assert latin_names("", "") is None
+
+
+def _latin(story_id: str, language: str, title: str, vector: np.ndarray) -> Candidate:
+    return Candidate(story_id, [Member(f"{story_id}-0", 0.0, vector, language,
+                                       latin_names(title, ""))], first=0.0, last=0.0)
+
+
+def test_a_latin_script_join_across_languages_needs_a_shared_name():
+    """Two events of one topic sit as close as a translation in the multilingual space:
+    between Polish and English the join also needs a shared name."""
+    item = Member("pl", 0.0, _unit(1, 0), "pl",
+                  latin_names("NBR podnosi stopy procentowe do 6,5 proc.", ""))
+    other_bank = _latin("en", "en", "Veskora's central bank holds its rate at 4.25%",
+                        _unit(1, 0.1))
+    same_bank = _latin("en", "en", "Rundalia's central bank, the NBR, lifts its rate",
+                       _unit(1, 0.1))
+    thresholds = Thresholds(0.5, 0.9)
+    assert best_story(item, [other_bank], thresholds, DAY)[0] is None
+    assert best_story(item, [same_bank], thresholds, DAY)[0] is same_bank
+    # a story that already holds the article's language needs no more evidence
+    mixed = _latin("mixed", "en", "Veskora's central bank holds its rate at 4.25%",
+                   _unit(1, 0.1))
+    mixed.add(Member("pl-older", 0.0, _unit(1, 0.1), "pl", latin_names("Stopy bez zmian", "")))
+    assert best_story(item, [mixed], thresholds, DAY)[0] is mixed
+
+
+def test_shares_names_leaves_other_scripts_to_the_cosine():
+    english = [Member("en", 0.0, _unit(1, 0), "en", latin_names("Port opens in Taitung", ""))]
+    assert shares_names(None, "zh", english)  # a Chinese article: names spelt differently
+    chinese = [Member("zh", 0.0, _unit(1, 0), "zh-Hant", None)]
+    assert shares_names(frozenset({"taitung"}), "en", chinese)
+    assert not shares_names(frozenset({"brzeg"}), "pl", english)
+
+
+def test_match_stories_needs_a_shared_name_between_latin_scripts():
+    polish = _latin("pl", "pl", "Zelvako zamyka 3000 miejsc w Brzegowie", _unit(1, 0))
+    unrelated = _latin("a", "en", "Harlow carmaker cuts 3000 jobs", _unit(1, 0.05))
+    related = _latin("b", "en", "Zelvako to shut its Brzegowo plant", _unit(1, 0.05))
+    thresholds = Thresholds(0.5, 0.9)
+    refused: list[str] = []
+    assert match_stories([unrelated], [polish], thresholds, window_s=DAY, refused=refused) == []
+    assert refused == ["pl"]
+    links = match_stories([related], [polish], thresholds, window_s=DAY)
+    assert [(o.story_id, e.story_id) for o, e, _ in links] == [("pl", "b")]
 
 
 # ---- the story stage, with the models --------------------------------------------------------

@@ -52,7 +52,11 @@ def test_a_chinese_and_two_english_reports_are_one_story_that_alerts_once(http_s
     for record in english + chinese:
         http_server.route(f"/{record['id']}.html", body=_page(record),
                           headers={"Content-Type": "text/html; charset=utf-8"})
-    http_server.route("/en.xml", body=_feed(base, "en", english),
+    # the two English reports come from two outlets (their records' sources), one feed each:
+    # one outlet's second article waits for another outlet (stories.second_outlet)
+    http_server.route("/en.xml", body=_feed(base, "en", [DRILL_EN[0], UNRELATED[0]]),
+                      headers={"Content-Type": "application/rss+xml"})
+    http_server.route("/en2.xml", body=_feed(base, "en", DRILL_EN[1:]),
                       headers={"Content-Type": "application/rss+xml"})
     http_server.route("/zh.xml", body=_feed(base, "zh-tw", chinese),
                       headers={"Content-Type": "application/rss+xml"})
@@ -61,6 +65,7 @@ def test_a_chinese_and_two_english_reports_are_one_story_that_alerts_once(http_s
         "config/newswatch.yaml", data_dir=str(tmp_path),
         store={"url": f"sqlite:///{tmp_path / 'records.db'}"},
         feeds=[{"url": f"{base}/en.xml", "name": "Fictional English"},
+               {"url": f"{base}/en2.xml", "name": "Fictional English 2"},
                {"url": f"{base}/zh.xml", "name": "Fictional Chinese"}],
         fetch={"allow_private_networks": True, "timeout_s": 5, "deadline_s": 10},
         extraction={"min_text_chars": 40},

@@ -116,9 +116,12 @@ def unit(*values: float) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def item(aid: str, vector: np.ndarray, hours: float, terms: str = "", source: str = "S",
+def item(aid: str, vector: np.ndarray, hours: float, terms: str = "", source: str | None = None,
          text: str = "", title: str | None = None):
-    return StoryItem(aid, title or f"title {aid}", source, T0 + timedelta(hours=hours), vector,
+    """A made-up article; each from its own outlet unless ``source`` says otherwise (one
+    outlet's articles are held apart, tests/test_story_outlets.py)."""
+    return StoryItem(aid, title or f"title {aid}", source or f"outlet {aid}",
+                     T0 + timedelta(hours=hours), vector,
                      frozenset(terms.split()), shingles=text_shingles(text or f"text of {aid}"))
 
 

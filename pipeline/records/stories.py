@@ -16,6 +16,7 @@ from sqlalchemy.engine import Row
 
 from pipeline import schema
 from pipeline.records.engine import Records, by_columns, utcnow
+from pipeline.story_text import NAME_CHARS
 
 
 def english_condition(column: Any) -> ColumnElement[bool]:
@@ -265,7 +266,8 @@ def save_multilingual(store: Records, rows: Iterable[tuple[str, int, bytes]],
 def multilingual_members(store: Records, since: datetime, until: datetime
                          ) -> tuple[list[str], list[Row]]:
     """Stories active in [since, until] (ids, sorted) and their members with a multilingual
-    embedding: id, story, language, time (``at``), embedding."""
+    embedding: id, story, language, time (``at``), embedding, title and the text's first
+    ``NAME_CHARS`` characters (their names)."""
     s, a, m = schema.stories, schema.articles, schema.multilingual_embeddings
     rows: list[Row] = []
     with store.engine.connect() as conn:
@@ -276,7 +278,8 @@ def multilingual_members(store: Records, since: datetime, until: datetime
         for start in range(0, len(ids), 500):
             rows += conn.execute(
                 select(a.c.article_id, a.c.story_id, a.c.language, _when().label("at"),
-                       m.c.embedding)
+                       m.c.embedding, a.c.title,
+                       func.substr(a.c.text, 1, NAME_CHARS).label("text"))
                 .join(m, and_(m.c.article_id == a.c.article_id, m.c.version == a.c.version))
                 .where(a.c.story_id.in_(ids[start:start + 500])).order_by(a.c.article_id)
             ).all()
@@ -284,12 +287,14 @@ def multilingual_members(store: Records, since: datetime, until: datetime
 
 
 def other_language_articles_to_place(store: Records) -> list[dict[str, Any]]:
-    """Non-English current versions with a multilingual embedding, not yet placed."""
+    """Non-English current versions with a multilingual embedding, not yet placed (with the
+    title and the text's first ``NAME_CHARS`` characters: their names)."""
     a, m = schema.articles, schema.multilingual_embeddings
     with store.engine.connect() as conn:
         return [dict(r) for r in conn.execute(
-            select(a.c.article_id, a.c.title, a.c.source, a.c.language, a.c.story_id,
-                   a.c.version, a.c.published_at, a.c.first_seen_at, m.c.embedding)
+            select(a.c.article_id, a.c.title, func.substr(a.c.text, 1, NAME_CHARS).label("text"),
+                   a.c.source, a.c.language, a.c.story_id, a.c.version, a.c.published_at,
+                   a.c.first_seen_at, m.c.embedding)
             .join(m, and_(m.c.article_id == a.c.article_id, m.c.version == a.c.version))
             .where(a.c.version > 0).where(~english_condition(a.c.language))
             .where(_not_placed())).mappings().all()]
