@@ -246,12 +246,13 @@ class StoriesSettings(Section):
                                "story's own cohesion (halves of one event started apart, stored "
                                "or not; the newer folds into the older, whose id survives and "
                                "which the newer id then points to; 0 = never merge)")
-    second_outlet: bool = Field(True, description="an article joins a story whose articles "
-                                "all come from its own source only as a near-duplicate of one "
-                                "of them: an outlet's second article on a subject waits for "
-                                "another outlet's report of its event (a headline alone "
-                                "is exempt: no body to tell a second article from a "
-                                "re-filed one; false = any story)")
+    second_outlet: bool = Field(False, description="true: an article joins a story whose "
+                                "articles all come from its own source only as a "
+                                "near-duplicate of one of them, so an outlet's second article "
+                                "on a subject waits for another outlet's report of its event "
+                                "(a headline alone is exempt). Off by default: with one feed, "
+                                "or one outlet's follow-ups, it splits an event into stories "
+                                "that each alert")
     duplicate_threshold: float = Field(0.92, ge=-1, le=1, description="min embedding cosine "
                                        "to a member for a near-duplicate (wire copy)")
     duplicate_text_overlap: float = Field(0.5, ge=0, le=1, description="min share of word "

@@ -52,8 +52,7 @@ def test_a_chinese_and_two_english_reports_are_one_story_that_alerts_once(http_s
     for record in english + chinese:
         http_server.route(f"/{record['id']}.html", body=_page(record),
                           headers={"Content-Type": "text/html; charset=utf-8"})
-    # the two English reports come from two outlets (their records' sources), one feed each:
-    # one outlet's second article waits for another outlet (stories.second_outlet)
+    # the two English reports come from two outlets (their records' sources), one feed each
     http_server.route("/en.xml", body=_feed(base, "en", [DRILL_EN[0], UNRELATED[0]]),
                       headers={"Content-Type": "application/rss+xml"})
     http_server.route("/en2.xml", body=_feed(base, "en", DRILL_EN[1:]),

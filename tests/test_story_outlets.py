@@ -1,4 +1,4 @@
-"""An outlet's second article on a subject waits for another outlet (``second_outlet``): it
+"""With ``second_outlet`` on, an outlet's second article on a subject waits for another outlet: it
 joins a story of only its own outlet's articles as a near-copy of one, else starts its own,
 and a story that holds other outlets is open to it as always. Vectors and texts made up."""
 
@@ -13,7 +13,8 @@ from pipeline.story_assignment import StoryAssigner, StoryItem
 from pipeline.story_text import story_features
 
 T0 = datetime(2026, 7, 1, 8, tzinfo=UTC)
-CONF = StoriesSettings(threshold=0.7, term_weight=0.0, name_weight=0.0, time_weight=0.0)
+CONF = StoriesSettings(threshold=0.7, term_weight=0.0, name_weight=0.0, time_weight=0.0,
+                       second_outlet=True)
 
 
 def at(degrees: float) -> np.ndarray:
@@ -81,8 +82,9 @@ def test_a_stored_story_of_one_outlet_stays_closed_to_it_in_a_later_run():
     assert other.assign_batch([item("c", "Courier", 10, 20)])[0].story_id == "s-a"
 
 
-def test_second_outlet_off_lets_an_outlet_join_its_own_story():
-    conf = CONF.model_copy(update={"second_outlet": False})
+def test_second_outlet_is_off_by_default_so_one_feed_still_forms_stories():
+    """A deployment that watches one outlet gets its follow-ups in one story (one alert)."""
+    conf = CONF.model_copy(update={"second_outlet": StoriesSettings().second_outlet})
     assigner = StoryAssigner(conf)
     results = assigner.assign_batch([item("a", "Gazette", 0, 0), item("b", "Gazette", 14, 1)])
     assert results[1].story_id == "s-a" and assigner.held_back == 0
