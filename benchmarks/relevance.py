@@ -439,10 +439,11 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
                "cv": cross_validate(x, mask, y, judged=other, vectors=vectors),
                "cv_scorer_v2_features": cross_validate(x[:, V2_COLUMNS], mask, y,
                                                        judged=other)},
+        # row numbers in --data (0-based), not ids: the ids are publishers' URLs
         "errors_at_default": {
-            "false_positives": [r["id"] for r, p, t in zip(rows, s >= threshold, y, strict=True)
+            "false_positives": [i for i, (p, t) in enumerate(zip(s >= threshold, y, strict=True))
                                 if p and not t],
-            "false_negatives": [r["id"] for r, p, t in zip(rows, s >= threshold, y, strict=True)
+            "false_negatives": [i for i, (p, t) in enumerate(zip(s >= threshold, y, strict=True))
                                 if t and not p]},
         "speed": {"articles": len(rows), "embedded": embedded,
                   "seconds": None if seconds is None else round(seconds, 1),
