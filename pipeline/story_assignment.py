@@ -664,9 +664,8 @@ class StoryAssigner:
             return False
         return not any(
             other.article_id != member.article_id
-            and float(other.vector @ member.vector) >= self.conf.duplicate_threshold
-            and shingle_overlap(member.shingles, other.shingles)
-            >= self.conf.duplicate_text_overlap
+            and self._near_copy(float(other.vector @ member.vector), member.shingles,
+                                other.shingles)
             for other in cluster.members.values())
 
     def _best(self, member: _Member, current: str | None = None) -> tuple[str | None, float]:
@@ -1041,11 +1040,18 @@ class StoryAssigner:
         for top in np.argsort(-sims, kind="stable"):
             if float(sims[top]) < self.conf.duplicate_threshold:
                 break
-            overlap = shingle_overlap(item.shingles, story.member_shingles.get(ids[top],
-                                                                                frozenset()))
-            if overlap >= self.conf.duplicate_text_overlap:
+            if self._near_copy(float(sims[top]), item.shingles,
+                               story.member_shingles.get(ids[top], frozenset())):
                 return ids[top]
         return None
+
+    def _near_copy(self, cosine: float, shingles: frozenset[int],
+                   other: frozenset[int]) -> bool:
+        """Near-identical text: the embeddings close (``duplicate_threshold``) *and* most
+        word 3-grams shared (``duplicate_text_overlap``), the one test of ``duplicate_of``
+        and of ``second_outlet``'s exemption."""
+        return cosine >= self.conf.duplicate_threshold \
+            and shingle_overlap(shingles, other) >= self.conf.duplicate_text_overlap
 
     @staticmethod
     def _add(story: ActiveStory, item: StoryItem) -> None:
