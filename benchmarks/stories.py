@@ -48,6 +48,7 @@ import pipeline.stories as stories_module
 from pipeline.article_input import read_jsonl
 from pipeline.cluster import cluster_records
 from pipeline.settings import Settings, StoriesSettings, load_settings
+from pipeline.story_text import derive_title
 
 ORDER_SEEDS = (1, 2, 3, 4, 5, 6, 7)
 HALVES_SEED = 12
@@ -154,8 +155,6 @@ def lead_records(records: list[dict[str, Any]], words: int = LEAD_WORDS
     sentence, at most ``words`` words (derived here at run time, never stored; labels are
     still the events). A labelled stand-in for the stream's headline + summary items, the
     "in between" regime of the length-aware score."""
-    from pipeline.story_text import derive_title
-
     out = []
     for record in records:
         lead = " ".join(derive_title(record.get("text") or "", limit=10_000).split()[:words])
