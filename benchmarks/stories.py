@@ -25,6 +25,9 @@ signals off (the embedding-only baseline). ``--representations`` compares articl
 representations for the embedding alone (no word or name signal, no refinement) over a
 threshold grid: best BCubed F1 for each = an oracle threshold.
 
+UCI headlines also report where BCubed loses (``bcubed_losses``: recall lost in each gold
+story's main piece, in second pieces and by lone headlines; precision lost by intruders).
+
 Results (figures only, never article text) go to benchmarks/results/stories.json.
 """
 
@@ -85,6 +88,54 @@ def _r(values: tuple[float, float, float]) -> dict[str, float]:
     return dict(zip(("p", "r", "f1"), (round(v, 4) for v in values), strict=True))
 
 
+def bcubed_losses(gold: dict[str, str], pred: dict[str, str]) -> dict[str, Any]:
+    """Where BCubed recall and precision are lost, as shares that add up to ``1 - R`` and
+    ``1 - P``: so a run says which kind of error a change has to fix (docs/decisions.md,
+    Stories, session 10).
+
+    Recall: each item loses ``1 - |its piece| / |its gold story|``, where its piece is the
+    part of its gold story in its predicted story; counted by where the item sits: in the
+    gold story's main piece (the predicted story holding most of it: what the main piece
+    misses), in a second piece of 6 or more / 2-5 articles, or alone (the only article of its
+    gold story in its predicted story, on its own or inside another story). Precision: each
+    item loses ``1 - |its piece| / |its predicted story|``; counted for articles of the
+    predicted story's largest gold story and for the others (intruders)."""
+    gold_size = Counter(gold.values())
+    pred_size = Counter(pred.values())
+    joint = Counter((pred[i], gold[i]) for i in gold)
+    main = {}
+    for (story, label), n in sorted(joint.items()):
+        if n > main.get(label, (None, 0))[1]:
+            main[label] = (story, n)
+    largest = {}
+    for (story, label), n in sorted(joint.items()):
+        if n > largest.get(story, (None, 0))[1]:
+            largest[story] = (label, n)
+    recall: Counter[str] = Counter()
+    precision: Counter[str] = Counter()
+    for i in gold:
+        piece = joint[(pred[i], gold[i])]
+        where = ("main" if main[gold[i]][0] == pred[i] else "alone" if piece == 1
+                 else "pieces_2_5" if piece <= 5 else "pieces_6_plus")
+        recall[where] += 1 - piece / gold_size[gold[i]]
+        precision["majority" if largest[pred[i]][0] == gold[i] else "intruders"] += (
+            1 - piece / pred_size[pred[i]])
+    pieces = Counter()
+    for (story, label), n in joint.items():
+        if main[label][0] != story:
+            pieces["alone" if n == 1 else "2_5" if n <= 5 else "6_plus"] += 1
+    merged = sum(1 for story in pred_size
+                 if sum(1 for (s, _), n in joint.items() if s == story and n >= 3) >= 2)
+    return {"recall_lost": {k: round(recall[k] / len(gold), 4)
+                            for k in ("main", "pieces_6_plus", "pieces_2_5", "alone")},
+            "precision_lost": {k: round(precision[k] / len(gold), 4)
+                               for k in ("majority", "intruders")},
+            "gold_stories_whole": sum(1 for label, (_, n) in main.items()
+                                      if n == gold_size[label]),
+            "second_pieces": {k: pieces[k] for k in ("6_plus", "2_5", "alone")},
+            "stories_merging_two": merged}
+
+
 # ---- an embedding memo (same vectors, computed once) ----------------------------------------
 
 def memoise_encoder(cache: Path | None = None) -> None:
@@ -133,17 +184,23 @@ def memoise_encoder(cache: Path | None = None) -> None:
 
 # ---- ECB+ -----------------------------------------------------------------------------------
 
-def evaluate_clusters(records: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+def evaluate_clusters(records: list[dict[str, Any]], settings: Settings, *,
+                      losses: bool = False) -> dict[str, Any]:
+    """BCubed and pairwise figures of one clustering (``losses``: and where BCubed loses,
+    ``bcubed_losses``)."""
     started = time.perf_counter()
     out = cluster_records(records, settings)
     elapsed = time.perf_counter() - started
     gold = {str(r["id"]): str(r["label"]) for r in records}
     pred = {o["id"]: o["story_id"] for o in out}
-    return {"articles": len(records), "events": len(set(gold.values())),
-            "stories": len(set(pred.values())),
-            "duplicates": sum(1 for o in out if o["duplicate_of"]),
-            "seconds": round(elapsed, 1),
-            "bcubed": _r(bcubed(gold, pred)), "pairwise": _r(pairwise(gold, pred))}
+    result = {"articles": len(records), "events": len(set(gold.values())),
+              "stories": len(set(pred.values())),
+              "duplicates": sum(1 for o in out if o["duplicate_of"]),
+              "seconds": round(elapsed, 1),
+              "bcubed": _r(bcubed(gold, pred)), "pairwise": _r(pairwise(gold, pred))}
+    if losses:
+        result["bcubed_losses"] = bcubed_losses(gold, pred)
+    return result
 
 
 LEAD_WORDS = 30  # a feed item's summary: one sentence, 10-20 terms after stop words
@@ -276,7 +333,7 @@ def evaluate_headlines(records: list[dict[str, Any]], settings: Settings) -> dic
     """Headline-only feed items with their publication times (UCI News Aggregator): the
     stage orders them by time, so the file order does not matter; shuffled file orders only
     change the order of items published in the same second."""
-    result = evaluate_clusters(records, settings)
+    result = evaluate_clusters(records, settings, losses=True)
     shuffled = records[:]
     random.Random(ORDER_SEEDS[0]).shuffle(shuffled)
     result["bcubed_f1_shuffled_file"] = evaluate_clusters(shuffled, settings)["bcubed"]["f1"]
