@@ -103,13 +103,12 @@ def bcubed_losses(gold: dict[str, str], pred: dict[str, str]) -> dict[str, Any]:
     gold_size = Counter(gold.values())
     pred_size = Counter(pred.values())
     joint = Counter((pred[i], gold[i]) for i in gold)
-    main = {}
+    main: dict[str, tuple[str, int]] = {}  # gold story -> its largest piece's predicted story
+    largest: dict[str, tuple[str, int]] = {}  # predicted story -> its largest gold story
     for (story, label), n in sorted(joint.items()):
-        if n > main.get(label, (None, 0))[1]:
+        if n > main.get(label, ("", 0))[1]:
             main[label] = (story, n)
-    largest = {}
-    for (story, label), n in sorted(joint.items()):
-        if n > largest.get(story, (None, 0))[1]:
+        if n > largest.get(story, ("", 0))[1]:
             largest[story] = (label, n)
     recall: Counter[str] = Counter()
     precision: Counter[str] = Counter()
@@ -124,8 +123,8 @@ def bcubed_losses(gold: dict[str, str], pred: dict[str, str]) -> dict[str, Any]:
     for (story, label), n in joint.items():
         if main[label][0] != story:
             pieces["alone" if n == 1 else "2_5" if n <= 5 else "6_plus"] += 1
-    merged = sum(1 for story in pred_size
-                 if sum(1 for (s, _), n in joint.items() if s == story and n >= 3) >= 2)
+    sizable = Counter(story for (story, _), n in joint.items() if n >= 3)
+    merged = sum(1 for count in sizable.values() if count >= 2)
     return {"recall_lost": {k: round(recall[k] / len(gold), 4)
                             for k in ("main", "pieces_6_plus", "pieces_2_5", "alone")},
             "precision_lost": {k: round(precision[k] / len(gold), 4)
