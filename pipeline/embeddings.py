@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+from filelock import FileLock
 
 from pipeline.memory import drop_mapped_file_pages, return_free_memory
 
@@ -132,19 +133,24 @@ class GraphEncoder:
             import openvino as ov
 
             core = ov.Core()
+            precision = openvino_precision(backend, core)
+            cache = openvino_cache_dir(graph, precision)
             # The compiled blob is cached beside the graph: later loads skip compilation.
-            core.set_property({"CACHE_DIR": str(graph.parent / "openvino-cache")})
+            core.set_property({"CACHE_DIR": str(cache)})
             # One stream per core, each batch on one thread, batches in flight side by side:
             # 1.35x the texts/s of one two-thread stream (LATENCY) on two cores, same vectors
             # (docs/performance.md). A lone query runs on one stream.
-            config = {"INFERENCE_PRECISION_HINT": openvino_precision(backend, core),
-                      "PERFORMANCE_HINT": "THROUGHPUT"}
+            config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT"}
             if threads:
                 config["INFERENCE_NUM_THREADS"] = str(threads)
-            self._compiled = core.compile_model(str(graph), "CPU", config)
+            # OpenVINO writes a missing blob in place, not by rename: two processes that
+            # compile at once (workers, a CLI beside the scheduler) would tear it, and a torn
+            # blob crashes every later import. One compiles; the others then import its blob.
+            with FileLock(cache / ".compile.lock"):
+                self._compiled = core.compile_model(str(graph), "CPU", config)
             # Importing the cached blob reads all of it (~86 MB of file pages that count in
             # the process's RSS); inference touches ~60 MB of it again, the rest is not needed.
-            drop_mapped_file_pages(graph.parent / "openvino-cache")
+            drop_mapped_file_pages(cache)
             self._requests = max(1, int(self._compiled.get_property(
                 "OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
             self._input_names = {port.get_any_name() for port in self._compiled.inputs}
@@ -205,6 +211,21 @@ class GraphEncoder:
         for slot in range(len(requests)):
             collect(slot)
         return out
+
+
+def openvino_cache_dir(graph: Path, precision: str) -> Path:
+    """Where OpenVINO caches ``graph`` compiled at ``precision``: one folder per precision.
+
+    OpenVINO's cache key leaves the precision hint out, so in one shared folder the blob
+    compiled first serves both backends, and bf16 imports a blob compiled for f32: the step
+    where CI crashed and a fresh clone hung, on CPUs with AMX (docs/decisions.md). Blobs
+    left in the old shared folder are removed: nothing tells which precision made them."""
+    shared = graph.parent / "openvino-cache"
+    for stale in shared.glob("*.blob"):
+        stale.unlink(missing_ok=True)
+    folder = shared / precision
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def openvino_precision(backend: str, core: object) -> str:

@@ -20,6 +20,7 @@ from pipeline.embeddings import (
     embedding_key,
     encode,
     load_encoder,
+    openvino_cache_dir,
     openvino_precision,
 )
 from pipeline.records import open_store, utcnow
@@ -159,6 +160,30 @@ def test_the_compiled_model_runs_the_precision_asked_for():
                               ("openvino-bf16", ov.Type.bf16 if native else ov.Type.f32)):
         compiled = load_encoder(backend=backend)._compiled  # type: ignore[attr-defined]
         assert compiled.get_property("INFERENCE_PRECISION_HINT") == expected
+
+
+def test_each_precision_compiles_its_own_blob():
+    """OpenVINO's cache key leaves the precision out: in one folder, bf16 would import the
+    blob compiled for f32 (the step where CI crashed). Each precision has its own."""
+    import openvino as ov
+
+    native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    for backend in ("openvino", "openvino-bf16"):
+        encode(["a fictional line about the Kessfield lantern market"], backend=backend)
+    shared = next(DEFAULT_CACHE_DIR.glob("*/openvino-cache"))
+    assert not list(shared.glob("*.blob"))
+    folders = {blob.parent.name for blob in shared.glob("*/*.blob")}
+    assert folders == ({"f32", "bf16"} if native else {"f32"})
+
+
+def test_a_blob_of_the_old_shared_cache_folder_is_removed(tmp_path):
+    """Nothing tells which precision compiled a blob of the old shared folder: it goes."""
+    graph = tmp_path / "model.onnx"
+    stale = tmp_path / "openvino-cache" / "1234.blob"
+    stale.parent.mkdir()
+    stale.write_bytes(b"compiled for some precision")
+    assert openvino_cache_dir(graph, "bf16") == tmp_path / "openvino-cache" / "bf16"
+    assert not stale.exists() and (tmp_path / "openvino-cache" / "bf16").is_dir()
 
 
 def test_a_backend_switch_re_embeds_stored_articles(tmp_path):
