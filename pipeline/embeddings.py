@@ -25,6 +25,7 @@ vector spaces.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ import numpy as np
 from filelock import FileLock
 
 from pipeline.memory import drop_mapped_file_pages, return_free_memory
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # heavy imports stay out of module import time (Airflow DAG parsing)
     from sentence_transformers import SentenceTransformer
@@ -143,17 +146,9 @@ class GraphEncoder:
             config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "THROUGHPUT"}
             if threads:
                 config["INFERENCE_NUM_THREADS"] = str(threads)
-            # OpenVINO writes a missing blob in place, not by rename: two processes that
-            # compile at once (workers, a CLI beside the scheduler) would tear it, and a torn
-            # blob crashes every later import. One compiles; the others then import its blob.
-            with FileLock(cache / ".compile.lock"):
-                self._compiled = core.compile_model(str(graph), "CPU", config)
-            # Importing the cached blob reads all of it (~86 MB of file pages that count in
-            # the process's RSS); inference touches ~60 MB of it again, the rest is not needed.
-            drop_mapped_file_pages(cache)
-            self._requests = max(1, int(self._compiled.get_property(
-                "OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-            self._input_names = {port.get_any_name() for port in self._compiled.inputs}
+            self._core, self._graph, self._cache, self._config = core, graph, cache, config
+            self._recompiled = False
+            self._compile()
         else:
             import onnxruntime as ort
 
@@ -164,6 +159,23 @@ class GraphEncoder:
             self._session = ort.InferenceSession(str(graph), options,
                                                  providers=["CPUExecutionProvider"])
             self._input_names = {i.name for i in self._session.get_inputs()}
+
+    def _compile(self, fresh: bool = False) -> None:
+        """Compile (or import from the cache) the OpenVINO model; ``fresh`` deletes the
+        cached blob first. OpenVINO writes a missing blob in place, not by rename: two
+        processes that compile at once (workers, a CLI beside the scheduler) would tear it,
+        so one compiles under a file lock and the others then import its blob."""
+        with FileLock(self._cache / ".compile.lock"):
+            if fresh:
+                for blob in self._cache.glob("*.blob"):
+                    blob.unlink(missing_ok=True)
+            self._compiled = self._core.compile_model(str(self._graph), "CPU", self._config)
+        # Importing the cached blob reads all of it (~86 MB of file pages that count in the
+        # process's RSS); inference touches ~60 MB of it again, the rest is not needed.
+        drop_mapped_file_pages(self._cache)
+        self._requests = max(1, int(self._compiled.get_property(
+            "OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self._input_names = {port.get_any_name() for port in self._compiled.inputs}
 
     def _batches(self, texts: list[str], batch_size: int
                  ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
@@ -192,6 +204,22 @@ class GraphEncoder:
             for rows, feeds in self._batches(texts, batch_size):
                 out[rows] = np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
             return out
+        self._encode_openvino(texts, batch_size, out)
+        if not np.isfinite(out).all() and not self._recompiled:
+            # OpenVINO recompiles a truncated blob itself, but imports a damaged one and
+            # computes NaN for the texts whose weights it hit: compile afresh once rather
+            # than store such vectors, and fail loudly if that does not mend it.
+            log.warning("embeddings: the compiled model cached in %s gave non-finite "
+                        "vectors; compiling it afresh", self._cache)
+            self._recompiled = True
+            self._compile(fresh=True)
+            self._encode_openvino(texts, batch_size, out)
+        if not np.isfinite(out).all():
+            raise RuntimeError(f"{self._graph}: OpenVINO gives non-finite vectors even after "
+                               "a fresh compile; use embedding.backend 'onnx'")
+        return out
+
+    def _encode_openvino(self, texts: list[str], batch_size: int, out: np.ndarray) -> None:
         # Requests of this call only (concurrent callers never share one), filled in turn;
         # each is waited for on this thread, so no engine thread ever calls back into Python.
         requests = [self._compiled.create_infer_request() for _ in range(self._requests)]
@@ -210,7 +238,6 @@ class GraphEncoder:
             in_flight[slot] = rows
         for slot in range(len(requests)):
             collect(slot)
-        return out
 
 
 def openvino_cache_dir(graph: Path, precision: str) -> Path:

@@ -22,6 +22,7 @@ from pipeline.embeddings import (
     load_encoder,
     openvino_cache_dir,
     openvino_precision,
+    release_encoders,
 )
 from pipeline.records import open_store, utcnow
 from pipeline.settings import load_settings
@@ -162,6 +163,13 @@ def test_the_compiled_model_runs_the_precision_asked_for():
         assert compiled.get_property("INFERENCE_PRECISION_HINT") == expected
 
 
+def _default_export():
+    from pipeline.embeddings import DEFAULT_MODEL, resolve_model_path
+    from pipeline.onnx_export import export_spec
+
+    return export_spec(resolve_model_path(DEFAULT_MODEL), DEFAULT_CACHE_DIR)
+
+
 def test_each_precision_compiles_its_own_blob():
     """OpenVINO's cache key leaves the precision out: in one folder, bf16 would import the
     blob compiled for f32 (the step where CI crashed). Each precision has its own."""
@@ -170,10 +178,34 @@ def test_each_precision_compiles_its_own_blob():
     native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     for backend in ("openvino", "openvino-bf16"):
         encode(["a fictional line about the Kessfield lantern market"], backend=backend)
-    shared = next(DEFAULT_CACHE_DIR.glob("*/openvino-cache"))
+    shared = _default_export().folder / "openvino-cache"
     assert not list(shared.glob("*.blob"))
     folders = {blob.parent.name for blob in shared.glob("*/*.blob")}
     assert folders == ({"f32", "bf16"} if native else {"f32"})
+
+
+def test_a_damaged_compiled_blob_is_compiled_afresh_not_used(tmp_path, caplog):
+    """OpenVINO imports a damaged cached blob and computes NaN with it: the encoder compiles
+    afresh once and returns the real vectors, never NaN ones."""
+    import shutil
+
+    encode(TEXTS[:3], backend="openvino")  # the default cache holds the exported graph
+    exported = _default_export().fp32
+    (tmp_path / exported.parent.name).mkdir()
+    shutil.copy(exported, tmp_path / exported.parent.name / "model.onnx")
+    good = encode(TEXTS[:3], backend="openvino", cache_dir=str(tmp_path))
+    release_encoders()
+    [blob] = tmp_path.glob("*/openvino-cache/f32/*.blob")
+    blob.chmod(0o644)
+    size = blob.stat().st_size
+    with blob.open("r+b") as handle:  # NaN bit patterns over weights these texts use
+        handle.seek(size * 3 // 10)
+        handle.write(b"\xff" * (8 << 20))
+    with caplog.at_level("WARNING", logger="pipeline.embeddings"):
+        again = encode(TEXTS[:3], backend="openvino", cache_dir=str(tmp_path))
+    release_encoders()
+    assert np.isfinite(again).all() and np.allclose(again, good, atol=1e-5)
+    assert "compiling it afresh" in caplog.text
 
 
 def test_a_blob_of_the_old_shared_cache_folder_is_removed(tmp_path):
