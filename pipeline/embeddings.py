@@ -205,7 +205,8 @@ class GraphEncoder:
                 out[rows] = np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
             return out
         self._encode_openvino(texts, batch_size, out)
-        if not np.isfinite(out).all() and not self._recompiled:
+        finite = bool(np.isfinite(out).all())
+        if not finite and not self._recompiled:
             # OpenVINO recompiles a truncated blob itself, but imports a damaged one and
             # computes NaN for the texts whose weights it hit: compile afresh once rather
             # than store such vectors, and fail loudly if that does not mend it.
@@ -214,7 +215,8 @@ class GraphEncoder:
             self._recompiled = True
             self._compile(fresh=True)
             self._encode_openvino(texts, batch_size, out)
-        if not np.isfinite(out).all():
+            finite = bool(np.isfinite(out).all())
+        if not finite:
             raise RuntimeError(f"{self._graph}: OpenVINO gives non-finite vectors even after "
                                "a fresh compile; use embedding.backend 'onnx'")
         return out

@@ -17,13 +17,16 @@ from pipeline.embeddings import (
     BACKENDS,
     DEFAULT_BACKEND,
     DEFAULT_CACHE_DIR,
+    DEFAULT_MODEL,
     embedding_key,
     encode,
     load_encoder,
     openvino_cache_dir,
     openvino_precision,
     release_encoders,
+    resolve_model_path,
 )
+from pipeline.onnx_export import export_spec
 from pipeline.records import open_store, utcnow
 from pipeline.settings import load_settings
 from pipeline.stories import embed_pending
@@ -164,9 +167,6 @@ def test_the_compiled_model_runs_the_precision_asked_for():
 
 
 def _default_export():
-    from pipeline.embeddings import DEFAULT_MODEL, resolve_model_path
-    from pipeline.onnx_export import export_spec
-
     return export_spec(resolve_model_path(DEFAULT_MODEL), DEFAULT_CACHE_DIR)
 
 
