@@ -260,12 +260,16 @@ def fit_rule(x: np.ndarray, mask: np.ndarray, y: np.ndarray, train: np.ndarray,
 
 def cross_validate(x: np.ndarray, mask: np.ndarray, y: np.ndarray,
                    judged: np.ndarray | None = None,
-                   vectors: np.ndarray | None = None) -> dict[str, Any]:
+                   vectors: np.ndarray | None = None,
+                   strata: Sequence[str] | None = None) -> dict[str, Any]:
     """Repeated stratified k-fold; coefficients and threshold (and with ``vectors`` the
     learned term) refitted on each training part (always on the labels ``y``); predictions
-    judged against ``judged`` (default: ``y``)."""
+    judged against ``judged`` (default: ``y``). With ``strata`` (the rubric's kind ×
+    confidence per row), also how many of each are predicted relevant, averaged over the
+    repeats: which kinds the errors are."""
     judged = y if judged is None else judged
     runs, thresholds = [], []
+    times_predicted = np.zeros(len(y))
     for repeat in range(REPEATS):
         predicted = np.zeros(len(y), dtype=bool)
         for test in stratified_folds(y, FOLDS, seed=repeat):
@@ -274,12 +278,21 @@ def cross_validate(x: np.ndarray, mask: np.ndarray, y: np.ndarray,
             thresholds.append(threshold)
             predicted[test] = rule(test)
         runs.append(prf(predicted, judged))
+        times_predicted += predicted
     summary = {key: {"mean": round(statistics.mean(r[key] for r in runs), 3),
                      "sd": round(statistics.stdev(r[key] for r in runs), 3)}
                for key in ("precision", "recall", "f1")}
-    return {"folds": FOLDS, "repeats": REPEATS, **summary,
-            "thresholds": {"median": statistics.median(thresholds), "min": min(thresholds),
-                           "max": max(thresholds)}}
+    out = {"folds": FOLDS, "repeats": REPEATS, **summary,
+           "thresholds": {"median": statistics.median(thresholds), "min": min(thresholds),
+                          "max": max(thresholds)}}
+    if strata is not None:
+        names = np.array(strata)
+        out["per_kind"] = {
+            name: {"rows": int((names == name).sum()),
+                   "predicted_mean": round(float(times_predicted[names == name].sum())
+                                           / REPEATS, 1)}
+            for name in sorted(set(strata))}
+    return out
 
 
 def time_split(x: np.ndarray, mask: np.ndarray, y: np.ndarray, years: np.ndarray,
@@ -400,6 +413,8 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
     threshold = watch.min_score
     view, other = second_view(rows)
     embedded = int(mask.sum())
+    strata = ([f"{r['kind']}{r.get('conf', '')}" for r in rows]
+              if all("kind" in r for r in rows) else None)
     out: dict[str, Any] = {
         "data": {"rows": len(rows), "positives": int(y.sum()), "second_view": view,
                  "second_view_positives": int(other.sum())},
@@ -417,7 +432,7 @@ def report(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], watch: W
         "shipped_coefficients_only": prf(generic >= threshold, y),
         "sweep": {f"{t:.2f}": prf(s >= t, y) for t in SWEEP},
         "baselines": mention_baselines(rows, y, other),
-        "cv": cross_validate(x, mask, y, vectors=vectors),
+        "cv": cross_validate(x, mask, y, vectors=vectors, strata=strata),
         "cv_without_learned_term": cross_validate(x, mask, y),
         "cv_keywords_only": cross_validate(keywords_only, mask, y),
         "cv_scorer_v2_features": cross_validate(x[:, V2_COLUMNS], mask, y),
@@ -508,6 +523,10 @@ def print_report(out: dict[str, Any]) -> None:
         print("shipped, predicted relevant per kind:",
               ", ".join(f"{k} {c['predicted']}/{c['rows']}"
                         for k, c in out["shipped_per_kind"].items()))
+    if "per_kind" in out["cv"]:
+        print("CV, predicted relevant per kind (mean over repeats):",
+              ", ".join(f"{k} {c['predicted_mean']}/{c['rows']}"
+                        for k, c in out["cv"]["per_kind"].items()))
     print("per year (shipped):")
     for year, m in out["per_year"].items():
         print(_row(f"{year} ({m['positives']}/{m['rows']})", m))
