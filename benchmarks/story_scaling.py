@@ -104,20 +104,25 @@ def read_stream(path: Path) -> list[dict[str, Any]]:
     order.
 
     Feed text only, as the pipeline stores it without pages: the description, else the
-    headline (a headline-only item's text is its title). ``language`` is what the feed
-    declares (a hint: the pipeline stores ``language.detect_language`` of it and the text).
+    headline (a headline-only item's text is its title); a title that is only link text
+    ("More »") gives way to the description's first sentence, as in ``feedparse``.
+    ``language`` is what the feed declares (a hint: the pipeline stores
+    ``language.detect_language`` of it and the text).
     """
     import gzip
 
     from pipeline.cluster import _parse_time
+    from pipeline.feedparse import entry_headline
+    from pipeline.story_text import derive_title
 
     items = []
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         for n, line in enumerate(handle):
             row = json.loads(line)
             when = _parse_time(str(row.get("date_published") or "").replace(" ", "T", 1))
-            title = " ".join(str(row.get("title") or "").split())
+            title = entry_headline(" ".join(str(row.get("title") or "").split()))
             text = " ".join(str(row.get("description") or "").split()) or title
+            title = title or derive_title(text)
             if when is None or not text:
                 continue
             items.append({"id": f"i{n:06d}", "title": title, "text": text, "time": when,

@@ -24,6 +24,7 @@ from pipeline.records import Store
 from pipeline.sanitize import plausible_date, strip_control, strip_control_bytes
 from pipeline.settings import Settings
 from pipeline.stages import StageContext
+from pipeline.story_text import derive_title
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ def extract_one(store: Store, fetcher: Fetcher, settings: Settings,
     fallback, text_source = (article.get("entry_summary") or "").strip(), "feed"
     if not fallback and title:
         fallback, text_source = title, "title"
+    # An item without a headline (or whose title was only link text) is listed, alerted and
+    # searched under its summary's first sentence, as stories already name it.
+    title = title or derive_title(fallback)
     if not fallback:  # neither summary nor headline: nothing to show, embed or search
         status, text_source = ("failed" if status == "fallback" else status), None
     verdict = language_verdict(title, fallback, article.get("language"))

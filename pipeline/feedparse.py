@@ -197,6 +197,22 @@ def _text_of(detail: Any, fallback: Any = None) -> str:
     return html_to_text(value)
 
 
+# Link text that some feeds put in <title> where the headline belongs (a real feed titles every
+# item "More »"). Kept, it would name stories and alerts, and its capitalised word would be a
+# name shared by every such item; dropped, the headline comes from the summary's first sentence.
+_LINK_LABELS = frozenset({
+    "more", "read more", "continue reading", "full story", "read full story",
+    "read the full story", "click here", "link", "permalink", "untitled", "no title",
+})
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def entry_headline(title: str) -> str:
+    """``title`` as an entry's headline, or "" when it is only link text or punctuation."""
+    label = " ".join(_NOT_WORD.sub(" ", title).lower().split())
+    return "" if not label or label in _LINK_LABELS else title
+
+
 def _content(entry: Any) -> str:
     texts: list[str] = []
     for part in entry.get("content") or []:
@@ -213,7 +229,7 @@ def _entry(entry: Any, base: str, feed_language: str | None) -> FeedEntry:
     return FeedEntry(
         link=_entry_link(entry, base),
         guid=_guid(guid),
-        title=_text_of(entry.get("title_detail"), entry.get("title")),
+        title=entry_headline(_text_of(entry.get("title_detail"), entry.get("title"))),
         summary=_text_of(entry.get("summary_detail"), entry.get("summary")),
         content=_content(entry),
         published_at=_utc(entry.get("published_parsed")),
@@ -309,7 +325,7 @@ def _parse_json_feed(content: bytes, url: str, headers: dict[str, str]) -> Parse
         entries.append(FeedEntry(
             link=_http_link(item.get("url"), url) or _http_link(item.get("external_url"), url),
             guid=_guid(str(guid) if guid is not None else None),
-            title=_json_text(item.get("title")),
+            title=entry_headline(_json_text(item.get("title"))),
             summary=_json_text(item.get("summary")),
             content=content_html or (plain_to_text(content_text)
                                      if isinstance(content_text, str) else ""),

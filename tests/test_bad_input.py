@@ -349,3 +349,16 @@ def test_an_unterminated_escape_sequence_loses_no_text():
     assert strip_control("a\x9dstray C1 byte then text") == "astray C1 byte then text"
     assert strip_control_bytes(b"<rss>\x1b]0;title never ends <item/></rss>") == \
         b"<rss>]0;title never ends <item/></rss>"
+
+
+def test_link_text_for_a_title_gives_way_to_the_summarys_first_sentence(http_server, store):
+    # A real feed titles every item "More »"; here the page is gone, so the feed text is all.
+    gone = http_server.url("/gone")  # no route: 404
+    http_server.route("/feed.xml", body=rss(item(
+        "More »", gone, "Fictional mercenaries expand across three continents. More follows.")))
+    settings = settings_for([http_server.url("/feed.xml")])
+    fetch(store, settings)
+    assert extract_pending(store, settings, RUN).get("http-404") == 1
+    article = store.get_article(article_id_for(gone))
+    assert article["title"] == "Fictional mercenaries expand across three continents."
+    assert article["text_source"] == "feed"

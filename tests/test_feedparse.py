@@ -333,3 +333,16 @@ def test_fast_path_is_used_from_the_configured_size_on(monkeypatch):
     assert calls == []
     parse_feed(RSS, FEED_URL, XML, fast_min_bytes=len(RSS))
     assert calls == [len(RSS)]
+
+
+@pytest.mark.parametrize(("title", "kept"), [
+    ("More »", False), ("Read more…", False), ("Continue reading →", False), (" » ", False),
+    ("More rain for the coast", True), ("Correction", True), ("Pepper...and Salt", True),
+    ("台灣", True),
+])
+def test_link_text_is_not_a_headline(title, kept):
+    body = ('<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><item>'
+            f"<title>{title}</title><link>https://example.com/a</link>"
+            "<description>First sentence. Second.</description></item></channel></rss>")
+    [entry] = parse_feed(body.encode(), FEED_URL, XML).entries
+    assert entry.title == (title.strip() if kept else "")
