@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "second_reading.py"
+from tests.support.benchmarks import BENCHMARKS, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_second_reading", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("second_reading")
 
 
 def _row(kind: str, conf: str, labelled: bool = True, text: str = "x") -> dict:
@@ -77,7 +73,7 @@ def test_a_different_data_file_is_refused(bench, tmp_path: Path):
 
 
 def test_the_shipped_readings_cover_every_stratum_and_hold_no_text():
-    doc = json.loads((SCRIPT.parent / "data" / "relevance-second-reading.json")
+    doc = json.loads((BENCHMARKS / "data" / "relevance-second-reading.json")
                      .read_text(encoding="utf-8"))
     kinds = {k for sample in doc["samples"] for _, *ks in sample["rows"] for k in ks}
     assert kinds <= {f"{k}{c}" for k in "DFM" for c in "hl"}
