@@ -1,0 +1,1 @@
+"""Helpers the tests share: local servers, record factories and fictional fixtures."""
