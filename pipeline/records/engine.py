@@ -12,7 +12,7 @@ from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+from pipeline import sqlite_setup
 
 
 def utcnow() -> datetime:
@@ -49,17 +49,14 @@ def engine_for(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            connect_args={"timeout": sqlite_setup.BUSY_TIMEOUT_MS / 1000,
+                          "check_same_thread": False},
         )
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
+        def _sqlite_pragmas(dbapi_connection, _record):
+            sqlite_setup.set_up(dbapi_connection)
+            dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import sqlite_setup
 from pipeline.cjk import display_text, fts_text, query_variants
 from pipeline.embeddings import pack_vector, unpack_vector
 from pipeline.search.base import (
@@ -38,7 +39,6 @@ from pipeline.search.base import (
     parse_query_text,
 )
 
-BUSY_TIMEOUT_MS = 30_000
 TITLE_WEIGHT = 5.0  # bm25 column weights: a title match outranks a body-only match
 TEXT_WEIGHT = 1.0
 SNIPPET_TOKENS = 24
@@ -148,12 +148,9 @@ class SqliteSearch:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+            conn = sqlite3.connect(self.path, timeout=sqlite_setup.BUSY_TIMEOUT_MS / 1000,
                                    isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            if self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            sqlite_setup.set_up(conn)
             self._conn = conn
         return self._conn
 
