@@ -49,8 +49,7 @@ def engine_for(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
-            connect_args={"timeout": sqlite_setup.BUSY_TIMEOUT_MS / 1000,
-                          "check_same_thread": False},
+            connect_args={"check_same_thread": False},  # sqlite_setup sets the busy timeout
         )
 
         @event.listens_for(engine, "connect")

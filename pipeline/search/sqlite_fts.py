@@ -148,8 +148,7 @@ class SqliteSearch:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(self.path, timeout=sqlite_setup.BUSY_TIMEOUT_MS / 1000,
-                                   isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             sqlite_setup.set_up(conn)
             self._conn = conn
         return self._conn
